@@ -1,0 +1,125 @@
+"""Library entry points behind the CLI: one function per command, plain data in and out.
+
+The CLI only parses arguments and calls these; scripts and notebooks can call them too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ffneuro import runio
+from ffneuro.config import PRESETS, ConfigError, TrainConfig, preset as preset_overrides
+
+
+def preset_names() -> list[str]:
+    return sorted(PRESETS)
+
+
+def _int_list(name: str, value) -> tuple[int, ...] | None:
+    if value is None or isinstance(value, (tuple, list)):
+        return None if value is None else tuple(int(v) for v in value)
+    try:
+        return tuple(int(v) for v in str(value).replace(" ", "").split(",") if v)
+    except ValueError:
+        raise ConfigError(f"--{name.replace('_', '-')} must be comma-separated integers, got {value!r}") from None
+
+
+def build_config(preset: str | None, overrides: dict) -> TrainConfig:
+    """Preset (if any), then every override that is not None, validated."""
+    values = preset_overrides(preset) if preset else {}
+    for k, v in overrides.items():
+        if v is None:
+            continue
+        if k in ("layers", "milestones", "inference_layers"):
+            v = _int_list(k, v)
+        values[k] = v
+    return TrainConfig(**values).validate()
+
+
+def train_run(*, preset: str | None = None, overrides: dict | None = None, profile: str | None = None,
+              out: Path | None = None, resume: bool = False, device: str = "auto", progress: bool = True,
+              simulate_anyway: bool = False) -> dict:
+    """`ffneuro train`: build the config, train (or resume) and return the metrics."""
+    from ffneuro.trainer import train
+
+    if resume:
+        if out is None:
+            raise ConfigError("--resume needs --out RUN_DIR")
+        saved = runio.read_json(Path(out) / runio.CONFIG)
+        cfg = TrainConfig.from_dict(saved["config"])
+        profile = saved.get("profile_name", profile)
+    else:
+        cfg = build_config(preset, overrides or {})
+        if out is not None and (Path(out) / runio.CHECKPOINT).exists():
+            raise ConfigError(f"{out}: already holds a run (use --resume to continue it, or another --out)")
+    return train(cfg, out=out, resume=resume, progress=progress, profile=profile, device=device,
+                 simulate_anyway=simulate_anyway)
+
+
+def eval_run(run_dir: Path, *, data: str | None = None) -> dict:
+    """`ffneuro eval`: rebuild the network from a run dir and evaluate it."""
+    from ffneuro.trainer import evaluate_run
+
+    return evaluate_run(Path(run_dir), data=data)
+
+
+def metrics_summary(metrics: dict) -> dict:
+    """Metrics without the per-epoch history (what `--json` prints)."""
+    return {k: v for k, v in metrics.items() if k != "history"}
+
+
+def format_metrics(m: dict) -> str:
+    te = m.get("test_error", {})
+    lines = [f"dataset {m.get('dataset', '?')}: {m.get('epochs', '?')} epochs in {m.get('wall_s', 0):.1f} s"
+             + (f" under profile {m['profile']}" if m.get("profile") else "")]
+    for mode, err in te.items():
+        lines.append(f"  test error {mode:<10} {err:6.2f} %   (accuracy {100 - err:.2f} %)")
+    if "per_layer_error" in m:
+        lines.append("  layer alone      " + "  ".join(f"L{i + 1} {e:5.2f}%" for i, e in enumerate(m["per_layer_error"])))
+        lines.append("  cumulative       " + "  ".join(f"1..{i + 1} {e:5.2f}%" for i, e in enumerate(m["cumulative_error"])))
+    if "estimate" in m:
+        est = m["estimate"]
+        lines.append(f"  energy ({est['profile']}): inference {est['inference']['energy_pj_per_sample'] / 1e3:.1f} nJ/sample,"
+                     f" training {est['training']['energy_pj_per_sample'] / 1e3:.1f} nJ/sample;"
+                     f" {est['cores_used']} cores, fits: {est['fits']}")
+    return "\n".join(lines)
+
+
+# -- profiles -----------------------------------------------------------------------------
+def profile_rows() -> list[dict]:
+    from ffneuro.profiles import list_profiles, load_profile
+
+    rows = []
+    for name in list_profiles():
+        p = load_profile(name)
+        rows.append({"name": name, "weight_bits": p.precision.weight_bits, "format": p.precision.format,
+                     "rounding": p.precision.rounding, "cores": p.memory.cores,
+                     "max_batch": p.streaming.max_batch, "optimizer": p.learning.optimizer,
+                     "description": p.description})
+    return rows
+
+
+def format_profile_rows(rows: list[dict]) -> str:
+    head = f"{'name':<18}{'format':<8}{'w bits':>7}  {'rounding':<11}{'cores':>7}{'batch':>7}  {'optimizer':<13}"
+    body = [f"{r['name']:<18}{r['format']:<8}{r['weight_bits']:>7}  {r['rounding']:<11}{r['cores']:>7}"
+            f"{r['max_batch']:>7}  {r['optimizer']:<13}" for r in rows]
+    return "\n".join([head, *body])
+
+
+def profile_dict(name_or_path: str) -> dict:
+    from ffneuro.profiles import load_profile, profile_to_dict
+
+    return profile_to_dict(load_profile(name_or_path))
+
+
+def format_profile(d: dict) -> str:
+    lines = [f"{d['name']}: {d.get('description', '')}"]
+    for section, values in d.items():
+        if not isinstance(values, dict) or section == "sources":
+            continue
+        lines.append(f"[{section}]")
+        for key, val in values.items():
+            src = d.get("sources", {}).get(f"{section}.{key}", {})
+            cite = f"  ({src.get('confidence', '?')}: {src.get('source', '')})" if src else ""
+            lines.append(f"  {key:<28} {val!s:<14}{cite}")
+    return "\n".join(lines)

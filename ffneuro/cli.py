@@ -1,0 +1,135 @@
+"""The ``ffneuro`` command line. Commands parse arguments and call one library function;
+errors in user input become one ``error: …`` line and exit code 1, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ffneuro import api
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Forward-Forward on-chip learning simulator: train, estimate, export.")
+profiles_app = typer.Typer(no_args_is_help=True, help="List, show and validate hardware profiles.")
+app.add_typer(profiles_app, name="profiles")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _run(fn, *args, **kwargs):
+    """Call a library function, turning user-input errors into one line + exit 1."""
+    try:
+        return fn(*args, **kwargs)
+    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+        _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    except KeyboardInterrupt:
+        _fail("interrupted")
+
+
+def _emit(obj, as_json: bool, text: str) -> None:
+    typer.echo(json.dumps(obj, indent=2) if as_json else text)
+
+
+@app.command()
+def train(
+    data: Annotated[str, typer.Option(help="digits (embedded default) | mnist:DIR | fashion-mnist:DIR | "
+                                           "cifar10:DIR | npz:FILE")] = "digits",
+    preset: Annotated[Optional[str], typer.Option(help="Named recipe: " + ", ".join(api.preset_names()))] = None,
+    layers: Annotated[Optional[str], typer.Option(help="Hidden widths, e.g. 500,500,500")] = None,
+    algo: Annotated[Optional[str], typer.Option(help="ff | cff (collaborative FF)")] = None,
+    gamma: Annotated[Optional[str], typer.Option(help="CFF γ over: all | earlier | later layers")] = None,
+    schedule: Annotated[Optional[str], typer.Option(help="layer (one layer at a time) | network (Alg. 2)")] = None,
+    label_encoding: Annotated[Optional[str], typer.Option(help="auto | overlay | concat")] = None,
+    label_scale: Annotated[Optional[float], typer.Option(help="Value of the one-hot label entry")] = None,
+    negatives: Annotated[Optional[str], typer.Option(help="random (wrong label) | hard (model's scores)")] = None,
+    norm: Annotated[Optional[str], typer.Option(help="Normalisation between layers: length | rms | none")] = None,
+    goodness: Annotated[Optional[str], typer.Option(help="sumsq | meansq | sum | neg-sumsq")] = None,
+    loss: Annotated[Optional[str], typer.Option(help="ff (softplus, θ) | symba (α) | entropy")] = None,
+    theta: Annotated[Optional[float], typer.Option(help="FF threshold θ (default: layer width)")] = None,
+    alpha: Annotated[Optional[float], typer.Option(help="SymBa α")] = None,
+    peer_norm: Annotated[Optional[float], typer.Option(help="Peer normalisation weight (Hinton: 0.03)")] = None,
+    optimizer: Annotated[Optional[str], typer.Option(help="adam | sgd (momentum)")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate")] = None,
+    momentum: Annotated[Optional[float], typer.Option(help="SGD momentum")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay")] = None,
+    lr_schedule: Annotated[Optional[str], typer.Option(help="constant | linear-decay | multistep")] = None,
+    milestones: Annotated[Optional[str], typer.Option(help="multistep epochs, e.g. 150,200")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs (per layer under --schedule layer)")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Mini-batch size")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (same seed, same metrics)")] = None,
+    head: Annotated[Optional[bool], typer.Option("--head/--no-head", help="Train the one-pass head")] = None,
+    inference_layers: Annotated[Optional[str], typer.Option(help="1-based layers summed by multi-pass "
+                                                                 "inference, e.g. 2,3")] = None,
+    eval_every: Annotated[Optional[int], typer.Option(help="Evaluate every N epochs (0: at the end)")] = None,
+    profile: Annotated[Optional[str], typer.Option(help="Hardware profile name or TOML path: train as the "
+                                                        "chip would (see `ffneuro profiles list`)")] = None,
+    simulate_anyway: Annotated[bool, typer.Option(help="Train even if the model does not fit the "
+                                                       "profile's memory")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="Run dir for config, checkpoint and metrics")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint")] = False,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON on stdout")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar")] = True,
+) -> None:
+    """Train an FF network. Example: ffneuro train --profile loihi-like"""
+    overrides = dict(data=data, layers=layers, algo=algo, gamma=gamma, schedule=schedule,
+                     label_encoding=label_encoding, label_scale=label_scale, negatives=negatives, norm=norm,
+                     goodness=goodness, loss=loss, theta=theta, alpha=alpha, peer_norm=peer_norm,
+                     optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                     lr_schedule=lr_schedule, milestones=milestones, epochs=epochs, batch_size=batch_size,
+                     seed=seed, head=head, inference_layers=inference_layers, eval_every=eval_every)
+    metrics = _run(api.train_run, preset=preset, overrides=overrides, profile=profile, out=out,
+                   resume=resume, device=device, progress=progress, simulate_anyway=simulate_anyway)
+    _emit(api.metrics_summary(metrics), as_json, api.format_metrics(metrics))
+
+
+@app.command("eval")
+def eval_(
+    run_dir: Annotated[Path, typer.Argument(help="A run dir written by `ffneuro train --out`")],
+    data: Annotated[Optional[str], typer.Option(help="Evaluate on this dataset instead of the run's")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON")] = False,
+) -> None:
+    """Re-evaluate a trained run from its checkpoint (all inference modes, per-layer errors)."""
+    metrics = _run(api.eval_run, run_dir, data=data)
+    _emit(metrics, as_json, api.format_metrics(metrics))
+
+
+@profiles_app.command("list")
+def profiles_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the shipped hardware profiles."""
+    rows = _run(api.profile_rows)
+    _emit(rows, as_json, api.format_profile_rows(rows))
+
+
+@profiles_app.command("show")
+def profiles_show(
+    name: Annotated[str, typer.Argument(help="Profile name or path to a TOML file")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show every figure of a profile with its source and confidence."""
+    d = _run(api.profile_dict, name)
+    _emit(d, as_json, api.format_profile(d))
+
+
+@profiles_app.command("validate")
+def profiles_validate(file: Annotated[Path, typer.Argument(help="A profile TOML file")]) -> None:
+    """Validate a profile file (exit 1 with the offending key if invalid)."""
+    d = _run(api.profile_dict, str(file))
+    typer.echo(f"{file}: valid profile {d['name']!r}")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    app()
+
+
+if __name__ == "__main__":
+    main()

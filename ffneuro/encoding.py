@@ -1,0 +1,81 @@
+"""Label encoding and negative-label sampling (SPEC §1).
+
+A sample x (flattened, standardised) is combined with a label y either by
+*overlaying* a one-hot on the first C features (Hinton) or by *concatenating* it
+(for inputs whose first features carry signal). The neutral label puts 1/C on every
+label entry (one-pass inference).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class LabelEncoding:
+    mode: str            # "overlay" | "concat"
+    num_classes: int
+    scale: float = 1.0
+
+    def input_features(self, data_features: int) -> int:
+        """Width of the first layer's input for samples with ``data_features`` features."""
+        return data_features + (self.num_classes if self.mode == "concat" else 0)
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Combine samples (N, D) with integer labels (N,)."""
+        onehot = torch.zeros(x.shape[0], self.num_classes, dtype=x.dtype, device=x.device)
+        onehot.scatter_(1, y.view(-1, 1), self.scale)
+        return self._combine(x, onehot)
+
+    def encode_neutral(self, x: torch.Tensor) -> torch.Tensor:
+        """Every label entry set to scale / C."""
+        neutral = torch.full((x.shape[0], self.num_classes), self.scale / self.num_classes,
+                             dtype=x.dtype, device=x.device)
+        return self._combine(x, neutral)
+
+    def _combine(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        if self.mode == "concat":
+            return torch.cat([code, x], dim=1)
+        if self.mode == "overlay":
+            out = x.clone()
+            out[:, : self.num_classes] = code
+            return out
+        raise ValueError(f"unknown label encoding {self.mode!r} (allowed: overlay, concat)")
+
+
+def choose_encoding(mode: str, x_train: torch.Tensor, num_classes: int) -> str:
+    """Resolve ``auto``: overlay only if the first C features are constant in the training
+    set (so overwriting them destroys no signal, as for MNIST's blank top-left corner);
+    otherwise concatenate."""
+    if mode != "auto":
+        return mode
+    if x_train.shape[1] <= num_classes:
+        return "concat"
+    first = x_train[:, :num_classes]
+    constant = bool((first.max(dim=0).values - first.min(dim=0).values).abs().max() == 0)
+    return "overlay" if constant else "concat"
+
+
+def random_wrong_labels(y: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """Uniform over the C−1 wrong labels; never the true one (shift by 1..C−1 mod C)."""
+    shift = torch.randint(1, num_classes, y.shape, generator=generator, device=y.device)
+    return (y + shift) % num_classes
+
+
+def hard_wrong_labels(y: torch.Tensor, scores: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Sample a wrong label in proportion to the model's own class probabilities.
+
+    ``scores`` (N, C) are logits; the true class is masked out, so the sample is never the
+    true label. Rows whose remaining probability mass underflows fall back to uniform.
+    """
+    logits = scores.detach().float().clone()
+    logits.scatter_(1, y.view(-1, 1), float("-inf"))
+    probs = torch.softmax(logits, dim=1)
+    bad = ~torch.isfinite(probs).all(dim=1)
+    if bad.any():
+        uniform = torch.ones_like(probs[bad])
+        uniform.scatter_(1, y[bad].view(-1, 1), 0.0)
+        probs[bad] = uniform / uniform.sum(dim=1, keepdim=True)
+    return torch.multinomial(probs, 1, generator=generator).view(-1)

@@ -1,0 +1,143 @@
+"""The maths of Forward-Forward: goodness, local losses, normalisation, entropy.
+
+Every function here is pure (tensors in, tensors out) so it can be hand-checked in
+tests and reused by the trainer, the analysis code and the golden integer model.
+Shapes: ``h`` is ``(batch, units)``; goodness and per-sample losses are ``(batch,)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+GOODNESS_KINDS = ("sumsq", "meansq", "sum", "neg-sumsq")
+LOSS_KINDS = ("ff", "symba", "entropy")
+NORM_KINDS = ("length", "rms", "none")
+
+_EPS = 1e-8
+
+
+def normalize(h: torch.Tensor, kind: str = "length", eps: float = _EPS) -> torch.Tensor:
+    """Remove the previous layer's goodness before handing activity on (SPEC §1).
+
+    ``length``: ``h / (‖h‖₂ + ε)``; ``rms``: ``h / (sqrt(mean h²) + ε)``; ``none``: identity.
+    The RMS form keeps activities O(1) whatever the width, which matters once they
+    are quantised to a few bits.
+    """
+    if kind == "length":
+        return h / (h.norm(dim=1, keepdim=True) + eps)
+    if kind == "rms":
+        return h / (h.pow(2).mean(dim=1, keepdim=True).sqrt() + eps)
+    if kind == "none":
+        return h
+    raise ValueError(f"unknown normalisation {kind!r} (allowed: {', '.join(NORM_KINDS)})")
+
+
+def goodness(h: torch.Tensor, kind: str = "sumsq") -> torch.Tensor:
+    """Per-sample goodness of a layer's activity.
+
+    ``sumsq``: Σ h² (Hinton); ``meansq``: mean h² (same up to θ's scale);
+    ``sum``: Σ |h| (unsquared); ``neg-sumsq``: −Σ h², the *negated* form where
+    positives should have LOW activity. The sign convention is folded into the value,
+    so "higher goodness = more positive" holds for every kind and the losses and
+    inference never need to know which kind was used.
+    """
+    if kind == "sumsq":
+        return h.pow(2).sum(dim=1)
+    if kind == "meansq":
+        return h.pow(2).mean(dim=1)
+    if kind == "sum":
+        return h.abs().sum(dim=1)
+    if kind == "neg-sumsq":
+        return -h.pow(2).sum(dim=1)
+    raise ValueError(f"unknown goodness {kind!r} (allowed: {', '.join(GOODNESS_KINDS)})")
+
+
+def ff_loss(g_pos: torch.Tensor, g_neg: torch.Tensor, theta: float) -> torch.Tensor:
+    """Hinton's FF loss, per sample: ``softplus(θ − g⁺) + softplus(g⁻ − θ)``.
+
+    This is −log σ(g⁺ − θ) − log(1 − σ(g⁻ − θ)). For CFF pass ``g + γ`` (γ detached).
+    """
+    return F.softplus(theta - g_pos) + F.softplus(g_neg - theta)
+
+
+def symba_loss(g_pos: torch.Tensor, g_neg: torch.Tensor, alpha: float) -> torch.Tensor:
+    """SymBa loss, per sample: ``softplus(−α (g⁺ − g⁻))`` — no threshold (SPEC §3)."""
+    return F.softplus(-alpha * (g_pos - g_neg))
+
+
+def entropy_loss(g_pos: torch.Tensor, g_neg: torch.Tensor) -> torch.Tensor:
+    """Functional-entropy objective (SPEC §2, §5.2 of Lorberbom et al.), per sample.
+
+    The paper leaves open how positives and negatives enter. ffneuro's formulation:
+    for each input x, take the two-point space {(x, y⁺), (x, y⁻)} with μ uniform and
+    the non-negative function h = (g⁺, g⁻) (goodness plus CFF's detached γ). With
+    ν = hμ / E_μ[h] the goodness-weighted distribution, Ent_μ(h) = E_μ[h] · KL(ν‖μ),
+    and KL(ν‖μ) = log 2 − H(ν) is largest (log 2) when all of ν's mass sits on one
+    point. We want it on the positive point, so we minimise the cross-entropy of ν
+    against that target: ``−log ν(x, y⁺) = −log(g⁺ / (g⁺ + g⁻))``. Its minimum is the
+    entropy maximum on the correct branch; it has no sigmoid and no θ, and it is
+    scale-free (multiplying all goodness by c changes nothing), so the weights do not
+    grow without bound as they would maximising the 1-homogeneous Ent directly.
+    Requires non-negative goodness (``sumsq``, ``meansq``, ``sum``).
+    """
+    lp = torch.log(g_pos.clamp_min(_EPS))
+    ln = torch.log(g_neg.clamp_min(_EPS))
+    return F.softplus(ln - lp)
+
+
+def layer_loss(
+    kind: str,
+    g_pos: torch.Tensor,
+    g_neg: torch.Tensor,
+    *,
+    theta: float,
+    alpha: float,
+) -> torch.Tensor:
+    """Mean local loss of one layer given (possibly γ-shifted) goodness."""
+    if kind == "ff":
+        per_sample = ff_loss(g_pos, g_neg, theta)
+    elif kind == "symba":
+        per_sample = symba_loss(g_pos, g_neg, alpha)
+    elif kind == "entropy":
+        per_sample = entropy_loss(g_pos, g_neg)
+    else:
+        raise ValueError(f"unknown loss {kind!r} (allowed: {', '.join(LOSS_KINDS)})")
+    return per_sample.mean()
+
+
+def peer_norm_loss(running_mean: torch.Tensor) -> torch.Tensor:
+    """Hinton's peer normalisation: push each unit's mean activity to the layer mean.
+
+    ``running_mean`` is the (units,) exponential moving average of each unit's mean
+    positive activity; the loss is mean_j (mean_k m_k − m_j)².
+    """
+    return (running_mean.mean() - running_mean).pow(2).mean()
+
+
+def functional_entropy(h: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """``Ent_μ(h) = E[h log h] − E[h] log E[h]`` for h ≥ 0 under uniform μ (SPEC §2).
+
+    Zero iff h is constant, ≥ 0 otherwise (Jensen). ``0 log 0 = 0``.
+    """
+    h = h.clamp_min(0)
+    hlogh = torch.where(h > 0, h * torch.log(h.clamp_min(1e-30)), torch.zeros_like(h))
+    if dim is None:
+        m = h.mean()
+        return hlogh.mean() - torch.where(m > 0, m * torch.log(m.clamp_min(1e-30)), m * 0)
+    m = h.mean(dim=dim)
+    mlogm = torch.where(m > 0, m * torch.log(m.clamp_min(1e-30)), torch.zeros_like(m))
+    return hlogh.mean(dim=dim) - mlogm
+
+
+def entropy_decomposition(g: torch.Tensor) -> dict[str, float]:
+    """Split Ent over (sample, layer) into across-layer and within-layer parts.
+
+    ``g`` is (samples, layers) of non-negative goodness; μ uniform over both. Returns
+    ``total = across + within`` where across = Ent_i[E_x g(x, i)] and
+    within = E_i[Ent_x g(·, i)] (the chain rule of functional entropy).
+    """
+    total = functional_entropy(g)
+    across = functional_entropy(g.mean(dim=0))
+    within = functional_entropy(g, dim=0).mean()
+    return {"total": float(total), "across": float(across), "within": float(within)}

@@ -1,0 +1,142 @@
+"""The FF network: an ordered list of layer units, a one-pass head, and the input encoding.
+
+The network object only *composes* units; it holds no learning logic of its own. The
+trainer streams data through it; inference helpers here return plain tensors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn as nn
+
+from ffneuro.config import TrainConfig
+from ffneuro.encoding import LabelEncoding
+from ffneuro.layers import FFDense, LinearHead, UnitSpec
+
+
+def unit_spec(cfg: TrainConfig, width: int) -> UnitSpec:
+    """The local learning rule of one layer, derived from the run config.
+
+    θ defaults to the layer width (Hinton's logit Σh² − n_units) for ``sumsq``, to 1 for
+    ``meansq`` and to the width for ``sum``; ``neg-sumsq`` uses −width/4 (measured on the
+    digits: with −width, positives sit below the threshold from the start and the layer
+    learns far slower). For CFF (see ``FFNetwork._spec``) θ_i becomes the sum of the
+    default θs of unit i and of the units in J(i), keeping σ(g + γ − θ) centred.
+    """
+    base = {"sumsq": float(width), "meansq": 1.0, "sum": float(width), "neg-sumsq": -width / 4.0}
+    theta = cfg.theta if cfg.theta is not None else base[cfg.goodness]
+    return UnitSpec(norm=cfg.norm, goodness=cfg.goodness, loss=cfg.loss, theta=theta, alpha=cfg.alpha,
+                    peer_norm=cfg.peer_norm, peer_momentum=cfg.peer_momentum, relu_grad=cfg.relu_grad,
+                    optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,
+                    weight_decay=cfg.weight_decay)
+
+
+def gamma_members(kind: str, i: int, n_layers: int) -> list[int]:
+    """J(i): the layers whose frozen goodness forms γ_i (0-based indices)."""
+    if kind == "all":
+        return [j for j in range(n_layers) if j != i]
+    if kind == "earlier":
+        return list(range(i))
+    if kind == "later":
+        return list(range(i + 1, n_layers))
+    raise ValueError(f"unknown gamma {kind!r}")
+
+
+def head_layers(n_layers: int) -> list[int]:
+    """Layers feeding the one-pass head: 2..L (0-based 1..L−1), or the only layer."""
+    return list(range(1, n_layers)) if n_layers > 1 else [0]
+
+
+def default_inference_layers(cfg: TrainConfig) -> list[int]:
+    """0-based layers summed by multi-pass inference: the config's, else all for CFF and
+    2..L for FF (Hinton skips the first hidden layer)."""
+    n = len(cfg.layers)
+    if cfg.inference_layers is not None:
+        return [i - 1 for i in cfg.inference_layers]
+    if cfg.algo == "cff" or n == 1:
+        return list(range(n))
+    return list(range(1, n))
+
+
+class FFNetwork(nn.Module):
+    """Units + head + encoding. ``data_mean``/``data_std`` standardise raw features."""
+
+    def __init__(self, cfg: TrainConfig, data_features: int, num_classes: int, encoding_mode: str,
+                 data_mean: float, data_std: float, *, generator: torch.Generator, chip=None,
+                 label_scale: float = 1.0):
+        super().__init__()
+        self.num_classes = num_classes
+        self.encoding = LabelEncoding(encoding_mode, num_classes, label_scale)
+        widths = [self.encoding.input_features(data_features), *cfg.layers]
+        self.layer_sizes = widths
+        self.layers = nn.ModuleList(
+            FFDense(widths[i], widths[i + 1], self._spec(cfg, i, widths[i + 1]), generator=generator,
+                    chip=chip)
+            for i in range(len(cfg.layers))
+        )
+        self.head_idx = head_layers(len(cfg.layers))
+        self.head = None
+        if cfg.head:
+            self.head = LinearHead(sum(cfg.layers[i] for i in self.head_idx), num_classes, norm=cfg.norm,
+                                   lr=cfg.head_lr, optimizer=cfg.optimizer, momentum=cfg.momentum,
+                                   weight_decay=cfg.weight_decay * 10)
+        self.register_buffer("data_mean", torch.tensor(float(data_mean)))
+        self.register_buffer("data_std", torch.tensor(float(data_std)))
+
+    @staticmethod
+    def _spec(cfg: TrainConfig, i: int, width: int) -> UnitSpec:
+        spec = unit_spec(cfg, width)
+        if cfg.algo == "cff" and cfg.theta is None:
+            # γ_i adds |J(i)| other layers' goodness: θ_i becomes the sum of their default θs.
+            members = [i, *gamma_members(cfg.gamma, i, len(cfg.layers))]
+            theta = sum(unit_spec(cfg, cfg.layers[j]).theta for j in members)
+            spec = dataclasses.replace(spec, theta=theta)
+        return spec
+
+    # -- data path ---------------------------------------------------------------------
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.data_mean) / self.data_std
+
+    @torch.no_grad()
+    def goodness_table(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+        """Multi-pass scores: goodness (N, C, L) of every layer for every candidate label.
+
+        ``x`` is standardised data (N, D). All C label overlays of a mini-batch go through
+        the network together as one (C·B, D) batch.
+        """
+        n, c = x.shape[0], self.num_classes
+        out = torch.empty(n, c, len(self.layers))
+        labels = torch.arange(c)
+        for s in range(0, n, batch_size):
+            xb = x[s:s + batch_size]
+            b = xb.shape[0]
+            yb = labels.repeat(b)                      # label c for copy c of each sample
+            h = self.encoding.encode(xb.repeat_interleave(c, dim=0), yb)
+            for i, layer in enumerate(self.layers):
+                h = layer(h)
+                out[s:s + b, :, i] = layer.goodness(h).view(b, c)
+        return out
+
+    @torch.no_grad()
+    def neutral_activities(self, x: torch.Tensor, on_layer=None) -> list[torch.Tensor]:
+        """Activities of the head's layers for the neutral-label input (streamed: only the
+        head's inputs are kept, not every layer's). ``on_layer(i, h_in, h_out)`` is called
+        after each unit (the trainer counts events with it)."""
+        h = self.encoding.encode_neutral(x)
+        kept = []
+        for i, layer in enumerate(self.layers):
+            out = layer(h)
+            if on_layer is not None:
+                on_layer(i, h, out)
+            if i in self.head_idx:
+                kept.append(out)
+            h = out
+        return kept
+
+    @torch.no_grad()
+    def head_logits(self, x: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+        assert self.head is not None
+        return torch.cat([self.head(self.neutral_activities(x[s:s + batch_size]))
+                          for s in range(0, x.shape[0], batch_size)])

@@ -1,0 +1,108 @@
+"""Simulated on-chip learning: what a layer unit does differently under a fixed-point profile.
+
+A chip stores each layer's weights as integers with a per-layer scale, feeds quantised
+activities into an accumulator of limited width, and applies each learning update at
+its learning precision with its rounding. This module turns a hardware profile into a
+``ChipSpec`` (just the numbers the simulation needs) and holds the pure functions that
+apply those limits to tensors. The layer unit calls them; the trainer never does.
+
+Modelling choices (documented in the README):
+- weights: ``weight_bits`` integers × a per-layer step. With ``scale_rule = pow2`` the
+  step is a power of two (an exponent, as Loihi's weight exponent), chosen once at
+  initialisation so the initial weights use at most half the range (one bit of headroom
+  for learning); ``per_layer`` uses max|w|·2 / qmax exactly; the step then stays fixed.
+- activities: each layer's normalised input is quantised to ``activation_bits`` with a
+  power-of-two step calibrated once on the first training batch (unsigned if that batch
+  had no negative value, as after ReLU); the first layer's input (standardised pixels
+  and the label) is signed.
+- accumulator: pre-activations saturate at ±2^(accumulator_bits−1) steps of (w step × x step).
+- bias: an integer in accumulator units (w step × x step), like int8 inference kernels.
+- updates: plain SGD (``optimizer_state = false``: no momentum, no Adam moments exist on
+  the chip); the update −lr·∇ is expressed in weight LSBs, rounded (nearest or
+  stochastic, from the profile) and clipped to ±(2^(learning_bits−1) − 1) LSBs, then added
+  with saturation. With ``lr_power_of_two`` the learning rate is rounded to a power of two.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ffneuro.quant import FixedPoint, pow2_step, stochastic_round
+
+
+@dataclass(frozen=True)
+class ChipSpec:
+    weight_bits: int
+    weight_signed: bool
+    scale_rule: str            # pow2 | per_layer | none
+    activation_bits: int
+    accumulator_bits: int
+    learning_bits: int
+    rounding: str              # nearest | stochastic
+    lr_power_of_two: bool
+    optimizer_state: bool
+    max_batch: int
+
+
+def chip_spec(profile) -> ChipSpec | None:
+    """The simulation parameters of a profile; None for a float profile (no limits)."""
+    if profile is None or profile.precision.format == "float":
+        return None
+    p = profile.precision
+    return ChipSpec(weight_bits=p.weight_bits, weight_signed=p.weight_signed, scale_rule=p.scale_rule,
+                    activation_bits=p.activation_bits, accumulator_bits=p.accumulator_bits,
+                    learning_bits=p.learning_bits, rounding=p.rounding,
+                    lr_power_of_two=profile.learning.lr_power_of_two,
+                    optimizer_state=profile.learning.optimizer_state,
+                    max_batch=profile.streaming.max_batch)
+
+
+def chip_lr(lr: float, spec: ChipSpec) -> float:
+    """The learning rate the chip can apply: rounded to the nearest power of two if it
+    can only shift."""
+    return 2.0 ** round(math.log2(lr)) if spec.lr_power_of_two else lr
+
+
+def weight_format(w: torch.Tensor, spec: ChipSpec) -> FixedPoint:
+    """Per-layer weight format with one bit of headroom over the initial weights."""
+    qmax = 2 ** (spec.weight_bits - 1) - 1 if spec.weight_signed else 2 ** spec.weight_bits - 1
+    max_abs = float(w.abs().max()) * 2.0
+    if spec.scale_rule == "pow2":
+        step = pow2_step(max_abs, spec.weight_bits, spec.weight_signed)
+    elif spec.scale_rule == "per_layer":
+        step = max_abs / qmax if max_abs > 0 else 1.0
+    else:
+        step = 1.0
+    return FixedPoint(spec.weight_bits, spec.weight_signed, step)
+
+
+def activation_format(x: torch.Tensor, spec: ChipSpec) -> FixedPoint:
+    """Power-of-two activity format calibrated on one batch of normalised inputs."""
+    signed = bool((x < 0).any())
+    return FixedPoint(spec.activation_bits, signed, pow2_step(float(x.abs().max()), spec.activation_bits, signed))
+
+
+def accumulator_limit(w_step: float, x_step: float, spec: ChipSpec) -> float:
+    """Largest pre-activation magnitude the accumulator holds, in real units."""
+    return (2 ** (spec.accumulator_bits - 1) - 1) * w_step * x_step
+
+
+def fixed_update(param: torch.Tensor, grad: torch.Tensor, fmt: FixedPoint, lr: float, spec: ChipSpec,
+                 generator: torch.Generator | None) -> torch.Tensor:
+    """Apply −lr·grad to a parameter that lives on ``fmt``'s grid; return the new values.
+
+    The update is computed in weight LSBs, rounded per the profile, clipped to the
+    learning precision, and added to the integer weight with saturation.
+    """
+    lsb = -lr * grad / fmt.step
+    if spec.rounding == "stochastic":
+        lsb = stochastic_round(lsb, generator)
+    else:
+        lsb = torch.round(lsb)
+    lim = 2 ** (spec.learning_bits - 1) - 1
+    lsb = lsb.clamp(-lim, lim)
+    q = torch.round(param / fmt.step) + lsb
+    return q.clamp(fmt.qmin, fmt.qmax) * fmt.step

@@ -1,0 +1,452 @@
+"""The streaming FF trainer: one loop, readable top to bottom.
+
+Data flows sample-batch by sample-batch through the layer units. A unit's activities are
+used for its own update and handed on detached; nothing is kept for a backward pass, so
+peak memory does not grow with depth (only the unit being updated holds a graph).
+
+    dataset ─ standardise ─ encode(x, y⁺), encode(x, y⁻) ─▶ unit 1 ─▶ unit 2 ─▶ … ─▶ unit L
+                          └ encode(x, neutral) ─▶ units (no grad) ─▶ head (one-pass, hard negatives)
+
+Schedules: ``network`` updates every unit on every batch (Algorithm 2 of Lorberbom et
+al.); ``layer`` trains unit 1 for all epochs, then unit 2, … (classical FF; earlier units
+frozen). CFF adds γ_i, the other units' goodness from a frozen copy (a no-grad scout
+pass with the weights as they were at the start of the step), to unit i's goodness.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ffneuro import __version__, runio
+from ffneuro.config import TrainConfig
+from ffneuro.data import Dataset, load_dataset
+from ffneuro.encoding import choose_encoding, hard_wrong_labels, random_wrong_labels
+from ffneuro.events import EventLedger, forward_events, head_events, update_events
+from ffneuro.network import FFNetwork, default_inference_layers, gamma_members
+from ffneuro.onchip import ChipSpec, chip_spec
+from ffneuro.optim import lr_factor
+
+log = logging.getLogger(__name__)
+
+INFER_EVENT_SAMPLES = 1000   # test samples whose inference events are counted after training
+
+
+class BudgetError(ValueError):
+    """The model does not fit the profile's memory; ``details`` holds the per-layer table."""
+
+    def __init__(self, message: str, details: str):
+        super().__init__(message)
+        self.details = details
+
+
+@dataclass
+class TrainState:
+    """Where a run is: enough to resume exactly."""
+
+    epoch: int = 0                     # completed epochs (summed over stages)
+    train_s: float = 0.0               # wall time spent training (excludes evaluation)
+    history: list[dict] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------
+def errors_from_goodness(table: torch.Tensor, y: torch.Tensor, layers: list[int]) -> float:
+    """Error (%) of multi-pass inference summing the goodness of ``layers`` (0-based)."""
+    pred = table[:, :, layers].sum(dim=2).argmax(dim=1)
+    return float((pred != y).float().mean() * 100)
+
+
+@torch.no_grad()
+def evaluate(net: FFNetwork, x: torch.Tensor, y: torch.Tensor, inference_layers: list[int]) -> dict:
+    """Test errors (%) for every inference mode plus the layer-collaboration analysis:
+    each layer alone and cumulative groups {1}, {1,2}, … (SPEC §2, Fig. 2)."""
+    table = net.goodness_table(x)
+    n_layers = table.shape[2]
+    out = {
+        "test_error": {"multi_pass": errors_from_goodness(table, y, inference_layers)},
+        "per_layer_error": [errors_from_goodness(table, y, [i]) for i in range(n_layers)],
+        "cumulative_error": [errors_from_goodness(table, y, list(range(k + 1))) for k in range(n_layers)],
+    }
+    if net.head is not None:
+        pred = net.head_logits(x).argmax(dim=1)
+        out["test_error"]["one_pass"] = float((pred != y).float().mean() * 100)
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# Building a run
+# ----------------------------------------------------------------------------------------
+def build_network(cfg: TrainConfig, data: Dataset, generator: torch.Generator,
+                  chip: ChipSpec | None = None) -> FFNetwork:
+    mean = float(data.x_train.mean()) if cfg.standardize else 0.0
+    std = float(data.x_train.std()) if cfg.standardize else 1.0
+    x_std = (data.x_train - mean) / std
+    mode = choose_encoding(cfg.label_encoding, x_std, data.num_classes)
+    scale = cfg.label_scale if cfg.label_scale is not None else float(x_std.max())
+    return FFNetwork(cfg, data.x_train.shape[1], data.num_classes, mode, mean, std, generator=generator,
+                     chip=chip, label_scale=scale)
+
+
+@torch.no_grad()
+def calibrate(net: FFNetwork, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Enter the chip's number formats, layer by layer, on one batch of positive data."""
+    h = net.encoding.encode(x, y)
+    for layer in net.layers:
+        layer.calibrate(h)
+        h = layer(h)
+
+
+def stages(cfg: TrainConfig) -> list[list[int]]:
+    """The units updated in each stage: all at once (network) or one at a time (layer)."""
+    n = len(cfg.layers)
+    return [list(range(n))] if cfg.schedule == "network" else [[i] for i in range(n)]
+
+
+def total_epochs(cfg: TrainConfig) -> int:
+    return cfg.epochs * len(stages(cfg))
+
+
+# ----------------------------------------------------------------------------------------
+# One training step (one mini-batch)
+# ----------------------------------------------------------------------------------------
+@torch.no_grad()
+def scout_goodness(net: FFNetwork, xp: torch.Tensor, xn: torch.Tensor,
+                   on_layer=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """CFF's frozen copy: goodness (L, B) of every unit for positives and negatives,
+    computed without gradient from the weights as they are before this step's updates.
+    Only the goodness vectors are kept, never the activities."""
+    gp, gn = [], []
+    hp, hn = xp, xn
+    for i, layer in enumerate(net.layers):
+        op, on = layer(hp), layer(hn)
+        if on_layer is not None:
+            on_layer(i, hp, op)
+            on_layer(i, hn, on)
+        hp, hn = op, on
+        gp.append(layer.goodness(hp))
+        gn.append(layer.goodness(hn))
+    return torch.stack(gp), torch.stack(gn)
+
+
+def event_counter(ledger: EventLedger | None, phase: str, net: FFNetwork, head: bool):
+    """An ``on_layer`` callback that counts a pass's events into ``ledger`` (or None)."""
+    if ledger is None:
+        return None
+
+    def on_layer(i: int, h_in: torch.Tensor, h_out: torch.Tensor) -> None:
+        ledger.add(phase, i, forward_events(h_in, h_out, binary_input=False))
+        if head and i in net.head_idx:
+            ledger.add(phase, i, head_events(h_out, net.num_classes))
+    return on_layer
+
+
+def train_step(net: FFNetwork, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, active: list[int],
+               generator: torch.Generator, ledger: EventLedger | None = None, update_batch: int = 1) -> dict:
+    """Stream one mini-batch through the units, updating those in ``active``.
+
+    With a ``ledger``, every pass's events are counted from the real tensors (non-zero
+    inputs × fan-out): the neutral pass and head, the CFF scout pass, both FF passes and
+    each unit's update. ``update_batch`` is the number of samples per applied update.
+    """
+    stats: dict = {}
+    # 1. Neutral pass: trains the one-pass head and supplies scores for hard negatives.
+    scores = None
+    if net.head is not None:
+        acts = net.neutral_activities(x, event_counter(ledger, "train", net, head=True))
+        scores, stats["head_loss"] = net.head.local_step(acts, y)
+    # 2. Negative labels: never the true label.
+    if cfg.negatives == "hard":
+        y_neg = hard_wrong_labels(y, scores, generator)
+    else:
+        y_neg = random_wrong_labels(y, net.num_classes, generator)
+    hp, hn = net.encoding.encode(x, y), net.encoding.encode(x, y_neg)
+    # 3. CFF: γ from a frozen copy. 'earlier' needs no scout: earlier units' goodness in
+    #    this very pass is computed before their own update, i.e. by the frozen copy.
+    n = len(net.layers)
+    scout = None
+    if cfg.algo == "cff" and cfg.gamma != "earlier":
+        scout = scout_goodness(net, hp, hn, event_counter(ledger, "train", net, head=False))
+    gp_seen, gn_seen = [], []
+    losses = []
+    # 4. Stream through the units. The last active unit ends the pass: nothing later learns.
+    for i in range(max(active) + 1):
+        layer = net.layers[i]
+        if i not in active:
+            with torch.no_grad():
+                hp_out, hn_out = layer(hp), layer(hn)
+                if ledger is not None:
+                    ledger.add("train", i, forward_events(hp, hp_out, binary_input=False))
+                    ledger.add("train", i, forward_events(hn, hn_out, binary_input=False))
+                hp, hn = hp_out, hn_out
+                if cfg.algo == "cff":
+                    gp_seen.append(layer.goodness(hp))
+                    gn_seen.append(layer.goodness(hn))
+            continue
+        gam_p = gam_n = None
+        if cfg.algo == "cff":
+            members = gamma_members(cfg.gamma, i, n)
+            if scout is not None:
+                gam_p, gam_n = scout[0][members].sum(0), scout[1][members].sum(0)
+            elif members:
+                gam_p, gam_n = torch.stack(gp_seen).sum(0), torch.stack(gn_seen).sum(0)
+        r = layer.local_step(hp, hn, gam_p, gam_n, generator)
+        if ledger is not None:
+            ledger.add("train", i, forward_events(hp, r.h_pos, binary_input=False))
+            ledger.add("train", i, forward_events(hn, r.h_neg, binary_input=False))
+            ledger.add("train", i, update_events(hp, hn, layer.out_features, update_batch))
+        losses.append(r.loss)
+        hp, hn = r.h_pos, r.h_neg
+        if cfg.algo == "cff":
+            gp_seen.append(r.g_pos)
+            gn_seen.append(r.g_neg)
+    stats["loss"] = losses
+    return stats
+
+
+# ----------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------
+def checkpoint_tensors(net: FFNetwork, generator: torch.Generator) -> tuple[dict, dict]:
+    tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
+    scalars = {}
+    units = list(enumerate(net.layers)) + ([("head", net.head)] if net.head is not None else [])
+    for name, unit in units:
+        t, s = runio.optimizer_to_flat(unit.optimizer, f"opt.{name}")
+        tensors.update(t)
+        scalars[str(name)] = s
+    tensors["rng.train"] = generator.get_state()
+    return tensors, scalars
+
+
+def restore(net: FFNetwork, generator: torch.Generator, tensors: dict, meta: dict) -> TrainState:
+    net.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    units = list(enumerate(net.layers)) + ([("head", net.head)] if net.head is not None else [])
+    for name, unit in units:
+        runio.optimizer_from_flat(unit.optimizer, f"opt.{name}", tensors, meta["optimizers"][str(name)])
+    generator.set_state(tensors["rng.train"])
+    st = meta["state"]
+    return TrainState(epoch=st["epoch"], train_s=st["train_s"], history=st["history"])
+
+
+def set_epoch_lr(net: FFNetwork, cfg: TrainConfig, epoch_in_stage: int) -> float:
+    f = lr_factor(epoch_in_stage, cfg.epochs, cfg.lr_schedule, cfg.milestones, cfg.lr_gamma)
+    for layer in net.layers:
+        layer.set_lr(cfg.lr * f)
+    if net.head is not None:
+        net.head.set_lr(cfg.head_lr * f)
+    return f
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available here")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"--device {device!r}: choose auto, cpu or cuda")
+    return torch.device(device)
+
+
+def check_budget(profile, layer_sizes: list[int], simulate_anyway: bool) -> dict:
+    """Memory check before training: the per-layer SRAM table against the chip's budget."""
+    from ffneuro.estimate import format_report, optimizer_slots, sram_report
+
+    report = sram_report(layer_sizes, profile, optimizer_slots=optimizer_slots(profile))
+    if not report["fits"] and not simulate_anyway:
+        table = format_report({"profile": profile.name, "layers": report["layers"], "memory": report,
+                               "layer_sizes": layer_sizes, "fits": False, "cores_used": report["cores_used"]},
+                              sections=("memory",))
+        raise BudgetError(f"model {layer_sizes} does not fit profile {profile.name!r} "
+                          f"({report['cores_used']} cores needed, {profile.memory.cores} available); "
+                          "pass --simulate-anyway to train regardless", table)
+    return report
+
+
+@torch.no_grad()
+def count_inference(net: FFNetwork, x: torch.Tensor, ledger: EventLedger) -> str:
+    """Count inference events on real test samples: one-pass (neutral pass + head) when
+    the run has a head, else multi-pass (all C label passes). Returns the mode counted."""
+    if net.head is not None:
+        net.neutral_activities(x, event_counter(ledger, "infer", net, head=True))
+        ledger.add_samples("infer", x.shape[0])
+        return "one-pass"
+    on_layer = event_counter(ledger, "infer", net, head=False)
+    for c in range(net.num_classes):
+        h = net.encoding.encode(x, torch.full((x.shape[0],), c, dtype=torch.long))
+        for i, layer in enumerate(net.layers):
+            out = layer(h)
+            on_layer(i, h, out)
+            h = out
+    ledger.add_samples("infer", x.shape[0])
+    return "multi-pass"
+
+
+def train(cfg: TrainConfig, *, out: Path | None = None, resume: bool = False, progress: bool = True,
+          data: Dataset | None = None, stop_after: int | None = None, profile=None, device: str = "auto",
+          simulate_anyway: bool = False, count_events: bool | None = None) -> dict:
+    """Train (or resume) a run and return its metrics dict.
+
+    ``profile``: a hardware profile (name, path or Profile): weights, activities and updates
+    then follow the chip's formats and learning rule, the batch is capped at the chip's
+    streaming limit, the model is checked against its memory before training, and the
+    run's events are counted and turned into an energy/SRAM estimate. ``out``: run dir
+    (config, checkpoint after every epoch, metrics). ``stop_after``: stop after this many
+    epochs in total (simulates an interruption; used by tests). ``count_events``: count
+    events (default: when a profile is given).
+    """
+    from ffneuro.profiles import load_profile, profile_to_dict
+
+    cfg = cfg.validate()
+    dev = resolve_device(device)
+    prof = load_profile(profile) if isinstance(profile, (str, Path)) else profile
+    chip = chip_spec(prof)
+    torch.manual_seed(cfg.seed)
+    data = data if data is not None else load_dataset(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    net = build_network(cfg, data, gen, chip)
+    budget = check_budget(prof, net.layer_sizes, simulate_anyway) if prof is not None else None
+    bs = min(cfg.batch_size, prof.streaming.max_batch) if prof is not None else cfg.batch_size
+    count_events = (prof is not None) if count_events is None else count_events
+    ledger = EventLedger() if count_events else None
+    state = TrainState()
+    resumed = False
+    if out is not None:
+        out = Path(out)
+        if resume and (out / runio.CHECKPOINT).exists():
+            tensors, meta = runio.load_checkpoint(out / runio.CHECKPOINT)
+            state = restore(net, gen, tensors, meta)
+            if ledger is not None and meta.get("events"):
+                ledger = EventLedger.from_dict(meta["events"])
+            resumed = True
+        runio.write_json(out / runio.CONFIG, {
+            "ffneuro_version": __version__, "config": cfg.to_dict(), "dataset": data.name,
+            "source": data.source, "num_classes": data.num_classes, "layer_sizes": net.layer_sizes,
+            "label_encoding": net.encoding.mode, "label_scale": net.encoding.scale, "batch_size_applied": bs,
+            "profile_name": prof.name if prof is not None else None,
+            "profile": profile_to_dict(prof) if prof is not None else None})
+    net.to(dev)
+    x_train, y_train = net.standardize(data.x_train.to(dev)), data.y_train.to(dev)
+    x_test, y_test = net.standardize(data.x_test.to(dev)), data.y_test.to(dev)
+    inference_layers = default_inference_layers(cfg)
+    n = x_train.shape[0]
+    total = total_epochs(cfg)
+    last_eval: dict = {}
+    if chip is not None and not resumed:
+        calib = torch.randperm(n, generator=gen)[: max(bs, 256)]
+        calibrate(net, x_train[calib], y_train[calib])
+
+    for s_idx, active in enumerate(stages(cfg)):
+        for e in range(cfg.epochs):
+            epoch = s_idx * cfg.epochs + e
+            if epoch < state.epoch:
+                continue                           # already done (resume)
+            if stop_after is not None and epoch >= stop_after:
+                break
+            net.train()
+            set_epoch_lr(net, cfg, e)
+            perm = torch.randperm(n, generator=gen).to(dev)
+            sums, count = None, 0
+            t0 = time.perf_counter()
+            bar = tqdm(range(0, n, bs), desc=f"epoch {epoch + 1}/{total}", disable=not progress,
+                       leave=False, unit="batch", mininterval=0.5)
+            for start in bar:
+                idx = perm[start:start + bs]
+                st = train_step(net, cfg, x_train[idx], y_train[idx], active, gen, ledger, bs)
+                if ledger is not None:
+                    ledger.add_samples("train", idx.shape[0])
+                sums = st["loss"] if sums is None else [a + b for a, b in zip(sums, st["loss"])]
+                count += 1
+                if count % 20 == 0:
+                    bar.set_postfix({f"L{active[0] + i + 1}": f"{v / count:.3f}" for i, v in enumerate(sums)})
+            state.train_s += time.perf_counter() - t0
+            state.epoch = epoch + 1
+            record = {"epoch": state.epoch, "train_s": round(state.train_s, 3),
+                      "loss": {f"layer{active[0] + i + 1}": v / max(count, 1) for i, v in enumerate(sums or [])}}
+            is_last = state.epoch == total
+            if is_last or (cfg.eval_every and state.epoch % cfg.eval_every == 0):
+                net.eval()
+                last_eval = evaluate(net, x_test, y_test, inference_layers)
+                record.update(last_eval)
+                if data.x_val is not None:
+                    record["val_error"] = evaluate(net, net.standardize(data.x_val.to(dev)), data.y_val.to(dev),
+                                                   inference_layers)["test_error"]
+            state.history.append(record)
+            log.info("epoch %d: %s", state.epoch, record)
+            if out is not None:
+                tensors, scalars = checkpoint_tensors(net, gen)
+                runio.save_checkpoint(out / runio.CHECKPOINT, tensors, {
+                    "optimizers": scalars,
+                    "events": ledger.to_dict() if ledger is not None else None,
+                    "state": {"epoch": state.epoch, "train_s": state.train_s, "history": state.history}})
+
+    net.eval()
+    if not last_eval or "test_error" not in state.history[-1]:
+        last_eval = evaluate(net, x_test, y_test, inference_layers)
+    metrics = {
+        **last_eval,
+        "inference_layers": [i + 1 for i in inference_layers],
+        "epochs": state.epoch,
+        "wall_s": round(state.train_s, 3),
+        "dataset": data.name,
+        "n_train": int(n),
+        "n_test": int(x_test.shape[0]),
+        "batch_size_applied": bs,
+        "profile": prof.name if prof is not None else None,
+        "history": state.history,
+    }
+    if ledger is not None:
+        metrics["inference_events_mode"] = count_inference(net, x_test[:INFER_EVENT_SAMPLES], ledger)
+    if prof is not None:
+        from ffneuro.estimate import estimate, optimizer_slots
+
+        metrics["estimate"] = estimate(
+            prof, layer_sizes=net.layer_sizes,
+            events={"train": ledger.per_sample("train"), "infer": ledger.per_sample("infer")},
+            num_classes=net.num_classes, source="measured", optimizer_slots=optimizer_slots(prof), n_train=n)
+        metrics["sram_fits"] = budget["fits"]
+    if out is not None:
+        if ledger is not None:
+            runio.write_json(out / "events.json", ledger.to_dict())
+        if "estimate" in metrics:
+            runio.write_json(out / "estimate.json", metrics["estimate"])
+        runio.write_json(out / runio.METRICS, metrics)
+    return metrics
+
+
+def load_run(run_dir: Path) -> tuple[TrainConfig, dict, FFNetwork, Dataset | None]:
+    """Rebuild a trained network from a run dir (config.json + checkpoint), no pickle."""
+    from ffneuro.profiles import load_profile
+
+    saved = runio.read_json(Path(run_dir) / runio.CONFIG)
+    cfg = TrainConfig.from_dict(saved["config"])
+    tensors, meta = runio.load_checkpoint(Path(run_dir) / runio.CHECKPOINT)
+    prof = load_profile(saved["profile_name"]) if saved.get("profile_name") else None
+    net = FFNetwork(cfg, saved["layer_sizes"][0] - (saved["num_classes"] if saved["label_encoding"] == "concat" else 0),
+                    saved["num_classes"], saved["label_encoding"], 0.0, 1.0,
+                    generator=torch.Generator().manual_seed(0), chip=chip_spec(prof),
+                    label_scale=saved["label_scale"])
+    net.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    net.eval()
+    return cfg, saved, net, None
+
+
+def evaluate_run(run_dir: Path, data: str | None = None) -> dict:
+    """`ffneuro eval`: errors of a trained run on its test set (or on ``data``'s)."""
+    cfg, saved, net, _ = load_run(run_dir)
+    ds = load_dataset(data or cfg.data, seed=cfg.seed)
+    expected = saved["layer_sizes"][0]
+    if net.encoding.input_features(ds.x_test.shape[1]) != expected:
+        raise ValueError(f"{data or cfg.data}: {ds.x_test.shape[1]} features per sample, "
+                         f"but the run was trained on inputs of {expected} (with labels)")
+    x = net.standardize(ds.x_test)
+    out = evaluate(net, x, ds.y_test, default_inference_layers(cfg))
+    return {**out, "dataset": ds.name, "n_test": int(x.shape[0]), "run_dir": str(run_dir),
+            "inference_layers": [i + 1 for i in default_inference_layers(cfg)],
+            "profile": saved.get("profile_name")}

@@ -1,0 +1,201 @@
+"""The FF engine: encoding, negatives, layer locality, CFF γ detachment, schedules,
+determinism, resume, and a short run that must learn."""
+
+import json
+
+import pytest
+import torch
+
+from ffneuro import runio
+from ffneuro.config import ConfigError, TrainConfig
+from ffneuro.data import load_dataset
+from ffneuro.encoding import LabelEncoding, choose_encoding, hard_wrong_labels, random_wrong_labels
+from ffneuro.network import FFNetwork, default_inference_layers, gamma_members
+from ffneuro.trainer import build_network, scout_goodness, train, train_step
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def small_cfg(**kw):
+    base = dict(data="digits", layers=(64, 64, 64), epochs=2, batch_size=64, seed=3)
+    base.update(kw)
+    return TrainConfig(**base).validate()
+
+
+# -- encoding and negatives --------------------------------------------------------------
+def test_overlay_and_concat_encoding():
+    x = torch.arange(12.0).view(2, 6)
+    y = torch.tensor([2, 0])
+    ov = LabelEncoding("overlay", 3, scale=5.0).encode(x, y)
+    assert ov.tolist() == [[0, 0, 5, 3, 4, 5], [5, 0, 0, 9, 10, 11]]
+    cc = LabelEncoding("concat", 3, scale=1.0).encode(x, y)
+    assert cc.shape == (2, 9) and cc[0, :3].tolist() == [0, 0, 1] and torch.equal(cc[:, 3:], x)
+    neutral = LabelEncoding("overlay", 3, scale=3.0).encode_neutral(x)
+    assert neutral[:, :3].tolist() == [[1, 1, 1], [1, 1, 1]]
+
+
+def test_auto_encoding_keeps_signal():
+    blank_corner = torch.cat([torch.zeros(10, 3), torch.rand(10, 5)], dim=1)
+    assert choose_encoding("auto", blank_corner, 3) == "overlay"
+    assert choose_encoding("auto", torch.rand(10, 8), 3) == "concat"
+
+
+def test_random_negatives_never_true_and_cover_all_wrong():
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 10, (20000,), generator=g)
+    neg = random_wrong_labels(y, 10, g)
+    assert not (neg == y).any()
+    # every wrong label appears, roughly uniformly (1/9 each)
+    counts = torch.bincount((neg - y) % 10, minlength=10)
+    assert counts[0] == 0 and counts[1:].min() > 20000 / 9 * 0.85
+
+
+def test_hard_negatives_never_true_even_when_model_is_sure():
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 5, (5000,), generator=g)
+    scores = torch.full((5000, 5), -50.0)
+    scores[torch.arange(5000), y] = 50.0           # model certain of the true class
+    scores[torch.arange(5000), (y + 2) % 5] = 10.0  # and the hard negative is y+2
+    neg = hard_wrong_labels(y, scores, g)
+    assert not (neg == y).any()
+    assert (neg == (y + 2) % 5).float().mean() > 0.99
+
+
+# -- locality -----------------------------------------------------------------------------
+def _net(cfg, data):
+    return build_network(cfg, data, torch.Generator().manual_seed(cfg.seed))
+
+
+@pytest.mark.parametrize("gamma", ["all", "earlier", "later"])
+def test_cff_gamma_is_detached_and_no_gradient_crosses_layers(digits, gamma):
+    cfg = small_cfg(algo="cff", gamma=gamma)
+    net = _net(cfg, digits)
+    x = net.standardize(digits.x_train[:32])
+    y = digits.y_train[:32]
+    hp = net.encoding.encode(x, y)
+    hn = net.encoding.encode(x, (y + 1) % 10)
+    gp, gn = scout_goodness(net, hp, hn)
+    assert not gp.requires_grad and not gn.requires_grad
+    for i, layer in enumerate(net.layers):
+        for p in net.parameters():
+            p.grad = None
+        members = gamma_members(gamma, i, len(net.layers))
+        gam_p = gp[members].sum(0) if members else None
+        gam_n = gn[members].sum(0) if members else None
+        before = {k: v.clone() for k, v in net.state_dict().items()}
+        r = layer.local_step(hp, hn, gam_p, gam_n)
+        # only this unit's parameters received a gradient and changed
+        for j, other in enumerate(net.layers):
+            for p in other.parameters():
+                assert (p.grad is not None) == (j == i)
+        after = net.state_dict()
+        for k in before:
+            if k.startswith(f"layers.{i}.") or "running_mean" in k:
+                continue
+            assert torch.equal(before[k], after[k]), k
+        assert r.h_pos.grad_fn is None and r.h_neg.grad_fn is None   # handed on without a graph
+        hp, hn = r.h_pos, r.h_neg
+
+
+def test_head_gets_no_gradient_into_layers(digits):
+    cfg = small_cfg()
+    net = _net(cfg, digits)
+    x = net.standardize(digits.x_train[:16])
+    acts = net.neutral_activities(x)
+    net.head.local_step(acts, digits.y_train[:16])
+    assert all(p.grad is None for p in net.layers.parameters())
+    assert net.head.weight.grad is not None
+
+
+def test_layer_schedule_updates_one_unit_at_a_time(digits):
+    cfg = small_cfg(schedule="layer")
+    net = _net(cfg, digits)
+    before = [layer.weight.clone() for layer in net.layers]
+    x = net.standardize(digits.x_train[:64])
+    train_step(net, cfg, x, digits.y_train[:64], [1], torch.Generator().manual_seed(0))
+    changed = [not torch.equal(b, layer.weight) for b, layer in zip(before, net.layers)]
+    assert changed == [False, True, False]
+
+
+def test_network_schedule_updates_every_unit(digits):
+    cfg = small_cfg()
+    net = _net(cfg, digits)
+    before = [layer.weight.clone() for layer in net.layers]
+    x = net.standardize(digits.x_train[:64])
+    st = train_step(net, cfg, x, digits.y_train[:64], [0, 1, 2], torch.Generator().manual_seed(0))
+    assert len(st["loss"]) == 3
+    assert all(not torch.equal(b, layer.weight) for b, layer in zip(before, net.layers))
+
+
+def test_cff_theta_rescaled_by_gamma_members():
+    cfg = TrainConfig(layers=(10, 20, 30), algo="cff", gamma="earlier")
+    net = FFNetwork(cfg, 64, 10, "concat", 0.0, 1.0, generator=torch.Generator().manual_seed(0))
+    assert [layer.spec.theta for layer in net.layers] == [10.0, 30.0, 60.0]
+    assert default_inference_layers(cfg) == [0, 1, 2]
+    assert default_inference_layers(TrainConfig(layers=(10, 20, 30))) == [1, 2]
+
+
+def test_config_validation_errors():
+    with pytest.raises(ConfigError, match="algo"):
+        TrainConfig(algo="bp").validate()
+    with pytest.raises(ConfigError, match="inference_layers"):
+        TrainConfig(layers=(5, 5), inference_layers=(3,)).validate()
+    with pytest.raises(ConfigError, match="entropy"):
+        TrainConfig(loss="entropy", goodness="neg-sumsq").validate()
+    assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
+
+
+# -- whole runs ------------------------------------------------------------------------
+def test_same_seed_same_metrics(digits):
+    a = train(small_cfg(), progress=False, data=digits)
+    b = train(small_cfg(), progress=False, data=digits)
+    strip = lambda m: {k: v for k, v in m.items() if k not in ("wall_s", "history")}
+    assert strip(a) == strip(b)
+    c = train(small_cfg(seed=4), progress=False, data=digits)
+    assert strip(c) != strip(a)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(algo="cff", negatives="hard", schedule="layer", epochs=1)])
+def test_resume_ends_where_uninterrupted_run_ends(tmp_path, digits, kw):
+    cfg = small_cfg(**kw)
+    full = train(cfg, out=tmp_path / "full", progress=False, data=digits)
+    train(cfg, out=tmp_path / "cut", progress=False, data=digits, stop_after=1)
+    assert TrainConfig.from_dict(json.loads((tmp_path / "cut" / "config.json").read_text())["config"]) == cfg
+    resumed = train(cfg, out=tmp_path / "cut", resume=True, progress=False, data=digits)
+    assert resumed["test_error"] == full["test_error"]
+    assert resumed["per_layer_error"] == full["per_layer_error"]
+    t_full, _ = runio.load_checkpoint(tmp_path / "full" / runio.CHECKPOINT)
+    t_cut, _ = runio.load_checkpoint(tmp_path / "cut" / runio.CHECKPOINT)
+    assert t_full.keys() == t_cut.keys()
+    for k in t_full:
+        assert torch.equal(t_full[k], t_cut[k]), k
+
+
+def test_run_dir_contents(tmp_path, digits):
+    m = train(small_cfg(epochs=1), out=tmp_path / "r", progress=False, data=digits)
+    files = {p.name for p in (tmp_path / "r").iterdir()}
+    assert {"config.json", "checkpoint.safetensors", "metrics.json"} <= files
+    assert not any(name.endswith(".tmp") for name in files)
+    saved = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    for key in ("test_error", "per_layer_error", "epochs", "wall_s"):
+        assert key in saved
+    assert set(saved["test_error"]) == {"multi_pass", "one_pass"}
+    assert saved["test_error"] == m["test_error"]
+
+
+@pytest.mark.parametrize("loss,goodness", [("ff", "meansq"), ("symba", "sumsq"), ("entropy", "sumsq"),
+                                           ("ff", "neg-sumsq")])
+def test_every_loss_learns_on_digits(digits, loss, goodness):
+    theta = {"meansq": 1.0}.get(goodness)
+    m = train(small_cfg(loss=loss, goodness=goodness, theta=theta, epochs=3, layers=(128, 128)),
+              progress=False, data=digits)
+    assert min(m["per_layer_error"]) < 40.0      # chance is 90 %
+
+
+def test_default_digits_run_reaches_90_percent(digits):
+    """The embedded default: ffneuro train with no options must reach ≥ 90 % accuracy."""
+    m = train(TrainConfig(), progress=False, data=digits)
+    assert m["test_error"]["one_pass"] <= 10.0
