@@ -85,6 +85,38 @@ def format_metrics(m: dict) -> str:
     return "\n".join(lines)
 
 
+# -- estimation ---------------------------------------------------------------------------
+def estimate_run(*, profile: str, run: Path | None = None, layers: str | None = None, activity: float = 0.5,
+                 input_activity: float = 0.2, num_classes: int = 10, inference: str = "one-pass",
+                 plot: Path | None = None) -> dict:
+    """`ffneuro estimate`: from a run dir's measured events, or analytically from sizes."""
+    from ffneuro.estimate import estimate_from_layers, estimate_from_run, plot_report
+
+    if (run is None) == (layers is None):
+        raise ConfigError("give exactly one of --run RUN_DIR or --layers SIZES")
+    if inference not in ("one-pass", "multi-pass"):
+        raise ConfigError(f"--inference {inference!r}: choose one-pass or multi-pass")
+    if run is not None:
+        saved = runio.read_json(Path(run) / runio.CONFIG)
+        report = estimate_from_run(run, profile, n_train=saved.get("n_train"))
+    else:
+        sizes = _int_list("layers", layers)
+        if len(sizes) < 2 or min(sizes) < 1:
+            raise ConfigError("--layers needs the input size and at least one layer, e.g. 784,500,500")
+        report = estimate_from_layers(profile, sizes, activity=activity, input_activity=input_activity,
+                                      num_classes=num_classes, inference=inference)
+    if plot is not None:
+        plot_report(report, plot)
+        report["plot"] = str(plot)
+    return report
+
+
+def format_estimate(report: dict) -> str:
+    from ffneuro.estimate import format_report
+
+    return format_report(report) + (f"\nplot written to {report['plot']}" if report.get("plot") else "")
+
+
 # -- profiles -----------------------------------------------------------------------------
 def profile_rows() -> list[dict]:
     from ffneuro.profiles import list_profiles, load_profile
@@ -100,9 +132,9 @@ def profile_rows() -> list[dict]:
 
 
 def format_profile_rows(rows: list[dict]) -> str:
-    head = f"{'name':<18}{'format':<8}{'w bits':>7}  {'rounding':<11}{'cores':>7}{'batch':>7}  {'optimizer':<13}"
+    head = f"{'name':<18}{'format':<8}{'w bits':>7}  {'rounding':<11}{'cores':>7}{'batch':>9}  {'optimizer':<13}"
     body = [f"{r['name']:<18}{r['format']:<8}{r['weight_bits']:>7}  {r['rounding']:<11}{r['cores']:>7}"
-            f"{r['max_batch']:>7}  {r['optimizer']:<13}" for r in rows]
+            f"{r['max_batch']:>9}  {r['optimizer']:<13}" for r in rows]
     return "\n".join([head, *body])
 
 

@@ -29,6 +29,9 @@ def _run(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+        details = getattr(e, "details", None)
+        if details:
+            typer.echo(details, err=True)
         _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
     except KeyboardInterrupt:
         _fail("interrupted")
@@ -100,6 +103,27 @@ def eval_(
     """Re-evaluate a trained run from its checkpoint (all inference modes, per-layer errors)."""
     metrics = _run(api.eval_run, run_dir, data=data)
     _emit(metrics, as_json, api.format_metrics(metrics))
+
+
+@app.command()
+def estimate(
+    profile: Annotated[str, typer.Option(help="Hardware profile name or TOML path")],
+    run: Annotated[Optional[Path], typer.Option(help="A run dir: use its measured event counts")] = None,
+    layers: Annotated[Optional[str], typer.Option(help="Analytic mode: all layer sizes incl. the input, "
+                                                       "e.g. 784,500,500")] = None,
+    activity: Annotated[float, typer.Option(help="Analytic: fraction of non-zero hidden units")] = 0.5,
+    input_activity: Annotated[float, typer.Option(help="Analytic: fraction of non-zero inputs")] = 0.2,
+    num_classes: Annotated[int, typer.Option(help="Analytic: number of classes")] = 10,
+    inference: Annotated[str, typer.Option(help="Analytic: one-pass | multi-pass")] = "one-pass",
+    plot: Annotated[Optional[Path], typer.Option(help="Write a PNG: energy per layer by event kind, "
+                                                      "SRAM per layer vs budget")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON")] = False,
+) -> None:
+    """Energy (pJ per sample, training and inference) and SRAM (bytes per layer vs budget)
+    of an FF network on a chip, from a run's measured events or analytically."""
+    report = _run(api.estimate_run, profile=profile, run=run, layers=layers, activity=activity,
+                  input_activity=input_activity, num_classes=num_classes, inference=inference, plot=plot)
+    _emit(report, as_json, api.format_estimate(report))
 
 
 @profiles_app.command("list")

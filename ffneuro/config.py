@@ -53,6 +53,7 @@ class TrainConfig:
     peer_momentum: float = 0.9
     optimizer: str = "adam"
     lr: float = 1e-3
+    onchip_lr: float = 2.0 ** -12         # plain-SGD rate of a chip without optimiser state (--profile)
     momentum: float = 0.9
     weight_decay: float = 0.0
     lr_schedule: str = "constant"
@@ -66,7 +67,9 @@ class TrainConfig:
     inference_layers: tuple[int, ...] | None = None   # None: skip layer 1 (FF, L>1) / all (CFF)
     val_fraction: float = 0.0
     eval_every: int = 1                   # evaluate the test set every N epochs (0: only at end)
-    standardize: bool = True              # subtract the train mean, divide by the train std (scalars)
+    standardize: bool = False             # subtract the train mean and divide by its std (scalars);
+                                          # off by default: raw non-negative inputs keep their zeros,
+                                          # which a chip needs (unsigned spikes) and measured equal on MNIST
 
     def validate(self) -> "TrainConfig":
         def one_of(name: str, allowed: tuple[str, ...]) -> None:
@@ -128,8 +131,11 @@ class TrainConfig:
 # Named presets for the published recipes. Each is a dict of overrides on TrainConfig.
 PRESETS: dict[str, dict] = {
     # Lorberbom et al. (AAAI 2024) §5: 3×500 ReLU, Adam lr 1e-3, batch 200, 150 epochs.
+    # Under the layer schedule the 150 epochs are split evenly: 50 per layer.
     "cff-paper-ff": dict(layers=(500, 500, 500), algo="ff", schedule="layer", optimizer="adam",
-                         lr=1e-3, batch_size=200, epochs=150),
+                         lr=1e-3, batch_size=200, epochs=50),
+    "cff-paper-ff-network": dict(layers=(500, 500, 500), algo="ff", schedule="network", optimizer="adam",
+                                 lr=1e-3, batch_size=200, epochs=150),
     "cff-paper-cff": dict(layers=(500, 500, 500), algo="cff", gamma="all", schedule="network",
                           optimizer="adam", lr=1e-3, batch_size=200, epochs=150),
     # Hinton's ffcode as reproduced by loeweX/Forward-Forward: 3×1000, peer norm 0.03,

@@ -562,11 +562,17 @@ def format_report(report: dict) -> str:
         lines.append(f"training epoch ({report['training']['n_train']} samples): "
                      f"{format_energy(report['training']['energy_pj_per_epoch'])}")
 
-    mem = report["memory"]
-    lines += ["", f"SRAM per layer (FF on-chip learning; per-core synaptic budget "
-                  f"{format_bytes(mem['synaptic_sram_bytes_per_core'])} x {mem['cores_available']} cores)"]
+    lines += ["", *format_memory(report["layers"], report["memory"])]
+    return "\n".join(lines)
+
+
+def format_memory(layers: list[dict], mem: dict) -> list[str]:
+    """The SRAM table: each layer's bytes by part and cores against the chip's budget,
+    then FF's total vs what backprop would need. ``layers``/``mem`` as from sram_report."""
+    lines = [f"SRAM per layer (FF on-chip learning; per-core synaptic budget "
+             f"{format_bytes(mem['synaptic_sram_bytes_per_core'])} x {mem['cores_available']} cores)"]
     rows = [["layer", "shape", "weights", "bias", "state", "traces", "optimizer", "total", "cores", "syn util"]]
-    for layer in report["layers"]:
+    for layer in layers:
         util = layer["synaptic_utilisation"]
         rows.append([
             f"L{layer['layer']}", f"{layer['fan_in']}x{layer['fan_out']}",
@@ -580,16 +586,16 @@ def format_report(report: dict) -> str:
     lines += [
         f"bias, state, traces: {mem['per_unit_memory']}; activation buffer (one layer at a time): "
         f"{format_bytes(mem['activation_buffer_sram_bytes'])}",
-        f"FF total {format_bytes(report['ff_sram_bytes'])}; cores {report['cores_used']} / "
+        f"FF total {format_bytes(mem['ff_sram_bytes'])}; cores {mem['cores_used']} / "
         f"{mem['cores_available']}; shared SRAM {format_bytes(mem['other_sram_bytes_used'])} / "
-        f"{format_bytes(mem['other_sram_bytes_available'])}; fits: {'yes' if report['fits'] else 'NO'}"
+        f"{format_bytes(mem['other_sram_bytes_available'])}; fits: {'yes' if mem['fits'] else 'NO'}"
         + (f" ({'; '.join(mem['misfit_reasons'])})" if mem["misfit_reasons"] else ""),
         f"backprop would need {format_bytes(bp['sram_bytes'])} (gradients {format_bytes(bp['gradient_sram_bytes'])}, "
         f"stored activations {format_bytes(bp['stored_activation_sram_bytes'])}); cores {bp['cores_used']}; "
         f"fits: {'yes' if bp['fits'] else 'NO'}"
         + (f" ({'; '.join(bp['misfit_reasons'])})" if bp["misfit_reasons"] else ""),
     ]
-    return "\n".join(lines)
+    return lines
 
 
 def plot_report(report: dict, path: str | Path) -> Path:

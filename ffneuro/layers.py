@@ -82,11 +82,12 @@ class FFDense(nn.Module):
     """
 
     def __init__(self, in_features: int, out_features: int, spec: UnitSpec, *,
-                 generator: torch.Generator, chip: ChipSpec | None = None):
+                 generator: torch.Generator, chip: ChipSpec | None = None, onchip_lr: float = 2.0 ** -12):
         super().__init__()
         self.spec = spec
         self.chip = chip
         self.lr = spec.lr
+        self.onchip_lr = onchip_lr
         self.in_features = in_features
         self.out_features = out_features
         # Init as in loeweX: N(0, 1/sqrt(fan_out)), zero bias.
@@ -143,8 +144,10 @@ class FFDense(nn.Module):
         return goodness(h, self.spec.goodness)
 
     # -- learning --------------------------------------------------------------------
-    def set_lr(self, lr: float) -> None:
+    def set_lr(self, lr: float, onchip_lr: float | None = None) -> None:
         self.lr = lr
+        if onchip_lr is not None:
+            self.onchip_lr = onchip_lr
         set_lr(self.optimizer, lr)
 
     def local_step(self, x_pos: torch.Tensor, x_neg: torch.Tensor,
@@ -168,7 +171,8 @@ class FFDense(nn.Module):
             running = self.running_mean * m + h[:b].mean(dim=0) * (1 - m)
             loss = loss + self.spec.peer_norm * peer_norm_loss(running)
             self.running_mean.copy_(running.detach())
-        self.optimizer.zero_grad(set_to_none=True)
+        for p in (self.weight, self.bias):
+            p.grad = None
         loss.backward()
         if self.calibrated:
             self._chip_update(generator)
@@ -181,7 +185,7 @@ class FFDense(nn.Module):
     @torch.no_grad()
     def _chip_update(self, generator: torch.Generator | None) -> None:
         """The chip's learning rule: plain SGD at the learning precision (see onchip.py)."""
-        lr = chip_lr(self.lr, self.chip)
+        lr = chip_lr(self.onchip_lr, self.chip)
         for param, fmt in ((self.weight, self.weight_fmt()), (self.bias, self.bias_fmt())):
             grad = param.grad
             if self.spec.weight_decay:

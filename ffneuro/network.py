@@ -73,7 +73,7 @@ class FFNetwork(nn.Module):
         self.layer_sizes = widths
         self.layers = nn.ModuleList(
             FFDense(widths[i], widths[i + 1], self._spec(cfg, i, widths[i + 1]), generator=generator,
-                    chip=chip)
+                    chip=chip, onchip_lr=cfg.onchip_lr)
             for i in range(len(cfg.layers))
         )
         self.head_idx = head_layers(len(cfg.layers))

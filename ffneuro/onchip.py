@@ -13,14 +13,19 @@ Modelling choices (documented in the README):
   for learning); ``per_layer`` uses max|w|·2 / qmax exactly; the step then stays fixed.
 - activities: each layer's normalised input is quantised to ``activation_bits`` with a
   power-of-two step calibrated once on the first training batch (unsigned if that batch
-  had no negative value, as after ReLU); the first layer's input (standardised pixels
-  and the label) is signed.
+  had no negative value, as after ReLU and for raw pixels). On a chip whose neurons
+  only emit binary spikes (``activation_bits = 1``) a graded activity is a rate code:
+  k spikes out of the profile's ``time_steps`` T, i.e. floor(log2(T + 1)) bits.
 - accumulator: pre-activations saturate at ±2^(accumulator_bits−1) steps of (w step × x step).
 - bias: an integer in accumulator units (w step × x step), like int8 inference kernels.
 - updates: plain SGD (``optimizer_state = false``: no momentum, no Adam moments exist on
-  the chip); the update −lr·∇ is expressed in weight LSBs, rounded (nearest or
-  stochastic, from the profile) and clipped to ±(2^(learning_bits−1) − 1) LSBs, then added
-  with saturation. With ``lr_power_of_two`` the learning rate is rounded to a power of two.
+  the chip) at the run's ``onchip_lr``; the update −lr·∇ is expressed in weight LSBs,
+  rounded (nearest or stochastic, from the profile) and clipped to
+  ±(2^(learning_bits−1) − 1) LSBs, then added with saturation. With ``lr_power_of_two``
+  the learning rate is rounded to a power of two (a shift).
+- speed: only the entries an update touches are rounded. A dense layer's gradient is
+  zero in every row whose unit was silent and every column whose input was zero, and
+  stochastic rounding maps an exact zero to zero, so skipping them changes no value.
 """
 
 from __future__ import annotations
@@ -52,8 +57,11 @@ def chip_spec(profile) -> ChipSpec | None:
     if profile is None or profile.precision.format == "float":
         return None
     p = profile.precision
+    act_bits = p.activation_bits
+    if act_bits == 1:                      # binary spikes: graded activity as a rate code over T steps
+        act_bits = max(1, int(math.floor(math.log2(profile.streaming.time_steps + 1))))
     return ChipSpec(weight_bits=p.weight_bits, weight_signed=p.weight_signed, scale_rule=p.scale_rule,
-                    activation_bits=p.activation_bits, accumulator_bits=p.accumulator_bits,
+                    activation_bits=act_bits, accumulator_bits=p.accumulator_bits,
                     learning_bits=p.learning_bits, rounding=p.rounding,
                     lr_power_of_two=profile.learning.lr_power_of_two,
                     optimizer_state=profile.learning.optimizer_state,
@@ -82,6 +90,9 @@ def weight_format(w: torch.Tensor, spec: ChipSpec) -> FixedPoint:
 def activation_format(x: torch.Tensor, spec: ChipSpec) -> FixedPoint:
     """Power-of-two activity format calibrated on one batch of normalised inputs."""
     signed = bool((x < 0).any())
+    if signed and spec.activation_bits < 2:
+        raise ValueError("the profile has 1-bit (spike) activations, which cannot carry negative inputs: "
+                         "train without --standardize so inputs stay non-negative")
     return FixedPoint(spec.activation_bits, signed, pow2_step(float(x.abs().max()), spec.activation_bits, signed))
 
 
@@ -97,12 +108,21 @@ def fixed_update(param: torch.Tensor, grad: torch.Tensor, fmt: FixedPoint, lr: f
     The update is computed in weight LSBs, rounded per the profile, clipped to the
     learning precision, and added to the integer weight with saturation.
     """
-    lsb = -lr * grad / fmt.step
-    if spec.rounding == "stochastic":
-        lsb = stochastic_round(lsb, generator)
-    else:
-        lsb = torch.round(lsb)
+    if grad.dim() == 2:
+        rows = grad.ne(0).any(dim=1).nonzero().view(-1)
+        cols = grad.ne(0).any(dim=0).nonzero().view(-1)
+        if rows.numel() * cols.numel() < 0.75 * grad.numel():
+            out = param.clone()
+            sub = (rows.view(-1, 1), cols.view(1, -1))
+            out[sub] = _apply(param[sub], grad[sub], fmt, lr, spec, generator)
+            return out
+    return _apply(param, grad, fmt, lr, spec, generator)
+
+
+def _apply(param: torch.Tensor, grad: torch.Tensor, fmt: FixedPoint, lr: float, spec: ChipSpec,
+           generator: torch.Generator | None) -> torch.Tensor:
+    lsb = grad * (-lr / fmt.step)
+    lsb = stochastic_round(lsb, generator) if spec.rounding == "stochastic" else torch.round(lsb)
     lim = 2 ** (spec.learning_bits - 1) - 1
-    lsb = lsb.clamp(-lim, lim)
-    q = torch.round(param / fmt.step) + lsb
-    return q.clamp(fmt.qmin, fmt.qmax) * fmt.step
+    q = torch.round(param / fmt.step) + lsb.clamp_(-lim, lim)
+    return q.clamp_(fmt.qmin, fmt.qmax) * fmt.step

@@ -238,7 +238,7 @@ def restore(net: FFNetwork, generator: torch.Generator, tensors: dict, meta: dic
 def set_epoch_lr(net: FFNetwork, cfg: TrainConfig, epoch_in_stage: int) -> float:
     f = lr_factor(epoch_in_stage, cfg.epochs, cfg.lr_schedule, cfg.milestones, cfg.lr_gamma)
     for layer in net.layers:
-        layer.set_lr(cfg.lr * f)
+        layer.set_lr(cfg.lr * f, cfg.onchip_lr * f)
     if net.head is not None:
         net.head.set_lr(cfg.head_lr * f)
     return f
@@ -256,13 +256,11 @@ def resolve_device(device: str) -> torch.device:
 
 def check_budget(profile, layer_sizes: list[int], simulate_anyway: bool) -> dict:
     """Memory check before training: the per-layer SRAM table against the chip's budget."""
-    from ffneuro.estimate import format_report, optimizer_slots, sram_report
+    from ffneuro.estimate import format_memory, optimizer_slots, sram_report
 
     report = sram_report(layer_sizes, profile, optimizer_slots=optimizer_slots(profile))
     if not report["fits"] and not simulate_anyway:
-        table = format_report({"profile": profile.name, "layers": report["layers"], "memory": report,
-                               "layer_sizes": layer_sizes, "fits": False, "cores_used": report["cores_used"]},
-                              sections=("memory",))
+        table = "\n".join(format_memory(report["layers"], report))
         raise BudgetError(f"model {layer_sizes} does not fit profile {profile.name!r} "
                           f"({report['cores_used']} cores needed, {profile.memory.cores} available); "
                           "pass --simulate-anyway to train regardless", table)
@@ -328,6 +326,7 @@ def train(cfg: TrainConfig, *, out: Path | None = None, resume: bool = False, pr
         runio.write_json(out / runio.CONFIG, {
             "ffneuro_version": __version__, "config": cfg.to_dict(), "dataset": data.name,
             "source": data.source, "num_classes": data.num_classes, "layer_sizes": net.layer_sizes,
+            "n_train": int(data.x_train.shape[0]),
             "label_encoding": net.encoding.mode, "label_scale": net.encoding.scale, "batch_size_applied": bs,
             "profile_name": prof.name if prof is not None else None,
             "profile": profile_to_dict(prof) if prof is not None else None})
