@@ -61,6 +61,10 @@ def train(
     peer_norm: Annotated[Optional[float], typer.Option(help="Peer normalisation weight (Hinton: 0.03)")] = None,
     optimizer: Annotated[Optional[str], typer.Option(help="adam | sgd (momentum)")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Learning rate")] = None,
+    onchip_lr: Annotated[Optional[float], typer.Option(help="Plain-SGD learning rate of a chip without "
+                                                             "optimiser state (with --profile)")] = None,
+    standardize: Annotated[Optional[bool], typer.Option("--standardize/--no-standardize",
+                                                        help="Subtract the train mean, divide by its std")] = None,
     momentum: Annotated[Optional[float], typer.Option(help="SGD momentum")] = None,
     weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay")] = None,
     lr_schedule: Annotated[Optional[str], typer.Option(help="constant | linear-decay | multistep")] = None,
@@ -86,7 +90,8 @@ def train(
     overrides = dict(data=data, layers=layers, algo=algo, gamma=gamma, schedule=schedule,
                      label_encoding=label_encoding, label_scale=label_scale, negatives=negatives, norm=norm,
                      goodness=goodness, loss=loss, theta=theta, alpha=alpha, peer_norm=peer_norm,
-                     optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                     optimizer=optimizer, lr=lr, onchip_lr=onchip_lr, standardize=standardize,
+                     momentum=momentum, weight_decay=weight_decay,
                      lr_schedule=lr_schedule, milestones=milestones, epochs=epochs, batch_size=batch_size,
                      seed=seed, head=head, inference_layers=inference_layers, eval_every=eval_every)
     metrics = _run(api.train_run, preset=preset, overrides=overrides, profile=profile, out=out,

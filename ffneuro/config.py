@@ -53,10 +53,10 @@ class TrainConfig:
     peer_momentum: float = 0.9
     optimizer: str = "adam"
     lr: float = 1e-3
-    onchip_lr: float = 2.0 ** -12         # plain-SGD rate of a chip without optimiser state (--profile)
+    onchip_lr: float = 2.0 ** -10         # plain-SGD rate of a chip without optimiser state (--profile)
     momentum: float = 0.9
     weight_decay: float = 0.0
-    lr_schedule: str = "constant"
+    lr_schedule: str = "linear-decay"     # Hinton: constant for half the epochs, then linear to ~0
     milestones: tuple[int, ...] = ()      # multistep: epochs where lr *= lr_gamma
     lr_gamma: float = 0.1
     epochs: int = 20                      # per layer under the layer schedule

@@ -82,7 +82,7 @@ class FFDense(nn.Module):
     """
 
     def __init__(self, in_features: int, out_features: int, spec: UnitSpec, *,
-                 generator: torch.Generator, chip: ChipSpec | None = None, onchip_lr: float = 2.0 ** -12):
+                 generator: torch.Generator, chip: ChipSpec | None = None, onchip_lr: float = 2.0 ** -10):
         super().__init__()
         self.spec = spec
         self.chip = chip
@@ -171,13 +171,13 @@ class FFDense(nn.Module):
             running = self.running_mean * m + h[:b].mean(dim=0) * (1 - m)
             loss = loss + self.spec.peer_norm * peer_norm_loss(running)
             self.running_mean.copy_(running.detach())
-        for p in (self.weight, self.bias):
-            p.grad = None
         loss.backward()
         if self.calibrated:
             self._chip_update(generator)
         else:
             self.optimizer.step()
+        for p in (self.weight, self.bias):
+            p.grad = None        # streaming: nothing of this step outlives it but the new weights
         h = h.detach()
         return StepResult(h[:b], h[b:], float(loss.detach()), g_pos.detach(), g_neg.detach())
 
@@ -220,7 +220,7 @@ class LinearHead(nn.Module):
         """One cross-entropy update; returns the pre-update logits (detached) and the loss."""
         logits = self([h.detach() for h in activities])
         loss = F.cross_entropy(logits, y)
-        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        self.weight.grad = None
         return logits.detach(), float(loss.detach())

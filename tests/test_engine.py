@@ -79,18 +79,20 @@ def test_cff_gamma_is_detached_and_no_gradient_crosses_layers(digits, gamma):
     hn = net.encoding.encode(x, (y + 1) % 10)
     gp, gn = scout_goodness(net, hp, hn)
     assert not gp.requires_grad and not gn.requires_grad
+    reached = []
+    for j, other in enumerate(net.layers):
+        for name, p in other.named_parameters():
+            p.register_hook(lambda grad, j=j, name=name: reached.append((j, name)))
     for i, layer in enumerate(net.layers):
-        for p in net.parameters():
-            p.grad = None
         members = gamma_members(gamma, i, len(net.layers))
         gam_p = gp[members].sum(0) if members else None
         gam_n = gn[members].sum(0) if members else None
         before = {k: v.clone() for k, v in net.state_dict().items()}
+        reached.clear()
         r = layer.local_step(hp, hn, gam_p, gam_n)
         # only this unit's parameters received a gradient and changed
-        for j, other in enumerate(net.layers):
-            for p in other.parameters():
-                assert (p.grad is not None) == (j == i)
+        assert sorted(reached) == [(i, "bias"), (i, "weight")]
+        assert all(p.grad is None for p in net.parameters())       # and no gradient is kept
         after = net.state_dict()
         for k in before:
             if k.startswith(f"layers.{i}.") or "running_mean" in k:
@@ -105,9 +107,13 @@ def test_head_gets_no_gradient_into_layers(digits):
     net = _net(cfg, digits)
     x = net.standardize(digits.x_train[:16])
     acts = net.neutral_activities(x)
+    reached = []
+    for p in net.layers.parameters():
+        p.register_hook(lambda grad: reached.append(grad))
+    w0 = net.head.weight.clone()
     net.head.local_step(acts, digits.y_train[:16])
-    assert all(p.grad is None for p in net.layers.parameters())
-    assert net.head.weight.grad is not None
+    assert reached == [] and all(p.grad is None for p in net.layers.parameters())
+    assert not torch.equal(w0, net.head.weight)
 
 
 def test_layer_schedule_updates_one_unit_at_a_time(digits):
