@@ -196,7 +196,8 @@ def test_run_dir_contents(tmp_path, digits):
                                            ("ff", "neg-sumsq")])
 def test_every_loss_learns_on_digits(digits, loss, goodness):
     theta = {"meansq": 1.0}.get(goodness)
-    m = train(small_cfg(loss=loss, goodness=goodness, theta=theta, epochs=3, layers=(128, 128)),
+    m = train(small_cfg(loss=loss, goodness=goodness, theta=theta, epochs=5, layers=(128, 128),
+                        lr_schedule="constant"),
               progress=False, data=digits)
     assert min(m["per_layer_error"]) < 40.0      # chance is 90 %
 
