@@ -133,11 +133,11 @@ PRESETS: dict[str, dict] = {
     # Lorberbom et al. (AAAI 2024) §5: 3×500 ReLU, Adam lr 1e-3, batch 200, 150 epochs.
     # Under the layer schedule the 150 epochs are split evenly: 50 per layer.
     "cff-paper-ff": dict(layers=(500, 500, 500), algo="ff", schedule="layer", optimizer="adam",
-                         lr=1e-3, batch_size=200, epochs=50),
+                         lr=1e-3, batch_size=200, epochs=50, lr_schedule="constant"),
     "cff-paper-ff-network": dict(layers=(500, 500, 500), algo="ff", schedule="network", optimizer="adam",
-                                 lr=1e-3, batch_size=200, epochs=150),
+                                 lr=1e-3, batch_size=200, epochs=150, lr_schedule="constant"),
     "cff-paper-cff": dict(layers=(500, 500, 500), algo="cff", gamma="all", schedule="network",
-                          optimizer="adam", lr=1e-3, batch_size=200, epochs=150),
+                          optimizer="adam", lr=1e-3, batch_size=200, epochs=150, lr_schedule="constant"),
     # Hinton's ffcode as reproduced by loeweX/Forward-Forward: 3×1000, peer norm 0.03,
     # SGD momentum 0.9, lr constant for half the epochs then linear decay, hard negatives.
     "hinton": dict(layers=(1000, 1000, 1000), algo="ff", schedule="network", optimizer="sgd",

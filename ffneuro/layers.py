@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ffneuro.goodness import goodness, layer_loss, normalize, peer_norm_loss
-from ffneuro.onchip import (ChipSpec, accumulator_limit, activation_format, chip_lr, fixed_update,
+from ffneuro.onchip import (ChipSpec, accumulator_limit, activation_format, chip_lr, fixed_update_,
                             weight_format)
 from ffneuro.optim import make_optimizer, set_lr
 from ffneuro.quant import FixedPoint
@@ -173,7 +173,7 @@ class FFDense(nn.Module):
             self.running_mean.copy_(running.detach())
         loss.backward()
         if self.calibrated:
-            self._chip_update(generator)
+            self._chip_update(generator, x_pos, x_neg, h)
         else:
             self.optimizer.step()
         for p in (self.weight, self.bias):
@@ -183,14 +183,24 @@ class FFDense(nn.Module):
 
 
     @torch.no_grad()
-    def _chip_update(self, generator: torch.Generator | None) -> None:
-        """The chip's learning rule: plain SGD at the learning precision (see onchip.py)."""
+    def _chip_update(self, generator: torch.Generator | None, x_pos: torch.Tensor, x_neg: torch.Tensor,
+                     h: torch.Tensor) -> None:
+        """The chip's learning rule: plain SGD at the learning precision (see onchip.py).
+
+        Only synapses the update can touch are rounded: rows of units active in this batch
+        and columns of non-zero inputs (exact unless peer normalisation or weight decay
+        make every gradient entry non-zero, in which case the whole table is updated)."""
         lr = chip_lr(self.onchip_lr, self.chip)
+        rows = cols = None
+        if self.spec.peer_norm == 0 and self.spec.weight_decay == 0:
+            rows = h.ne(0).any(dim=0).nonzero().view(-1)
+            cols = (x_pos.ne(0).any(dim=0) | x_neg.ne(0).any(dim=0)).nonzero().view(-1)
         for param, fmt in ((self.weight, self.weight_fmt()), (self.bias, self.bias_fmt())):
             grad = param.grad
             if self.spec.weight_decay:
                 grad = grad + self.spec.weight_decay * param
-            param.copy_(fixed_update(param, grad, fmt, lr, self.chip, generator))
+            fixed_update_(param, grad, fmt, lr, self.chip, generator,
+                          rows if param.dim() == 2 else None, cols if param.dim() == 2 else None)
 
 
 class LinearHead(nn.Module):

@@ -101,26 +101,26 @@ def accumulator_limit(w_step: float, x_step: float, spec: ChipSpec) -> float:
     return (2 ** (spec.accumulator_bits - 1) - 1) * w_step * x_step
 
 
-def fixed_update(param: torch.Tensor, grad: torch.Tensor, fmt: FixedPoint, lr: float, spec: ChipSpec,
-                 generator: torch.Generator | None) -> torch.Tensor:
-    """Apply −lr·grad to a parameter that lives on ``fmt``'s grid; return the new values.
+@torch.no_grad()
+def fixed_update_(param: torch.Tensor, grad: torch.Tensor, fmt: FixedPoint, lr: float, spec: ChipSpec,
+                  generator: torch.Generator | None, rows: torch.Tensor | None = None,
+                  cols: torch.Tensor | None = None) -> None:
+    """Apply −lr·grad, in place, to a parameter that lives on ``fmt``'s grid.
 
     The update is computed in weight LSBs, rounded per the profile, clipped to the
-    learning precision, and added to the integer weight with saturation.
+    learning precision, and added to the integer weight with saturation. ``rows``/``cols``
+    (index tensors) name the only entries of a 2-D ``grad`` that can be non-zero (silent
+    units, zero inputs); the others are exactly zero and round to zero, so they are skipped.
     """
-    if grad.dim() == 2:
-        rows = grad.ne(0).any(dim=1).nonzero().view(-1)
-        cols = grad.ne(0).any(dim=0).nonzero().view(-1)
-        if rows.numel() * cols.numel() < 0.75 * grad.numel():
-            out = param.clone()
-            sub = (rows.view(-1, 1), cols.view(1, -1))
-            out[sub] = _apply(param[sub], grad[sub], fmt, lr, spec, generator)
-            return out
-    return _apply(param, grad, fmt, lr, spec, generator)
+    if rows is not None and cols is not None and rows.numel() * cols.numel() < 0.75 * grad.numel():
+        sub = (rows.view(-1, 1), cols.view(1, -1))
+        param[sub] = _updated(param[sub], grad[sub], fmt, lr, spec, generator)
+    else:
+        param.copy_(_updated(param, grad, fmt, lr, spec, generator))
 
 
-def _apply(param: torch.Tensor, grad: torch.Tensor, fmt: FixedPoint, lr: float, spec: ChipSpec,
-           generator: torch.Generator | None) -> torch.Tensor:
+def _updated(param: torch.Tensor, grad: torch.Tensor, fmt: FixedPoint, lr: float, spec: ChipSpec,
+             generator: torch.Generator | None) -> torch.Tensor:
     lsb = grad * (-lr / fmt.step)
     lsb = stochastic_round(lsb, generator) if spec.rounding == "stochastic" else torch.round(lsb)
     lim = 2 ** (spec.learning_bits - 1) - 1
