@@ -1,0 +1,93 @@
+"""Training under a fixed-point profile: weights stay on the chip's grid, updates follow
+its precision and rounding, its batch limit holds, and no optimiser state exists."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from ffneuro.config import TrainConfig
+from ffneuro.data import load_dataset
+from ffneuro.onchip import ChipSpec, chip_lr, chip_spec, fixed_update_
+from ffneuro.profiles import load_profile
+from ffneuro.quant import FixedPoint
+from ffneuro.trainer import train
+
+
+def spec(**kw):
+    base = dict(weight_bits=8, weight_signed=True, scale_rule="pow2", activation_bits=8, accumulator_bits=24,
+                learning_bits=8, rounding="nearest", lr_power_of_two=True, optimizer_state=False, max_batch=1)
+    base.update(kw)
+    return ChipSpec(**base)
+
+
+def test_chip_spec_from_profiles():
+    assert chip_spec(load_profile("float32")) is None
+    loihi = chip_spec(load_profile("loihi-like"))
+    # binary spikes: a graded activity is a rate code over 32 steps -> floor(log2(33)) = 5 bits
+    assert loihi.activation_bits == 5 and loihi.weight_bits == 8 and loihi.rounding == "stochastic"
+    assert loihi.max_batch == 1 and not loihi.optimizer_state
+    assert chip_lr(0.001, loihi) == 2.0 ** -10
+
+
+def test_nearest_rounding_drops_sub_lsb_updates_stochastic_keeps_them_on_average():
+    fmt = FixedPoint(8, True, 2.0 ** -6)
+    w = torch.zeros(200, 200)
+    grad = torch.full((200, 200), -0.3 * fmt.step)      # an update of +0.3 LSB at lr 1
+    fixed_update_(w, grad, fmt, 1.0, spec(rounding="nearest"), None)
+    assert torch.count_nonzero(w) == 0
+    w = torch.zeros(200, 200)
+    fixed_update_(w, grad, fmt, 1.0, spec(rounding="stochastic"), torch.Generator().manual_seed(0))
+    assert set(torch.unique(w / fmt.step).tolist()) == {0.0, 1.0}
+    assert (w / fmt.step).mean().item() == pytest.approx(0.3, abs=0.01)
+
+
+def test_updates_saturate_and_respect_learning_precision():
+    fmt = FixedPoint(4, True, 1.0)                        # integers in [-8, 7]
+    w = torch.tensor([[6.0, -7.0, 0.0]])
+    grad = torch.tensor([[-5.0, 5.0, -100.0]])           # +5, -5, +100 LSB
+    fixed_update_(w, grad, fmt, 1.0, spec(weight_bits=4, learning_bits=3), None)
+    # learning precision 3 bits: at most ±3 LSB per update; weights saturate at 7 / -8
+    assert w.tolist() == [[7.0, -8.0, 3.0]]
+
+
+def test_sparse_support_path_equals_dense_path():
+    g = torch.Generator().manual_seed(0)
+    fmt = FixedPoint(8, True, 2.0 ** -7)
+    w0 = FixedPoint(8, True, 2.0 ** -7).fake_quant(torch.randn(50, 40, generator=g) * 0.1)
+    dz = torch.randn(3, 50, generator=g) * (torch.rand(3, 50, generator=g) > 0.6)
+    x = torch.randn(3, 40, generator=g) * (torch.rand(3, 40, generator=g) > 0.7)
+    grad = dz.t() @ x
+    rows = dz.ne(0).any(0).nonzero().view(-1)
+    cols = x.ne(0).any(0).nonzero().view(-1)
+    dense, sparse = w0.clone(), w0.clone()
+    fixed_update_(dense, grad, fmt, 0.05, spec(), None)
+    fixed_update_(sparse, grad, fmt, 0.05, spec(), None, rows, cols)
+    assert rows.numel() * cols.numel() < 0.75 * grad.numel()   # the sparse path was taken
+    assert torch.equal(dense, sparse) and not torch.equal(dense, w0)
+
+
+def test_training_under_profile_keeps_weights_on_grid_and_honours_limits():
+    data = load_dataset("digits")
+    cfg = TrainConfig(layers=(32, 32), epochs=1, batch_size=64)
+    metrics = train(cfg, data=data, progress=False, profile="cmos-45nm")
+    assert metrics["batch_size_applied"] == 16           # cmos-45nm learns from 16 samples at a time
+    assert metrics["estimate"]["training"]["energy_pj_per_sample"] > 0
+
+
+def test_trained_chip_network_is_integer(tmp_path):
+    from ffneuro.trainer import load_run
+
+    data = load_dataset("digits")
+    train(TrainConfig(layers=(32, 32), epochs=2, batch_size=64), data=data, progress=False,
+          profile="loihi-like", out=tmp_path / "run")
+    _, saved, net, _ = load_run(tmp_path / "run")
+    assert saved["profile_name"] == "loihi-like"
+    for layer in net.layers:
+        fmt = layer.weight_fmt()
+        q = layer.weight / fmt.step
+        assert torch.equal(q, torch.round(q)) and q.min() >= fmt.qmin and q.max() <= fmt.qmax
+        assert fmt.exponent is not None                  # loihi-like: power-of-two weight exponent
+        b = layer.bias / layer.bias_fmt().step
+        assert torch.equal(b, torch.round(b))
+        assert layer.optimizer.state_dict()["state"] == {}   # no optimiser state on the chip
