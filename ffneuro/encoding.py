@@ -14,6 +14,23 @@ import torch
 
 
 @dataclass(frozen=True)
+class CodedBatch:
+    """K label codes for the same B samples, kept factored: encoded row k·B + b is
+    ``cat([codes[k, b], rest[b]])``. The first unit uses the factoring to multiply the
+    shared data part by its weights once for all K codes (an FF step needs K = 2:
+    positive and negative; multi-pass inference K = C), which is exact, not an
+    approximation: the codes differ only in the first C features."""
+
+    rest: torch.Tensor      # (B, R): the features the label does not cover
+    codes: torch.Tensor     # (K, B, C)
+
+    def dense(self) -> torch.Tensor:
+        """The encoded batch, (K·B, C + R), codes stacked code-major."""
+        k, b, _ = self.codes.shape
+        return torch.cat([self.codes.reshape(k * b, -1), self.rest.repeat(k, 1)], dim=1)
+
+
+@dataclass(frozen=True)
 class LabelEncoding:
     mode: str            # "overlay" | "concat"
     num_classes: int
@@ -25,9 +42,17 @@ class LabelEncoding:
 
     def encode(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Combine samples (N, D) with integer labels (N,)."""
-        onehot = torch.zeros(x.shape[0], self.num_classes, dtype=x.dtype, device=x.device)
-        onehot.scatter_(1, y.view(-1, 1), self.scale)
-        return self._combine(x, onehot)
+        return self._combine(x, self.one_hot(y, x.dtype))
+
+    def one_hot(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        code = torch.zeros(y.shape[0], self.num_classes, dtype=dtype, device=y.device)
+        return code.scatter_(1, y.view(-1, 1), self.scale)
+
+    def coded(self, x: torch.Tensor, labels: list[torch.Tensor]) -> CodedBatch:
+        """The same samples under several labellings, factored (see CodedBatch).
+        ``coded(x, [y]).dense()`` equals ``encode(x, y)``."""
+        rest = x if self.mode == "concat" else x[:, self.num_classes:]
+        return CodedBatch(rest, torch.stack([self.one_hot(y, x.dtype) for y in labels]))
 
     def encode_neutral(self, x: torch.Tensor) -> torch.Tensor:
         """Every label entry set to scale / C."""
@@ -60,8 +85,8 @@ def choose_encoding(mode: str, x_train: torch.Tensor, num_classes: int) -> str:
 
 def random_wrong_labels(y: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:
     """Uniform over the C−1 wrong labels; never the true one (shift by 1..C−1 mod C)."""
-    shift = torch.randint(1, num_classes, y.shape, generator=generator, device=y.device)
-    return (y + shift) % num_classes
+    shift = torch.randint(1, num_classes, y.shape, generator=generator)   # CPU generator, any device
+    return (y + shift.to(y.device)) % num_classes
 
 
 def hard_wrong_labels(y: torch.Tensor, scores: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -78,4 +103,4 @@ def hard_wrong_labels(y: torch.Tensor, scores: torch.Tensor, generator: torch.Ge
         uniform = torch.ones_like(probs[bad])
         uniform.scatter_(1, y[bad].view(-1, 1), 0.0)
         probs[bad] = uniform / uniform.sum(dim=1, keepdim=True)
-    return torch.multinomial(probs, 1, generator=generator).view(-1)
+    return torch.multinomial(probs.cpu(), 1, generator=generator).view(-1).to(y.device)

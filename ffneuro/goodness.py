@@ -24,12 +24,19 @@ def normalize(h: torch.Tensor, kind: str = "length", eps: float = _EPS) -> torch
     The RMS form keeps activities O(1) whatever the width, which matters once they
     are quantised to a few bits.
     """
-    if kind == "length":
-        return h / (h.norm(dim=1, keepdim=True) + eps)
-    if kind == "rms":
-        return h / (h.pow(2).mean(dim=1, keepdim=True).sqrt() + eps)
     if kind == "none":
         return h
+    return h / norm_factor(h.pow(2).sum(dim=1, keepdim=True), h.shape[1], kind, eps)
+
+
+def norm_factor(sumsq: torch.Tensor, width: int, kind: str = "length", eps: float = _EPS) -> torch.Tensor:
+    """The divisor ``normalize`` uses, from a vector's sum of squares and width."""
+    if kind == "length":
+        return sumsq.sqrt() + eps
+    if kind == "rms":
+        return (sumsq / width).sqrt() + eps
+    if kind == "none":
+        return torch.ones_like(sumsq)
     raise ValueError(f"unknown normalisation {kind!r} (allowed: {', '.join(NORM_KINDS)})")
 
 

@@ -17,7 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ffneuro.goodness import goodness, layer_loss, normalize, peer_norm_loss
+from ffneuro.encoding import CodedBatch
+from ffneuro.goodness import goodness, layer_loss, normalize, norm_factor, peer_norm_loss
 from ffneuro.onchip import (ChipSpec, accumulator_limit, activation_format, chip_lr, fixed_update_,
                             weight_format)
 from ffneuro.optim import make_optimizer, set_lr
@@ -61,8 +62,7 @@ class UnitSpec:
 
 @dataclass
 class StepResult:
-    h_pos: torch.Tensor      # detached activities, handed on to the next unit
-    h_neg: torch.Tensor
+    h: torch.Tensor          # detached activities (B positives then B negatives), handed on
     loss: float              # the unit's local loss (FF/SymBa/entropy + peer term)
     g_pos: torch.Tensor      # detached goodness (without γ)
     g_neg: torch.Tensor
@@ -77,8 +77,8 @@ class FFDense(nn.Module):
     Example::
 
         unit = FFDense(784, 500, UnitSpec(theta=500.0), generator=torch.Generator().manual_seed(0))
-        h = unit(x)                       # inference
-        r = unit.local_step(xp, xn)       # one local update; r.h_pos feeds the next unit
+        h = unit(x)                                   # inference
+        r = unit.local_step(torch.cat([xp, xn]))      # one local update; r.h feeds the next unit
     """
 
     def __init__(self, in_features: int, out_features: int, spec: UnitSpec, *,
@@ -128,7 +128,11 @@ class FFDense(nn.Module):
         self.bias.copy_(self.bias_fmt().fake_quant(self.bias))
 
     # -- inference -------------------------------------------------------------------
-    def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
+    def pre_activation(self, x: torch.Tensor | CodedBatch) -> torch.Tensor:
+        if isinstance(x, CodedBatch):
+            if not self.calibrated:
+                return self._coded_pre_activation(x)
+            x = x.dense()
         xn = normalize(x, self.spec.norm)
         if not self.calibrated:
             return F.linear(xn, self.weight, self.bias)
@@ -136,8 +140,23 @@ class FFDense(nn.Module):
         lim = accumulator_limit(float(self.w_step), float(self.x_step), self.chip)
         return z.clamp(-lim, lim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Activity h (B, out_features) for input activity x (B, in_features)."""
+    def _coded_pre_activation(self, x: CodedBatch) -> torch.Tensor:
+        """W · n(x) + b for K codes of the same samples, with the data part multiplied once.
+
+        n(x) = x / r with r from the whole encoded vector, so
+        W·n(x) = (W_rest · rest + W_code · code) / r: one (B × R) product shared by all K
+        codes plus K tiny (B × C) ones. Same value as the dense path up to float rounding.
+        """
+        k, b, c = x.codes.shape
+        shared = F.linear(x.rest, self.weight[:, c:])                      # (B, out)
+        per_code = torch.matmul(x.codes, self.weight[:, :c].t())           # (K, B, out)
+        sumsq = x.rest.pow(2).sum(dim=1) + x.codes.pow(2).sum(dim=2)       # (K, B)
+        r = norm_factor(sumsq, self.in_features, self.spec.norm)
+        return ((shared + per_code) / r.unsqueeze(-1) + self.bias).reshape(k * b, -1)
+
+    def forward(self, x: torch.Tensor | CodedBatch) -> torch.Tensor:
+        """Activity h (B, out_features) for input activity x (B, in_features); for a
+        CodedBatch of K codes, (K·B, out_features) in code-major order."""
         return relu(self.pre_activation(x), self.spec.relu_grad)
 
     def goodness(self, h: torch.Tensor) -> torch.Tensor:
@@ -150,17 +169,23 @@ class FFDense(nn.Module):
             self.onchip_lr = onchip_lr
         set_lr(self.optimizer, lr)
 
-    def local_step(self, x_pos: torch.Tensor, x_neg: torch.Tensor,
-                   gamma_pos: torch.Tensor | None = None,
+    def local_step(self, x: torch.Tensor | CodedBatch, gamma_pos: torch.Tensor | None = None,
                    gamma_neg: torch.Tensor | None = None,
                    generator: torch.Generator | None = None) -> StepResult:
         """One local update from a batch of positive and negative input activities.
 
-        γ (CFF) is a detached per-sample constant added to this unit's goodness. Only
-        this unit's parameters receive gradient: the inputs carry no graph.
+        ``x`` holds the B positives then the B negatives: a (2B, in_features) tensor, or
+        for the first unit a CodedBatch whose codes are [positive, negative]. γ (CFF) is a
+        detached per-sample constant added to this unit's goodness. Only this unit's
+        parameters receive gradient: the inputs carry no graph.
         """
-        b = x_pos.shape[0]
-        h = self(torch.cat([x_pos, x_neg]).detach())
+        if isinstance(x, CodedBatch):
+            return self._learn(x, x.rest.shape[0], gamma_pos, gamma_neg, generator)
+        return self._learn(x.detach(), x.shape[0] // 2, gamma_pos, gamma_neg, generator)
+
+    def _learn(self, x: torch.Tensor | CodedBatch, b: int, gamma_pos: torch.Tensor | None,
+               gamma_neg: torch.Tensor | None, generator: torch.Generator | None) -> StepResult:
+        h = self(x)
         g = self.goodness(h)
         g_pos, g_neg = g[:b], g[b:]
         sp = g_pos if gamma_pos is None else g_pos + gamma_pos.detach()
@@ -173,18 +198,17 @@ class FFDense(nn.Module):
             self.running_mean.copy_(running.detach())
         loss.backward()
         if self.calibrated:
-            self._chip_update(generator, x_pos, x_neg, h)
+            self._chip_update(generator, x.dense() if isinstance(x, CodedBatch) else x, h)
         else:
             self.optimizer.step()
         for p in (self.weight, self.bias):
             p.grad = None        # streaming: nothing of this step outlives it but the new weights
         h = h.detach()
-        return StepResult(h[:b], h[b:], float(loss.detach()), g_pos.detach(), g_neg.detach())
+        return StepResult(h, float(loss.detach()), g_pos.detach(), g_neg.detach())
 
 
     @torch.no_grad()
-    def _chip_update(self, generator: torch.Generator | None, x_pos: torch.Tensor, x_neg: torch.Tensor,
-                     h: torch.Tensor) -> None:
+    def _chip_update(self, generator: torch.Generator | None, x: torch.Tensor, h: torch.Tensor) -> None:
         """The chip's learning rule: plain SGD at the learning precision (see onchip.py).
 
         Only synapses the update can touch are rounded: rows of units active in this batch
@@ -194,7 +218,7 @@ class FFDense(nn.Module):
         rows = cols = None
         if self.spec.peer_norm == 0 and self.spec.weight_decay == 0:
             rows = h.ne(0).any(dim=0).nonzero().view(-1)
-            cols = (x_pos.ne(0).any(dim=0) | x_neg.ne(0).any(dim=0)).nonzero().view(-1)
+            cols = x.ne(0).any(dim=0).nonzero().view(-1)
         for param, fmt in ((self.weight, self.weight_fmt()), (self.bias, self.bias_fmt())):
             grad = param.grad
             if self.spec.weight_decay:

@@ -103,20 +103,19 @@ class FFNetwork(nn.Module):
     def goodness_table(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
         """Multi-pass scores: goodness (N, C, L) of every layer for every candidate label.
 
-        ``x`` is standardised data (N, D). All C label overlays of a mini-batch go through
-        the network together as one (C·B, D) batch.
+        ``x`` is standardised data (N, D). All C label codes of a mini-batch go through
+        the network together; the first unit multiplies the shared data part only once.
         """
         n, c = x.shape[0], self.num_classes
         out = torch.empty(n, c, len(self.layers))
-        labels = torch.arange(c)
+        labels = [torch.full((1,), k, dtype=torch.long, device=x.device) for k in range(c)]
         for s in range(0, n, batch_size):
             xb = x[s:s + batch_size]
             b = xb.shape[0]
-            yb = labels.repeat(b)                      # label c for copy c of each sample
-            h = self.encoding.encode(xb.repeat_interleave(c, dim=0), yb)
+            h = self.encoding.coded(xb, [y.expand(b) for y in labels])      # rows: code-major
             for i, layer in enumerate(self.layers):
                 h = layer(h)
-                out[s:s + b, :, i] = layer.goodness(h).view(b, c)
+                out[s:s + b, :, i] = layer.goodness(h).view(c, b).t().cpu()
         return out
 
     @torch.no_grad()

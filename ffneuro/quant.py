@@ -63,7 +63,8 @@ def stochastic_round(x: torch.Tensor, generator: torch.Generator | None = None) 
     """``floor(x + u)``, ``u ~ U[0, 1)`` elementwise: unbiased rounding to integers (same dtype as x)."""
     if not x.is_floating_point():
         return x.clone()
-    u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    device = generator.device if generator is not None else x.device
+    u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=device).to(x.device)
     return torch.floor(x + u)
 
 

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from ffneuro import __version__, runio
 from ffneuro.config import TrainConfig
 from ffneuro.data import Dataset, load_dataset
-from ffneuro.encoding import choose_encoding, hard_wrong_labels, random_wrong_labels
+from ffneuro.encoding import CodedBatch, choose_encoding, hard_wrong_labels, random_wrong_labels
 from ffneuro.events import EventLedger, forward_events, head_events, update_events
 from ffneuro.network import FFNetwork, default_inference_layers, gamma_members
 from ffneuro.onchip import ChipSpec, chip_spec
@@ -116,25 +116,6 @@ def total_epochs(cfg: TrainConfig) -> int:
 # ----------------------------------------------------------------------------------------
 # One training step (one mini-batch)
 # ----------------------------------------------------------------------------------------
-@torch.no_grad()
-def scout_goodness(net: FFNetwork, xp: torch.Tensor, xn: torch.Tensor,
-                   on_layer=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """CFF's frozen copy: goodness (L, B) of every unit for positives and negatives,
-    computed without gradient from the weights as they are before this step's updates.
-    Only the goodness vectors are kept, never the activities."""
-    gp, gn = [], []
-    hp, hn = xp, xn
-    for i, layer in enumerate(net.layers):
-        op, on = layer(hp), layer(hn)
-        if on_layer is not None:
-            on_layer(i, hp, op)
-            on_layer(i, hn, on)
-        hp, hn = op, on
-        gp.append(layer.goodness(hp))
-        gn.append(layer.goodness(hn))
-    return torch.stack(gp), torch.stack(gn)
-
-
 def event_counter(ledger: EventLedger | None, phase: str, net: FFNetwork, head: bool):
     """An ``on_layer`` callback that counts a pass's events into ``ledger`` (or None)."""
     if ledger is None:
@@ -147,13 +128,40 @@ def event_counter(ledger: EventLedger | None, phase: str, net: FFNetwork, head: 
     return on_layer
 
 
+def dense(x: torch.Tensor | CodedBatch) -> torch.Tensor:
+    return x.dense() if isinstance(x, CodedBatch) else x
+
+
+@torch.no_grad()
+def scout_goodness(net: FFNetwork, x: torch.Tensor | CodedBatch,
+                   on_layer=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """CFF's frozen copy: goodness (L, B) of every unit for positives and negatives
+    (``x``: the first unit's input, positives then negatives), computed without gradient
+    from the weights as they are before this step's updates. Only the goodness vectors
+    are kept, never the activities."""
+    gs = []
+    h = x
+    for i, layer in enumerate(net.layers):
+        out = layer(h)
+        if on_layer is not None:
+            on_layer(i, dense(h), out)
+        gs.append(layer.goodness(out))
+        h = out
+    g = torch.stack(gs)
+    b = g.shape[1] // 2
+    return g[:, :b], g[:, b:]
+
+
 def train_step(net: FFNetwork, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, active: list[int],
                generator: torch.Generator, ledger: EventLedger | None = None, update_batch: int = 1) -> dict:
     """Stream one mini-batch through the units, updating those in ``active``.
 
-    With a ``ledger``, every pass's events are counted from the real tensors (non-zero
-    inputs × fan-out): the neutral pass and head, the CFF scout pass, both FF passes and
-    each unit's update. ``update_batch`` is the number of samples per applied update.
+    Positives and negatives travel together: B positives then B negatives. The first
+    unit gets them factored (same samples, two label codes), so it multiplies the data
+    part once. With a ``ledger``, every pass's events are counted from the real tensors
+    (non-zero inputs × fan-out): the neutral pass and head, the CFF scout pass, both FF
+    passes and each unit's update. ``update_batch`` is the number of samples per applied
+    update.
     """
     stats: dict = {}
     # 1. Neutral pass: trains the one-pass head and supplies scores for hard negatives.
@@ -166,46 +174,44 @@ def train_step(net: FFNetwork, cfg: TrainConfig, x: torch.Tensor, y: torch.Tenso
         y_neg = hard_wrong_labels(y, scores, generator)
     else:
         y_neg = random_wrong_labels(y, net.num_classes, generator)
-    hp, hn = net.encoding.encode(x, y), net.encoding.encode(x, y_neg)
+    h: torch.Tensor | CodedBatch = net.encoding.coded(x, [y, y_neg])
+    b = x.shape[0]
     # 3. CFF: γ from a frozen copy. 'earlier' needs no scout: earlier units' goodness in
     #    this very pass is computed before their own update, i.e. by the frozen copy.
     n = len(net.layers)
     scout = None
     if cfg.algo == "cff" and cfg.gamma != "earlier":
-        scout = scout_goodness(net, hp, hn, event_counter(ledger, "train", net, head=False))
+        scout = scout_goodness(net, h, event_counter(ledger, "train", net, head=False))
     gp_seen, gn_seen = [], []
     losses = []
     # 4. Stream through the units. The last active unit ends the pass: nothing later learns.
     for i in range(max(active) + 1):
         layer = net.layers[i]
+        x_in = dense(h) if ledger is not None else None
         if i not in active:
             with torch.no_grad():
-                hp_out, hn_out = layer(hp), layer(hn)
-                if ledger is not None:
-                    ledger.add("train", i, forward_events(hp, hp_out, binary_input=False))
-                    ledger.add("train", i, forward_events(hn, hn_out, binary_input=False))
-                hp, hn = hp_out, hn_out
-                if cfg.algo == "cff":
-                    gp_seen.append(layer.goodness(hp))
-                    gn_seen.append(layer.goodness(hn))
-            continue
-        gam_p = gam_n = None
-        if cfg.algo == "cff":
-            members = gamma_members(cfg.gamma, i, n)
-            if scout is not None:
-                gam_p, gam_n = scout[0][members].sum(0), scout[1][members].sum(0)
-            elif members:
-                gam_p, gam_n = torch.stack(gp_seen).sum(0), torch.stack(gn_seen).sum(0)
-        r = layer.local_step(hp, hn, gam_p, gam_n, generator)
+                out = layer(h)
+                g = layer.goodness(out)
+            gp, gn = g[:b], g[b:]
+        else:
+            gam_p = gam_n = None
+            if cfg.algo == "cff":
+                members = gamma_members(cfg.gamma, i, n)
+                if scout is not None:
+                    gam_p, gam_n = scout[0][members].sum(0), scout[1][members].sum(0)
+                elif members:
+                    gam_p, gam_n = torch.stack(gp_seen).sum(0), torch.stack(gn_seen).sum(0)
+            r = layer.local_step(h, gam_p, gam_n, generator)
+            losses.append(r.loss)
+            out, gp, gn = r.h, r.g_pos, r.g_neg
+            if ledger is not None:
+                ledger.add("train", i, update_events(x_in[:b], x_in[b:], layer.out_features, update_batch))
         if ledger is not None:
-            ledger.add("train", i, forward_events(hp, r.h_pos, binary_input=False))
-            ledger.add("train", i, forward_events(hn, r.h_neg, binary_input=False))
-            ledger.add("train", i, update_events(hp, hn, layer.out_features, update_batch))
-        losses.append(r.loss)
-        hp, hn = r.h_pos, r.h_neg
+            ledger.add("train", i, forward_events(x_in, out, binary_input=False))
         if cfg.algo == "cff":
-            gp_seen.append(r.g_pos)
-            gn_seen.append(r.g_neg)
+            gp_seen.append(gp)
+            gn_seen.append(gn)
+        h = out
     stats["loss"] = losses
     return stats
 

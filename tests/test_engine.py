@@ -75,9 +75,8 @@ def test_cff_gamma_is_detached_and_no_gradient_crosses_layers(digits, gamma):
     net = _net(cfg, digits)
     x = net.standardize(digits.x_train[:32])
     y = digits.y_train[:32]
-    hp = net.encoding.encode(x, y)
-    hn = net.encoding.encode(x, (y + 1) % 10)
-    gp, gn = scout_goodness(net, hp, hn)
+    h = net.encoding.coded(x, [y, (y + 1) % 10])
+    gp, gn = scout_goodness(net, h)
     assert not gp.requires_grad and not gn.requires_grad
     reached = []
     for j, other in enumerate(net.layers):
@@ -89,7 +88,7 @@ def test_cff_gamma_is_detached_and_no_gradient_crosses_layers(digits, gamma):
         gam_n = gn[members].sum(0) if members else None
         before = {k: v.clone() for k, v in net.state_dict().items()}
         reached.clear()
-        r = layer.local_step(hp, hn, gam_p, gam_n)
+        r = layer.local_step(h, gam_p, gam_n)
         # only this unit's parameters received a gradient and changed
         assert sorted(reached) == [(i, "bias"), (i, "weight")]
         assert all(p.grad is None for p in net.parameters())       # and no gradient is kept
@@ -98,8 +97,8 @@ def test_cff_gamma_is_detached_and_no_gradient_crosses_layers(digits, gamma):
             if k.startswith(f"layers.{i}.") or "running_mean" in k:
                 continue
             assert torch.equal(before[k], after[k]), k
-        assert r.h_pos.grad_fn is None and r.h_neg.grad_fn is None   # handed on without a graph
-        hp, hn = r.h_pos, r.h_neg
+        assert r.h.grad_fn is None                                  # handed on without a graph
+        h = r.h
 
 
 def test_head_gets_no_gradient_into_layers(digits):
@@ -134,6 +133,27 @@ def test_network_schedule_updates_every_unit(digits):
     st = train_step(net, cfg, x, digits.y_train[:64], [0, 1, 2], torch.Generator().manual_seed(0))
     assert len(st["loss"]) == 3
     assert all(not torch.equal(b, layer.weight) for b, layer in zip(before, net.layers))
+
+
+@pytest.mark.parametrize("mode,norm", [("overlay", "rms"), ("concat", "length"), ("overlay", "none")])
+def test_factored_first_unit_matches_dense_path(mode, norm):
+    """The first unit multiplies the shared data part once for all label codes: same
+    activities and the same update as feeding it the dense encoded batch."""
+    g = torch.Generator().manual_seed(0)
+    cfg = TrainConfig(layers=(16,), norm=norm)
+    make = lambda: FFNetwork(cfg, 20, 4, mode, 0.0, 1.0, generator=torch.Generator().manual_seed(1),
+                             label_scale=2.0).layers[0]
+    x = torch.rand(6, 20, generator=g)
+    y, y_neg = torch.randint(0, 4, (6,), generator=g), torch.randint(0, 4, (6,), generator=g)
+    enc = LabelEncoding(mode, 4, 2.0)
+    coded = enc.coded(x, [y, y_neg])
+    stacked = torch.cat([enc.encode(x, y), enc.encode(x, y_neg)])
+    assert torch.equal(coded.dense(), stacked)
+    a, b = make(), make()
+    assert torch.allclose(a(coded), b(stacked), atol=1e-5)
+    ra, rb = a.local_step(coded), b.local_step(stacked)
+    assert torch.allclose(ra.h, rb.h, atol=1e-5) and ra.loss == pytest.approx(rb.loss, rel=1e-5)
+    assert torch.allclose(a.weight, b.weight, atol=1e-6) and torch.allclose(a.bias, b.bias, atol=1e-6)
 
 
 def test_cff_theta_rescaled_by_gamma_members():
