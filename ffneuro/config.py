@@ -53,7 +53,7 @@ class TrainConfig:
     peer_momentum: float = 0.9
     optimizer: str = "adam"
     lr: float = 1e-3
-    onchip_lr: float = 2.0 ** -10         # plain-SGD rate of a chip without optimiser state (--profile)
+    onchip_lr: float = 2.0 ** -2          # chip plain-SGD rate × fan-in (--profile; see onchip.py)
     momentum: float = 0.9
     weight_decay: float = 0.0
     lr_schedule: str = "linear-decay"     # Hinton: constant for half the epochs, then linear to ~0

@@ -82,7 +82,7 @@ class FFDense(nn.Module):
     """
 
     def __init__(self, in_features: int, out_features: int, spec: UnitSpec, *,
-                 generator: torch.Generator, chip: ChipSpec | None = None, onchip_lr: float = 2.0 ** -10):
+                 generator: torch.Generator, chip: ChipSpec | None = None, onchip_lr: float = 2.0 ** -2):
         super().__init__()
         self.spec = spec
         self.chip = chip
@@ -214,7 +214,7 @@ class FFDense(nn.Module):
         Only synapses the update can touch are rounded: rows of units active in this batch
         and columns of non-zero inputs (exact unless peer normalisation or weight decay
         make every gradient entry non-zero, in which case the whole table is updated)."""
-        lr = chip_lr(self.onchip_lr, self.chip)
+        lr = chip_lr(self.onchip_lr / self.in_features, self.chip)
         rows = cols = None
         if self.spec.peer_norm == 0 and self.spec.weight_decay == 0:
             rows = h.ne(0).any(dim=0).nonzero().view(-1)

@@ -19,7 +19,10 @@ Modelling choices (documented in the README):
 - accumulator: pre-activations saturate at ±2^(accumulator_bits−1) steps of (w step × x step).
 - bias: an integer in accumulator units (w step × x step), like int8 inference kernels.
 - updates: plain SGD (``optimizer_state = false``: no momentum, no Adam moments exist on
-  the chip) at the run's ``onchip_lr``; the update −lr·∇ is expressed in weight LSBs,
+  the chip) at ``onchip_lr / fan_in`` per layer. With RMS-normalised inputs Σx² = fan_in,
+  so a sample moves each pre-activation by the same amount whatever the layer's width
+  (the normalised-LMS rule; measured: a fixed rate of 2^-10 learned the 74-input digits
+  but diverged in MNIST's 784-input layers at batch 1). The update −lr·∇ is expressed in weight LSBs,
   rounded (nearest or stochastic, from the profile) and clipped to
   ±(2^(learning_bits−1) − 1) LSBs, then added with saturation. With ``lr_power_of_two``
   the learning rate is rounded to a power of two (a shift).

@@ -4,8 +4,9 @@ Data flows sample-batch by sample-batch through the layer units. A unit's activi
 used for its own update and handed on detached; nothing is kept for a backward pass, so
 peak memory does not grow with depth (only the unit being updated holds a graph).
 
-    dataset ─ standardise ─ encode(x, y⁺), encode(x, y⁻) ─▶ unit 1 ─▶ unit 2 ─▶ … ─▶ unit L
-                          └ encode(x, neutral) ─▶ units (no grad) ─▶ head (one-pass, hard negatives)
+    dataset ─ coded(x, [y⁺, y⁻]) ─▶ unit 1 ─▶ unit 2 ─▶ … ─▶ unit L   (positives and negatives
+            │                                                       travel as one stacked batch)
+            └ encode(x, neutral) ─▶ units (no grad) ─▶ head (one-pass; scores for hard negatives)
 
 Schedules: ``network`` updates every unit on every batch (Algorithm 2 of Lorberbom et
 al.); ``layer`` trains unit 1 for all epochs, then unit 2, … (classical FF; earlier units

@@ -58,9 +58,10 @@ def main() -> None:
                  "seed": args.seed}
     for kv in args.set:
         k, v = kv.split("=", 1)
-        overrides[k] = json.loads(v) if v[:1] in "0123456789-[{tf" and v not in ("true", "false") or v in ("true", "false") else v
-        if v in ("true", "false"):
-            overrides[k] = v == "true"
+        try:
+            overrides[k] = json.loads(v)          # numbers, true/false, [lists]
+        except json.JSONDecodeError:
+            overrides[k] = v                      # plain strings: --set negatives=hard
     cfg = build_config(args.preset, overrides)
     data = load_dataset(cfg.data, seed=cfg.seed)
     t0 = time.time()

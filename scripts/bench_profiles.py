@@ -4,12 +4,10 @@
 
 Part 1 trains the same 3×500 FF network (float recipe: the package defaults) under every
 shipped profile: each profile imposes its own number formats, batch limit and learning
-rule (plain SGD at --onchip-lr for chips without optimiser state). Two float references
-are trained on the same data: the float recipe (Adam, batch --batch) and the chip's own
-rule in float (plain SGD, batch 1), which isolates what precision costs.
+rule (plain SGD at --onchip-lr / fan-in for chips without optimiser state). The float
+reference is the same network trained without a profile (Adam, batch --batch).
 Part 2 sweeps weight bits (learning bits equal) with a profile that extends cmos-45nm
-(8-bit activations, stochastic rounding, batch 16) and compares with float plain SGD at
-batch 16. Batch-1 learning visits every sample separately, so to bound the run time the
+(8-bit activations, stochastic rounding, batch 16). Batch-1 learning visits every sample separately, so to bound the run time the
 training set can be cut to its first --train-subset samples (the test set is always the
 full 10,000).
 """
@@ -60,7 +58,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--train-subset", type=int, default=10000)
-    ap.add_argument("--onchip-lr", type=float, default=2.0 ** -10)
+    ap.add_argument("--onchip-lr", type=float, default=TrainConfig.onchip_lr)
     ap.add_argument("--bits", default="2,3,4,6,8,10,12,16")
     ap.add_argument("--profiles", default="all")
     ap.add_argument("--threads", type=int, default=0)
@@ -73,18 +71,15 @@ def main() -> None:
     data = dataclasses.replace(full, x_train=full.x_train[:n], y_train=full.y_train[:n])
     cfg = TrainConfig(data="mnist", layers=tuple(int(w) for w in args.layers.split(",")), epochs=args.epochs,
                       batch_size=args.batch, onchip_lr=args.onchip_lr, eval_every=0)
-    sgd = dict(optimizer="sgd", momentum=0.0, lr=args.onchip_lr)
     result = {"config": cfg.to_dict(), "train_samples": n, "profiles": {}, "references": {}, "bits": {}}
     out = Path(args.out)
     result["references"]["float-adam"] = run(cfg, data, None)
-    result["references"]["float-sgd-batch1"] = run(cfg.replace(batch_size=1, **sgd), data, None)
     print(result["references"], flush=True)
     names = list_profiles() if args.profiles == "all" else args.profiles.split(",")
     for name in names:
         result["profiles"][name] = run(cfg, data, name)
         print(name, result["profiles"][name], flush=True)
         write_json(out, result)
-    result["references"]["float-sgd-batch16"] = run(cfg.replace(batch_size=16, **sgd), data, None)
     with tempfile.TemporaryDirectory() as tmp:
         for bits in [int(b) for b in args.bits.split(",")]:
             result["bits"][str(bits)] = run(cfg, data, str(bits_profile(Path(tmp), bits)))
