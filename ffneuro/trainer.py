@@ -295,7 +295,7 @@ def count_inference(net: FFNetwork, x: torch.Tensor, ledger: EventLedger) -> str
 
 def train(cfg: TrainConfig, *, out: Path | None = None, resume: bool = False, progress: bool = True,
           data: Dataset | None = None, stop_after: int | None = None, profile=None, device: str = "auto",
-          simulate_anyway: bool = False, count_events: bool | None = None) -> dict:
+          simulate_anyway: bool = False, count_events: bool | None = None, on_epoch=None) -> dict:
     """Train (or resume) a run and return its metrics dict.
 
     ``profile``: a hardware profile (name, path or Profile): weights, activities and updates
@@ -304,7 +304,8 @@ def train(cfg: TrainConfig, *, out: Path | None = None, resume: bool = False, pr
     run's events are counted and turned into an energy/SRAM estimate. ``out``: run dir
     (config, checkpoint after every epoch, metrics). ``stop_after``: stop after this many
     epochs in total (simulates an interruption; used by tests). ``count_events``: count
-    events (default: when a profile is given).
+    events (default: when a profile is given). ``on_epoch(record)`` is called after every
+    epoch with that epoch's history record (benchmarks use it to save partial curves).
     """
     from ffneuro.profiles import load_profile, profile_to_dict
 
@@ -385,6 +386,8 @@ def train(cfg: TrainConfig, *, out: Path | None = None, resume: bool = False, pr
                                                    inference_layers)["test_error"]
             state.history.append(record)
             log.info("epoch %d: %s", state.epoch, record)
+            if on_epoch is not None:
+                on_epoch(record)
             if out is not None:
                 tensors, scalars = checkpoint_tensors(net, gen)
                 runio.save_checkpoint(out / runio.CHECKPOINT, tensors, {

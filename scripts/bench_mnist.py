@@ -65,7 +65,13 @@ def main() -> None:
     cfg = build_config(args.preset, overrides)
     data = load_dataset(cfg.data, seed=cfg.seed)
     t0 = time.time()
-    metrics = train(cfg, data=data, progress=False, profile=args.profile)
+    partial: list[dict] = []
+
+    def save_partial(record: dict) -> None:      # a long run leaves its curve behind as it goes
+        partial.append(record)
+        write_json(Path(args.out).with_suffix(".partial.json"), {"preset": args.preset, "history": partial})
+
+    metrics = train(cfg, data=data, progress=False, profile=args.profile, on_epoch=save_partial)
     thresholds = [float(t) for t in args.thresholds.split(",")]
     result = {
         "preset": args.preset, "config": cfg.to_dict(), "profile": args.profile,
