@@ -429,7 +429,7 @@ def train(cfg: TrainConfig, *, out: Path | None = None, resume: bool = False, pr
     return metrics
 
 
-def load_run(run_dir: Path) -> tuple[TrainConfig, dict, FFNetwork, Dataset | None]:
+def load_run(run_dir: Path) -> tuple[TrainConfig, dict, FFNetwork]:
     """Rebuild a trained network from a run dir (config.json + checkpoint), no pickle."""
     from ffneuro.profiles import load_profile
 
@@ -443,12 +443,12 @@ def load_run(run_dir: Path) -> tuple[TrainConfig, dict, FFNetwork, Dataset | Non
                     label_scale=saved["label_scale"])
     net.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     net.eval()
-    return cfg, saved, net, None
+    return cfg, saved, net
 
 
 def evaluate_run(run_dir: Path, data: str | None = None) -> dict:
     """`ffneuro eval`: errors of a trained run on its test set (or on ``data``'s)."""
-    cfg, saved, net, _ = load_run(run_dir)
+    cfg, saved, net = load_run(run_dir)
     ds = load_dataset(data or cfg.data, seed=cfg.seed)
     expected = saved["layer_sizes"][0]
     if net.encoding.input_features(ds.x_test.shape[1]) != expected:

@@ -81,7 +81,7 @@ def test_trained_chip_network_is_integer(tmp_path):
     data = load_dataset("digits")
     train(TrainConfig(layers=(32, 32), epochs=2, batch_size=64), data=data, progress=False,
           profile="loihi-like", out=tmp_path / "run")
-    _, saved, net, _ = load_run(tmp_path / "run")
+    _, saved, net = load_run(tmp_path / "run")
     assert saved["profile_name"] == "loihi-like"
     for layer in net.layers:
         fmt = layer.weight_fmt()
