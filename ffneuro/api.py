@@ -70,8 +70,11 @@ def metrics_summary(metrics: dict) -> dict:
 
 def format_metrics(m: dict) -> str:
     te = m.get("test_error", {})
-    lines = [f"dataset {m.get('dataset', '?')}: {m.get('epochs', '?')} epochs in {m.get('wall_s', 0):.1f} s"
-             + (f" under profile {m['profile']}" if m.get("profile") else "")]
+    under = f" under profile {m['profile']}" if m.get("profile") else ""
+    if "epochs" in m:
+        lines = [f"dataset {m.get('dataset', '?')}: {m['epochs']} epochs in {m.get('wall_s', 0):.1f} s{under}"]
+    else:
+        lines = [f"{m.get('run_dir', 'run')} on dataset {m.get('dataset', '?')} ({m.get('n_test', '?')} test samples){under}"]
     for mode, err in te.items():
         lines.append(f"  test error {mode:<10} {err:6.2f} %   (accuracy {100 - err:.2f} %)")
     if "per_layer_error" in m:
