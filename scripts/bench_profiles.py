@@ -6,8 +6,8 @@ Part 1 trains the same 3×500 FF network (float recipe: the package defaults) un
 shipped profile: each profile imposes its own number formats, batch limit and learning
 rule (plain SGD at --onchip-lr / fan-in for chips without optimiser state). The float
 reference is the same network trained without a profile (Adam, batch --batch).
-Part 2 sweeps weight bits (learning bits equal) with a profile that extends cmos-45nm
-(8-bit activations, stochastic rounding, batch 16). Batch-1 learning visits every sample separately, so to bound the run time the
+Part 2 sweeps weight bits (learning bits equal) with a profile that extends --bits-base
+(cmos-45nm: 8-bit activations, stochastic rounding, batch 16; loihi-like: batch 1). Batch-1 learning visits every sample separately, so to bound the run time the
 training set can be cut to its first --train-subset samples (the test set is always the
 full 10,000).
 """
@@ -42,10 +42,10 @@ def run(cfg: TrainConfig, data, profile) -> dict:
             "fits": m.get("sram_fits")}
 
 
-def bits_profile(folder: Path, bits: int) -> Path:
-    path = folder / f"cmos-45nm-w{bits}.toml"
+def bits_profile(folder: Path, base: str, bits: int) -> Path:
+    path = folder / f"{base}-w{bits}.toml"
     path.write_text(
-        f'name = "cmos-45nm-w{bits}"\nextends = "cmos-45nm"\n[precision]\n'
+        f'name = "{base}-w{bits}"\nextends = "{base}"\n[precision]\n'
         f'weight_bits = {{ value = {bits}, source = "bench_profiles.py sweep", confidence = "assumed" }}\n'
         f'learning_bits = {{ value = {bits}, source = "bench_profiles.py sweep", confidence = "assumed" }}\n')
     return path
@@ -60,7 +60,8 @@ def main() -> None:
     ap.add_argument("--train-subset", type=int, default=10000)
     ap.add_argument("--onchip-lr", type=float, default=TrainConfig.onchip_lr)
     ap.add_argument("--bits", default="2,3,4,6,8,10,12,16")
-    ap.add_argument("--profiles", default="all")
+    ap.add_argument("--profiles", default="all", help="comma-separated names, all, or none")
+    ap.add_argument("--bits-base", default="cmos-45nm", help="profile the weight-bit sweep extends")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", default="bench/profiles.json")
     args = ap.parse_args()
@@ -71,18 +72,19 @@ def main() -> None:
     data = dataclasses.replace(full, x_train=full.x_train[:n], y_train=full.y_train[:n])
     cfg = TrainConfig(data="mnist", layers=tuple(int(w) for w in args.layers.split(",")), epochs=args.epochs,
                       batch_size=args.batch, onchip_lr=args.onchip_lr, eval_every=0)
-    result = {"config": cfg.to_dict(), "train_samples": n, "profiles": {}, "references": {}, "bits": {}}
+    result = {"config": cfg.to_dict(), "train_samples": n, "profiles": {}, "references": {}, "bits": {},
+              "bits_base": args.bits_base}
     out = Path(args.out)
     result["references"]["float-adam"] = run(cfg, data, None)
     print(result["references"], flush=True)
-    names = list_profiles() if args.profiles == "all" else args.profiles.split(",")
+    names = {"all": list_profiles(), "none": []}.get(args.profiles, args.profiles.split(","))
     for name in names:
         result["profiles"][name] = run(cfg, data, name)
         print(name, result["profiles"][name], flush=True)
         write_json(out, result)
     with tempfile.TemporaryDirectory() as tmp:
         for bits in [int(b) for b in args.bits.split(",")]:
-            result["bits"][str(bits)] = run(cfg, data, str(bits_profile(Path(tmp), bits)))
+            result["bits"][str(bits)] = run(cfg, data, str(bits_profile(Path(tmp), args.bits_base, bits)))
             print("bits", bits, result["bits"][str(bits)], flush=True)
             write_json(out, result)
     write_json(out, result)

@@ -101,11 +101,21 @@ def profile_rows() -> list[str]:
             rows.append(f"| {name} | {r['batch']} | {pct(r['test_error']['multi_pass'])} / "
                         f"{pct(r['test_error'].get('one_pass'))} | {uj(r['inference_energy_pj'])} | "
                         f"{uj(r['training_energy_pj'])} | {'–' if r['fits'] is None else ('yes' if r['fits'] else 'no')} |")
-    if d.get("bits"):
-        rows += ["", "| weight bits (cmos-45nm, batch 16, stochastic rounding) | test error % multi / one-pass |",
-                 "|---|---|"]
-        for bits, r in d["bits"].items():
-            rows.append(f"| {bits} | {pct(r['test_error']['multi_pass'])} / {pct(r['test_error'].get('one_pass'))} |")
+    sweeps = {"cmos-45nm (batch 16)": d.get("bits", {}), "loihi-like (batch 1)": {}}
+    for part in ("bits_loihi_a.json", "bits_loihi_b.json"):
+        sweeps["loihi-like (batch 1)"].update((load(part) or {}).get("bits", {}))
+    bits = sorted({int(b) for sweep in sweeps.values() for b in sweep})
+    if bits:
+        names = [name for name, sweep in sweeps.items() if sweep]
+        rows += ["", "Weight bits (learning bits equal; stochastic rounding), test error % multi / one-pass:", "",
+                 "| weight bits | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for b in bits:
+            cells = []
+            for name in names:
+                r = sweeps[name].get(str(b))
+                cells.append("–" if r is None else f"{pct(r['test_error']['multi_pass'])} / "
+                                                   f"{pct(r['test_error'].get('one_pass'))}")
+            rows.append(f"| {b} | " + " | ".join(cells) + " |")
     return rows
 
 
