@@ -14,7 +14,7 @@ import typer
 from ffneuro import api
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Forward-Forward on-chip learning simulator: train, estimate, export.")
+                  help="Forward-Forward on-chip learning simulator: train, evaluate, estimate energy and SRAM.")
 profiles_app = typer.Typer(no_args_is_help=True, help="List, show and validate hardware profiles.")
 app.add_typer(profiles_app, name="profiles")
 
