@@ -61,7 +61,7 @@ class TrainState:
 def errors_from_goodness(table: torch.Tensor, y: torch.Tensor, layers: list[int]) -> float:
     """Error (%) of multi-pass inference summing the goodness of ``layers`` (0-based)."""
     pred = table[:, :, layers].sum(dim=2).argmax(dim=1)
-    return float((pred != y).float().mean() * 100)
+    return float((pred != y.to(pred.device)).float().mean() * 100)
 
 
 @torch.no_grad()
