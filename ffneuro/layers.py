@@ -183,7 +183,10 @@ class FFDense(nn.Module):
         parameters receive gradient: the inputs carry no graph.
         """
         if isinstance(x, CodedBatch):
-            return self._learn(x, x.rest.shape[0], gamma_pos, gamma_neg, generator)
+            b = x.rest.shape[0]
+            if self.calibrated:          # the chip path needs the dense input twice: build it once
+                x = x.dense()
+            return self._learn(x, b, gamma_pos, gamma_neg, generator)
         return self._learn(x.detach(), x.shape[0] // 2, gamma_pos, gamma_neg, generator)
 
     def _learn(self, x: torch.Tensor | CodedBatch, b: int, gamma_pos: torch.Tensor | None,
@@ -201,7 +204,7 @@ class FFDense(nn.Module):
             self.running_mean.copy_(running.detach())
         loss.backward()
         if self.calibrated:
-            self._chip_update(generator, x.dense() if isinstance(x, CodedBatch) else x, h)
+            self._chip_update(generator, x, h)
         else:
             self.optimizer.step()
         for p in (self.weight, self.bias):
