@@ -35,6 +35,7 @@ class LabelEncoding:
     mode: str            # "overlay" | "concat"
     num_classes: int
     scale: float = 1.0
+    neutral: float | None = None     # value of every label entry for the neutral label (default scale / C)
 
     def input_features(self, data_features: int) -> int:
         """Width of the first layer's input for samples with ``data_features`` features."""
@@ -55,8 +56,9 @@ class LabelEncoding:
         return CodedBatch(rest, torch.stack([self.one_hot(y, x.dtype) for y in labels]))
 
     def encode_neutral(self, x: torch.Tensor) -> torch.Tensor:
-        """Every label entry set to scale / C."""
-        neutral = torch.full((x.shape[0], self.num_classes), self.scale / self.num_classes,
+        """Every label entry set to the neutral value (scale / C unless given)."""
+        value = self.scale / self.num_classes if self.neutral is None else self.neutral
+        neutral = torch.full((x.shape[0], self.num_classes), value,
                              dtype=x.dtype, device=x.device)
         return self._combine(x, neutral)
 

@@ -19,10 +19,10 @@ import torch.nn.functional as F
 
 from ffneuro.encoding import CodedBatch
 from ffneuro.goodness import goodness, layer_loss, normalize, norm_factor, peer_norm_loss
-from ffneuro.onchip import (ChipSpec, accumulator_limit, activation_format, chip_lr, fixed_update_,
-                            weight_format)
+from ffneuro.onchip import (ChipSpec, activation_format, chip_lr, fixed_update_, int_matmul, int_normalize,
+                            norm_gain, weight_format)
 from ffneuro.optim import make_optimizer, set_lr
-from ffneuro.quant import FixedPoint
+from ffneuro.quant import FixedPoint, fixed_point_for
 
 
 class _ReLUFullGrad(torch.autograd.Function):
@@ -117,31 +117,55 @@ class FFDense(nn.Module):
         return FixedPoint(self.chip.activation_bits, bool(self.x_signed), float(self.x_step))
 
     def bias_fmt(self) -> FixedPoint:
-        return FixedPoint(self.chip.accumulator_bits, True, float(self.w_step) * float(self.x_step))
+        return FixedPoint(self.chip.accumulator_bits, True, self.out_step)
+
+    @property
+    def out_step(self) -> float:
+        """Real value of one accumulator (and output activity) LSB: w step × x step."""
+        return float(self.w_step) * float(self.x_step)
+
+    def norm_gain(self) -> int:
+        return norm_gain(self.in_features, self.spec.norm, float(self.x_step))
 
     @torch.no_grad()
     def calibrate(self, x: torch.Tensor) -> None:
         """Enter the chip's number formats: pick the weight step from the initial weights
-        and the input step from one batch of inputs, then snap weights and bias to the grid."""
-        xf = activation_format(normalize(x, self.spec.norm), self.chip)
+        and the input step from one batch of (integer) inputs, then snap weights and bias
+        to the grid."""
+        norm_gain(self.in_features, self.spec.norm, 1.0)          # fails early for norm = none
+        xf = activation_format(normalize(x.float(), self.spec.norm), self.chip)
         self.x_step.fill_(xf.step)
         self.x_signed.fill_(xf.signed)
         self.w_step.fill_(weight_format(self.weight, self.chip).step)
         self.weight.copy_(self.weight_fmt().fake_quant(self.weight))
         self.bias.copy_(self.bias_fmt().fake_quant(self.bias))
 
+    def int_weight(self) -> torch.Tensor:
+        """The integer weight table (float32 holding integers of at most 24 bits), cached
+        until the weights change (the chip update refreshes the entries it touched)."""
+        key = (self.weight._version, self.weight.data_ptr(), float(self.w_step))
+        if getattr(self, "_w_int_key", None) != key:
+            self._w_int = torch.round(self.weight.detach() / float(self.w_step))
+            self._w_int_key = key
+        return self._w_int
+
+    @torch.no_grad()
+    def chip_forward(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The chip's integer datapath for integer input activities a (R, in_features):
+        returns x_q (int64, the quantised normalised input) and the saturated accumulator
+        z = W_q·x_q + b_q (float64 holding integers). See onchip.py."""
+        xq = int_normalize(a, self.norm_gain(), self.input_fmt())
+        b_int = torch.round(self.bias.detach().to(torch.float64) / self.out_step)
+        z = int_matmul(xq, self.int_weight(), 2 ** (self.chip.weight_bits - 1)) + b_int
+        lim = 2 ** (self.chip.accumulator_bits - 1) - 1
+        return xq, z.clamp_(-lim, lim)
+
     # -- inference -------------------------------------------------------------------
     def pre_activation(self, x: torch.Tensor | CodedBatch) -> torch.Tensor:
+        """W · n(x) + b in real units (float units only; the chip path is ``chip_forward``)."""
         if isinstance(x, CodedBatch):
-            if not self.calibrated:
-                return self._coded_pre_activation(x)
-            x = x.dense()
-        xn = normalize(x, self.spec.norm)
-        if not self.calibrated:
-            return F.linear(xn, self.weight, self.bias)
-        z = F.linear(self.input_fmt().fake_quant(xn), self.weight, self.bias)
-        lim = accumulator_limit(float(self.w_step), float(self.x_step), self.chip)
-        return z.clamp(-lim, lim)
+            return self._coded_pre_activation(x)
+        return F.linear(normalize(x, self.spec.norm), self.weight, self.bias)
 
     def _coded_pre_activation(self, x: CodedBatch) -> torch.Tensor:
         """W · n(x) + b for K codes of the same samples, with the data part multiplied once.
@@ -159,11 +183,25 @@ class FFDense(nn.Module):
 
     def forward(self, x: torch.Tensor | CodedBatch) -> torch.Tensor:
         """Activity h (B, out_features) for input activity x (B, in_features); for a
-        CodedBatch of K codes, (K·B, out_features) in code-major order."""
+        CodedBatch of K codes, (K·B, out_features) in code-major order. Under a chip
+        profile (once calibrated) h is the integer ReLU output of the accumulator
+        (float64 holding integers; its real value is h · out_step)."""
+        if self.calibrated:
+            return self.chip_forward(dense_input(x))[1].clamp_min(0)
         return relu(self.pre_activation(x), self.spec.relu_grad)
 
     def goodness(self, h: torch.Tensor) -> torch.Tensor:
+        """Goodness (B,) of this unit's activity ``h`` as returned by ``forward``, in real
+        units. On the chip: the exact integer sum (Σh² or Σ|h|) times ``goodness_scale``."""
+        if self.calibrated:
+            return int_goodness(h, self.spec.goodness).to(torch.float64) * self.goodness_scale()
         return goodness(h, self.spec.goodness)
+
+    def goodness_scale(self) -> float:
+        """Real goodness per unit of the integer goodness sum (see ``int_goodness``)."""
+        s = self.out_step
+        return {"sumsq": s * s, "meansq": s * s / self.out_features, "sum": s, "neg-sumsq": -s * s}[
+            self.spec.goodness]
 
     # -- learning --------------------------------------------------------------------
     def set_lr(self, lr: float, onchip_lr: float | None = None) -> None:
@@ -184,15 +222,27 @@ class FFDense(nn.Module):
         """
         if isinstance(x, CodedBatch):
             b = x.rest.shape[0]
-            if self.calibrated:          # the chip path needs the dense input twice: build it once
+            if self.calibrated:
                 x = x.dense()
             return self._learn(x, b, gamma_pos, gamma_neg, generator)
         return self._learn(x.detach(), x.shape[0] // 2, gamma_pos, gamma_neg, generator)
 
+    def _activity(self, x: torch.Tensor | CodedBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(h in real units with a graph to the parameters, the input in real units, the
+        activity to hand on). In float these are h, x, h. On the chip the values are the
+        exact integer datapath's; the gradient is that of the real-valued layer."""
+        if not self.calibrated:
+            h = self(x)
+            return h, dense_input(x), h
+        xq, z_int = self.chip_forward(x)
+        x_real = xq.to(torch.float32) * float(self.x_step)
+        z = _ExactLinear.apply(x_real, self.weight, self.bias, (z_int * self.out_step).to(torch.float32))
+        return relu(z, self.spec.relu_grad), x_real, z_int.clamp_min(0)
+
     def _learn(self, x: torch.Tensor | CodedBatch, b: int, gamma_pos: torch.Tensor | None,
                gamma_neg: torch.Tensor | None, generator: torch.Generator | None) -> StepResult:
-        h = self(x)
-        g = self.goodness(h)
+        h, x_real, h_out = self._activity(x)
+        g = goodness(h, self.spec.goodness)
         g_pos, g_neg = g[:b], g[b:]
         sp = g_pos if gamma_pos is None else g_pos + gamma_pos.detach()
         sn = g_neg if gamma_neg is None else g_neg + gamma_neg.detach()
@@ -204,13 +254,12 @@ class FFDense(nn.Module):
             self.running_mean.copy_(running.detach())
         loss.backward()
         if self.calibrated:
-            self._chip_update(generator, x, h)
+            self._chip_update(generator, x_real, h)
         else:
             self.optimizer.step()
         for p in (self.weight, self.bias):
             p.grad = None        # streaming: nothing of this step outlives it but the new weights
-        h = h.detach()
-        return StepResult(h, float(loss.detach()), g_pos.detach(), g_neg.detach())
+        return StepResult(h_out.detach(), float(loss.detach()), g_pos.detach(), g_neg.detach())
 
 
     @torch.no_grad()
@@ -225,29 +274,111 @@ class FFDense(nn.Module):
         if self.spec.peer_norm == 0 and self.spec.weight_decay == 0:
             rows = h.ne(0).any(dim=0).nonzero().view(-1)
             cols = x.ne(0).any(dim=0).nonzero().view(-1)
+        w_int = self.int_weight()          # kept in step with the weights: no re-rounding next forward
         for param, fmt in ((self.weight, self.weight_fmt()), (self.bias, self.bias_fmt())):
             grad = param.grad
             if self.spec.weight_decay:
                 grad = grad + self.spec.weight_decay * param
-            fixed_update_(param, grad, fmt, lr, self.chip, generator,
-                          rows if param.dim() == 2 else None, cols if param.dim() == 2 else None)
+            two_d = param.dim() == 2
+            fixed_update_(param, grad, fmt, lr, self.chip, generator, rows if two_d else None,
+                          cols if two_d else None, w_int if two_d else None)
+        self._w_int_key = (self.weight._version, self.weight.data_ptr(), float(self.w_step))
+
+
+class _ExactLinear(torch.autograd.Function):
+    """A linear layer whose forward value is given (the chip's exact integer result in
+    real units) and whose backward is that of ``x · Wᵀ + b``: the gradient of the
+    real-valued layer at the chip's own activities."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, z):  # noqa: D401
+        ctx.save_for_backward(x)
+        return z.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return None, grad.t() @ x, grad.sum(dim=0), None
+
+
+def dense_input(x: torch.Tensor | CodedBatch) -> torch.Tensor:
+    return x.dense() if isinstance(x, CodedBatch) else x
+
+
+def int_goodness(h: torch.Tensor, kind: str) -> torch.Tensor:
+    """The chip's exact integer goodness sum (B,) int64 of integer activities h (B, n):
+    Σh² for the squared kinds (sumsq, meansq, neg-sumsq), Σ|h| for ``sum``."""
+    h = h.to(torch.int64)
+    if kind == "sum":
+        return h.abs().sum(dim=1)
+    hmax = int(h.abs().max()) if h.numel() else 0
+    if hmax * hmax * max(h.shape[1], 1) >= 2 ** 63:
+        raise OverflowError(f"activity {hmax} too large for an exact 64-bit goodness")
+    return (h * h).sum(dim=1)
 
 
 class LinearHead(nn.Module):
     """One-pass inference head: a linear softmax classifier on the normalised activities
     of the chosen layers for the neutral-label input (SPEC §1). It is its own unit: it
     learns from detached activities, so no gradient reaches the FF layers.
+
+    Under a chip profile (once calibrated) its inputs are each layer's activity through
+    the chip's integer normalisation, and inference uses integer logits
+    ``W_q · x_q`` with the weights quantised to the profile's weight format (nearest,
+    the profile's scale rule, from max|W|): the head is trained in float on the chip's
+    quantised features, then read out in integers.
     """
 
-    def __init__(self, in_features: int, num_classes: int, *, norm: str, lr: float,
-                 optimizer: str, momentum: float, weight_decay: float):
+    def __init__(self, widths: list[int], num_classes: int, *, norm: str, lr: float,
+                 optimizer: str, momentum: float, weight_decay: float, chip: ChipSpec | None = None):
         super().__init__()
         self.norm = norm
-        self.weight = nn.Parameter(torch.zeros(num_classes, in_features))
+        self.widths = list(widths)
+        self.chip = chip
+        self.weight = nn.Parameter(torch.zeros(num_classes, sum(widths)))
+        self.register_buffer("x_step", torch.tensor(0.0))
+        self.register_buffer("x_signed", torch.tensor(False))
         self.optimizer = make_optimizer(self.parameters(), optimizer, lr, momentum, weight_decay)
 
+    # -- fixed point -----------------------------------------------------------------
+    @property
+    def calibrated(self) -> bool:
+        return self.chip is not None and float(self.x_step) > 0
+
+    def input_fmt(self) -> FixedPoint:
+        return FixedPoint(self.chip.activation_bits, bool(self.x_signed), float(self.x_step))
+
+    def weight_fmt(self) -> FixedPoint:
+        return fixed_point_for(self.weight, self.chip.weight_bits, self.chip.weight_signed, self.chip.scale_rule)
+
+    def norm_gains(self) -> list[int]:
+        return [norm_gain(w, self.norm, float(self.x_step)) for w in self.widths]
+
+    @torch.no_grad()
+    def calibrate(self, activities: list[torch.Tensor]) -> None:
+        xf = activation_format(self.features(activities), self.chip)
+        self.x_step.fill_(xf.step)
+        self.x_signed.fill_(xf.signed)
+
+    def int_features(self, activities: list[torch.Tensor]) -> torch.Tensor:
+        """The chip's quantised head input (B, Σ widths), int64."""
+        fmt = self.input_fmt()
+        return torch.cat([int_normalize(h, k, fmt) for h, k in zip(activities, self.norm_gains())], dim=1)
+
+    @torch.no_grad()
+    def int_logits(self, activities: list[torch.Tensor]) -> torch.Tensor:
+        """Integer logits (B, C) (float64 holding integers), saturated at the accumulator."""
+        fmt = self.weight_fmt()
+        z = int_matmul(self.int_features(activities), fmt.to_int(self.weight).to(torch.float32),
+                       max(-fmt.qmin, fmt.qmax))
+        lim = 2 ** (self.chip.accumulator_bits - 1) - 1
+        return z.clamp_(-lim, lim)
+
+    # -- float -----------------------------------------------------------------------
     def features(self, activities: list[torch.Tensor]) -> torch.Tensor:
-        return torch.cat([normalize(h, self.norm) for h in activities], dim=1)
+        if self.calibrated:
+            return self.int_features(activities).to(torch.float32) * float(self.x_step)
+        return torch.cat([normalize(h.float(), self.norm) for h in activities], dim=1)
 
     def forward(self, activities: list[torch.Tensor]) -> torch.Tensor:
         """Logits (B, C) from a list of layer activities, each (B, width)."""

@@ -7,6 +7,7 @@ trainer streams data through it; inference helpers here return plain tensors.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 import torch.nn as nn
@@ -14,6 +15,7 @@ import torch.nn as nn
 from ffneuro.config import TrainConfig
 from ffneuro.encoding import LabelEncoding
 from ffneuro.layers import FFDense, LinearHead, UnitSpec
+from ffneuro.onchip import INPUT_LEVELS, integer_input, round_half_up_div
 
 
 def unit_spec(cfg: TrainConfig, width: int) -> UnitSpec:
@@ -61,14 +63,28 @@ def default_inference_layers(cfg: TrainConfig) -> list[int]:
 
 
 class FFNetwork(nn.Module):
-    """Units + head + encoding. ``data_mean``/``data_std`` standardise raw features."""
+    """Units + head + encoding. ``data_mean``/``data_std`` standardise raw features.
+
+    Under a chip profile (``chip``) the network's input is integer: data in [0, 1] become
+    floor(x · INPUT_LEVELS + ½), the label code floor(scale · INPUT_LEVELS + ½) and the
+    neutral code that divided by C, rounded half up (see ``prepare_input``)."""
 
     def __init__(self, cfg: TrainConfig, data_features: int, num_classes: int, encoding_mode: str,
                  data_mean: float, data_std: float, *, generator: torch.Generator, chip=None,
                  label_scale: float = 1.0):
         super().__init__()
         self.num_classes = num_classes
-        self.encoding = LabelEncoding(encoding_mode, num_classes, label_scale)
+        self.chip = chip
+        self.label_scale = label_scale      # in data units (the chip's integer code is derived)
+        if chip is not None:
+            if cfg.standardize:
+                raise ValueError("--standardize is not available under a fixed-point profile: "
+                                 "the chip receives integer inputs (floor(x * 255 + 1/2))")
+            code = int(math.floor(label_scale * INPUT_LEVELS + 0.5))
+            self.encoding = LabelEncoding(encoding_mode, num_classes, float(code),
+                                          float(round_half_up_div(code, num_classes)))
+        else:
+            self.encoding = LabelEncoding(encoding_mode, num_classes, label_scale)
         widths = [self.encoding.input_features(data_features), *cfg.layers]
         self.layer_sizes = widths
         self.layers = nn.ModuleList(
@@ -79,9 +95,9 @@ class FFNetwork(nn.Module):
         self.head_idx = head_layers(len(cfg.layers))
         self.head = None
         if cfg.head:
-            self.head = LinearHead(sum(cfg.layers[i] for i in self.head_idx), num_classes, norm=cfg.norm,
+            self.head = LinearHead([cfg.layers[i] for i in self.head_idx], num_classes, norm=cfg.norm,
                                    lr=cfg.head_lr, optimizer=cfg.optimizer, momentum=cfg.momentum,
-                                   weight_decay=cfg.weight_decay * 10)
+                                   weight_decay=cfg.weight_decay * 10, chip=chip)
         self.register_buffer("data_mean", torch.tensor(float(data_mean)))
         self.register_buffer("data_std", torch.tensor(float(data_std)))
 
@@ -96,7 +112,11 @@ class FFNetwork(nn.Module):
         return spec
 
     # -- data path ---------------------------------------------------------------------
-    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Data (N, D) as the first unit sees it (before the label): standardised in float
+        (identity unless --standardize), integerised on a chip."""
+        if self.chip is not None:
+            return integer_input(x)
         return (x - self.data_mean) / self.data_std
 
     @torch.no_grad()
@@ -107,7 +127,7 @@ class FFNetwork(nn.Module):
         the network together; the first unit multiplies the shared data part only once.
         """
         n, c = x.shape[0], self.num_classes
-        out = torch.empty(n, c, len(self.layers))
+        out = torch.empty(n, c, len(self.layers), dtype=torch.float64 if self.chip is not None else torch.float32)
         labels = [torch.full((1,), k, dtype=torch.long, device=x.device) for k in range(c)]
         for s in range(0, n, batch_size):
             xb = x[s:s + batch_size]
@@ -136,6 +156,8 @@ class FFNetwork(nn.Module):
 
     @torch.no_grad()
     def head_logits(self, x: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+        """One-pass logits (N, C); on a calibrated chip, the head's integer logits."""
         assert self.head is not None
-        return torch.cat([self.head(self.neutral_activities(x[s:s + batch_size]))
+        run = self.head.int_logits if self.head.calibrated else self.head
+        return torch.cat([run(self.neutral_activities(x[s:s + batch_size]))
                           for s in range(0, x.shape[0], batch_size)])

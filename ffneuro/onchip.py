@@ -16,7 +16,7 @@ Modelling choices (documented in the README):
   had no negative value, as after ReLU and for raw pixels). On a chip whose neurons
   only emit binary spikes (``activation_bits = 1``) a graded activity is a rate code:
   k spikes out of the profile's ``time_steps`` T, i.e. floor(log2(T + 1)) bits.
-- accumulator: pre-activations saturate at ±2^(accumulator_bits−1) steps of (w step × x step).
+- accumulator: pre-activations saturate at ±(2^(accumulator_bits−1) − 1) steps of (w step × x step).
 - bias: an integer in accumulator units (w step × x step), like int8 inference kernels.
 - updates: plain SGD (``optimizer_state = false``: no momentum, no Adam moments exist on
   the chip) at ``onchip_lr / fan_in`` per layer. With RMS-normalised inputs Σx² = fan_in,
@@ -26,6 +26,13 @@ Modelling choices (documented in the README):
   rounded (nearest or stochastic, from the profile) and clipped to
   ±(2^(learning_bits−1) − 1) LSBs, then added with saturation. With ``lr_power_of_two``
   the learning rate is rounded to a power of two (a shift).
+- inference is integer-exact (what ``ffneuro export`` writes and ``ffneuro verify``
+  replays): the network input is integerised once (``a0 = floor(x·INPUT_LEVELS + ½)``,
+  the label code and the neutral code are integers too); each unit normalises its
+  integer input with an integer square root and a fixed-point gain (``int_normalize``),
+  accumulates ``W_q · x_q + b_q`` exactly, saturates at the accumulator width and hands
+  on the integer ReLU output. Its goodness is the integer Σh² times (w step · x step)².
+  Training uses the same forward values; only the gradient is taken in real units.
 - speed: only the entries an update touches are rounded. A dense layer's gradient is
   zero in every row whose unit was silent and every column whose input was zero, and
   stochastic rounding maps an exact zero to zero, so skipping them changes no value.
@@ -39,6 +46,9 @@ from dataclasses import dataclass
 import torch
 
 from ffneuro.quant import FixedPoint, pow2_step, stochastic_round
+
+INPUT_LEVELS = 255        # network input integerised to floor(x · 255 + ½): 8-bit pixels, exactly
+GAIN_FRAC_BITS = 16       # fractional bits of the fixed-point normalisation gain
 
 
 @dataclass(frozen=True)
@@ -99,33 +109,102 @@ def activation_format(x: torch.Tensor, spec: ChipSpec) -> FixedPoint:
     return FixedPoint(spec.activation_bits, signed, pow2_step(float(x.abs().max()), spec.activation_bits, signed))
 
 
-def accumulator_limit(w_step: float, x_step: float, spec: ChipSpec) -> float:
-    """Largest pre-activation magnitude the accumulator holds, in real units."""
-    return (2 ** (spec.accumulator_bits - 1) - 1) * w_step * x_step
-
-
 @torch.no_grad()
 def fixed_update_(param: torch.Tensor, grad: torch.Tensor, fmt: FixedPoint, lr: float, spec: ChipSpec,
                   generator: torch.Generator | None, rows: torch.Tensor | None = None,
-                  cols: torch.Tensor | None = None) -> None:
+                  cols: torch.Tensor | None = None, int_table: torch.Tensor | None = None) -> None:
     """Apply −lr·grad, in place, to a parameter that lives on ``fmt``'s grid.
 
     The update is computed in weight LSBs, rounded per the profile, clipped to the
     learning precision, and added to the integer weight with saturation. ``rows``/``cols``
     (index tensors) name the only entries of a 2-D ``grad`` that can be non-zero (silent
     units, zero inputs); the others are exactly zero and round to zero, so they are skipped.
+    ``int_table`` (same shape as param), if given, receives the new integer codes of the
+    entries written.
     """
     if rows is not None and cols is not None and rows.numel() * cols.numel() < 0.75 * grad.numel():
         sub = (rows.view(-1, 1), cols.view(1, -1))
-        param[sub] = _updated(param[sub], grad[sub], fmt, lr, spec, generator)
+        q = _updated(param[sub], grad[sub], fmt, lr, spec, generator)
+        param[sub] = q * fmt.step
+        if int_table is not None:
+            int_table[sub] = q.to(int_table.dtype)
     else:
-        param.copy_(_updated(param, grad, fmt, lr, spec, generator))
+        q = _updated(param, grad, fmt, lr, spec, generator)
+        param.copy_(q * fmt.step)
+        if int_table is not None:
+            int_table.copy_(q)
 
 
 def _updated(param: torch.Tensor, grad: torch.Tensor, fmt: FixedPoint, lr: float, spec: ChipSpec,
              generator: torch.Generator | None) -> torch.Tensor:
+    """The new integer codes (float tensor holding integers)."""
     lsb = grad * (-lr / fmt.step)
     lsb = stochastic_round(lsb, generator) if spec.rounding == "stochastic" else torch.round(lsb)
     lim = 2 ** (spec.learning_bits - 1) - 1
     q = torch.round(param / fmt.step) + lsb.clamp_(-lim, lim)
-    return q.clamp_(fmt.qmin, fmt.qmax) * fmt.step
+    return q.clamp_(fmt.qmin, fmt.qmax)
+
+
+# ----------------------------------------------------------------------------------------
+# Integer-exact inference (the golden model in ffneuro/golden.py re-implements these in numpy)
+# ----------------------------------------------------------------------------------------
+def integer_input(x: torch.Tensor) -> torch.Tensor:
+    """The chip's integer view of a data sample in [0, 1]: floor(x · INPUT_LEVELS + ½),
+    computed in float64 (same dtype as x back; exact, the values are small integers)."""
+    return torch.floor(x.to(torch.float64) * INPUT_LEVELS + 0.5).to(x.dtype)
+
+
+def round_half_up_div(num: int, den: int) -> int:
+    """floor(num / den + ½) for integers, den > 0."""
+    return (2 * num + den) // (2 * den)
+
+
+def norm_gain(width: int, norm: str, x_step: float) -> int:
+    """The fixed-point gain K (GAIN_FRAC_BITS fractional bits) of a unit's normalisation:
+    x_q = round(a · K / (2^F · isqrt(Σa²))). K = √width / x_step for RMS, 1 / x_step for
+    length normalisation, rounded half up."""
+    if norm == "rms":
+        k = math.sqrt(width) / x_step
+    elif norm == "length":
+        k = 1.0 / x_step
+    else:
+        raise ValueError(f"a fixed-point profile needs --norm rms or length (got {norm!r}): "
+                         "the chip normalises each layer's input in integer form")
+    return int(math.floor(k * 2 ** GAIN_FRAC_BITS + 0.5))
+
+
+def isqrt(n: torch.Tensor) -> torch.Tensor:
+    """floor(√n) of a non-negative int64 tensor (n < 2^62), exactly."""
+    s = torch.sqrt(n.to(torch.float64)).floor().to(torch.int64)
+    s = torch.where(s * s > n, s - 1, s)            # float64 sqrt is off by at most one here
+    s = torch.where((s + 1) * (s + 1) <= n, s + 1, s)
+    return s
+
+
+def int_normalize(a: torch.Tensor, gain: int, fmt: FixedPoint) -> torch.Tensor:
+    """Integer normalisation of integer activities a (R, n) (any dtype holding integers).
+
+    x_q = clamp(floor((2·a·K + s·2^F) / (s·2^(F+1))), qmin, qmax) with s = isqrt(Σ_j a_j²)
+    per row, i.e. round-half-up of a·K / (2^F·s); a zero row gives zeros. Returns int64.
+    """
+    a = a.to(torch.int64)
+    amax = int(a.abs().max()) if a.numel() else 0
+    if amax * gain >= 2 ** 61 or amax >= 2 ** 31 or amax * amax * a.shape[-1] >= 2 ** 62:
+        raise OverflowError(f"activity {amax} too large for exact 64-bit integer normalisation")
+    s = isqrt((a * a).sum(dim=-1, keepdim=True))
+    den = s * 2 ** (GAIN_FRAC_BITS + 1)
+    q = torch.div(2 * a * gain + s * 2 ** GAIN_FRAC_BITS, den.clamp_min(1), rounding_mode="floor")
+    q = torch.where(s > 0, q, torch.zeros_like(q))
+    return q.clamp_(fmt.qmin, fmt.qmax)
+
+
+def int_matmul(xq: torch.Tensor, w_int: torch.Tensor, w_absmax: int) -> torch.Tensor:
+    """x_q · W_qᵀ exactly (float64 result holding integers); ``w_absmax`` bounds |W_q|.
+    Uses a float32 product when every partial sum is provably below 2^24
+    (w_absmax · max row Σ|x| < 2^24), else float64."""
+    bound = w_absmax * float(xq.abs().sum(dim=-1).max()) if xq.numel() else 0.0
+    if bound < 2 ** 24:
+        return torch.matmul(xq.to(torch.float32), w_int.to(torch.float32).t()).to(torch.float64)
+    if bound >= 2 ** 53:
+        raise OverflowError("accumulator partial sums exceed 2^53: cannot evaluate exactly")
+    return torch.matmul(xq.to(torch.float64), w_int.to(torch.float64).t())

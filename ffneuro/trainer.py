@@ -59,8 +59,9 @@ class TrainState:
 # Evaluation
 # ----------------------------------------------------------------------------------------
 def errors_from_goodness(table: torch.Tensor, y: torch.Tensor, layers: list[int]) -> float:
-    """Error (%) of multi-pass inference summing the goodness of ``layers`` (0-based)."""
-    pred = table[:, :, layers].sum(dim=2).argmax(dim=1)
+    """Error (%) of multi-pass inference summing the goodness of ``layers`` (0-based);
+    ties go to the lowest label."""
+    pred = multipass_scores(table, layers).argmax(dim=1)
     return float((pred != y.to(pred.device)).float().mean() * 100)
 
 
@@ -102,6 +103,8 @@ def calibrate(net: FFNetwork, x: torch.Tensor, y: torch.Tensor) -> None:
     for layer in net.layers:
         layer.calibrate(h)
         h = layer(h)
+    if net.head is not None:
+        net.head.calibrate(net.neutral_activities(x))
 
 
 def stages(cfg: TrainConfig) -> list[list[int]]:
@@ -335,12 +338,12 @@ def train(cfg: TrainConfig, *, out: Path | None = None, resume: bool = False, pr
             "ffneuro_version": __version__, "config": cfg.to_dict(), "dataset": data.name,
             "source": data.source, "num_classes": data.num_classes, "layer_sizes": net.layer_sizes,
             "n_train": int(data.x_train.shape[0]),
-            "label_encoding": net.encoding.mode, "label_scale": net.encoding.scale, "batch_size_applied": bs,
+            "label_encoding": net.encoding.mode, "label_scale": net.label_scale, "batch_size_applied": bs,
             "profile_name": prof.name if prof is not None else None,
             "profile": profile_to_dict(prof) if prof is not None else None})
     net.to(dev)
-    x_train, y_train = net.standardize(data.x_train.to(dev)), data.y_train.to(dev)
-    x_test, y_test = net.standardize(data.x_test.to(dev)), data.y_test.to(dev)
+    x_train, y_train = net.prepare_input(data.x_train.to(dev)), data.y_train.to(dev)
+    x_test, y_test = net.prepare_input(data.x_test.to(dev)), data.y_test.to(dev)
     inference_layers = default_inference_layers(cfg)
     n = x_train.shape[0]
     total = total_epochs(cfg)
@@ -382,7 +385,7 @@ def train(cfg: TrainConfig, *, out: Path | None = None, resume: bool = False, pr
                 last_eval = evaluate(net, x_test, y_test, inference_layers)
                 record.update(last_eval)
                 if data.x_val is not None:
-                    record["val_error"] = evaluate(net, net.standardize(data.x_val.to(dev)), data.y_val.to(dev),
+                    record["val_error"] = evaluate(net, net.prepare_input(data.x_val.to(dev)), data.y_val.to(dev),
                                                    inference_layers)["test_error"]
             state.history.append(record)
             log.info("epoch %d: %s", state.epoch, record)
@@ -429,21 +432,42 @@ def train(cfg: TrainConfig, *, out: Path | None = None, resume: bool = False, pr
     return metrics
 
 
-def load_run(run_dir: Path) -> tuple[TrainConfig, dict, FFNetwork]:
-    """Rebuild a trained network from a run dir (config.json + checkpoint), no pickle."""
+def load_run(run_dir: Path, profile: str | None = None) -> tuple[TrainConfig, dict, FFNetwork]:
+    """Rebuild a trained network from a run dir (config.json + checkpoint), no pickle.
+
+    ``profile``: rebuild under this profile instead of the run's own. Its units are then
+    *not* calibrated (their trained weights are the run's, off any grid): call
+    ``calibrate`` on data to quantise them (post-training quantisation).
+    """
     from ffneuro.profiles import load_profile
 
     saved = runio.read_json(Path(run_dir) / runio.CONFIG)
     cfg = TrainConfig.from_dict(saved["config"])
     tensors, meta = runio.load_checkpoint(Path(run_dir) / runio.CHECKPOINT)
-    prof = load_profile(saved["profile_name"]) if saved.get("profile_name") else None
+    own = saved.get("profile_name")
+    name = own if profile is None else profile
+    prof = load_profile(name) if name else None
     net = FFNetwork(cfg, saved["layer_sizes"][0] - (saved["num_classes"] if saved["label_encoding"] == "concat" else 0),
                     saved["num_classes"], saved["label_encoding"], 0.0, 1.0,
                     generator=torch.Generator().manual_seed(0), chip=chip_spec(prof),
                     label_scale=saved["label_scale"])
-    net.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    if own and name != own:
+        # The run was trained under another profile: keep its real-valued weights, drop its
+        # number formats.
+        state = {k: v for k, v in state.items() if not k.endswith(("w_step", "x_step", "x_signed"))}
+    net.load_state_dict(state, strict=not (own and name != own))
     net.eval()
     return cfg, saved, net
+
+
+def multipass_scores(table: torch.Tensor, layers: list[int]) -> torch.Tensor:
+    """Multi-pass scores (N, C): the goodness of ``layers`` (0-based) added one by one in
+    order (the golden replay does the same, so chip scores match bit for bit)."""
+    score = table[:, :, layers[0]].clone()
+    for i in layers[1:]:
+        score += table[:, :, i]
+    return score
 
 
 def evaluate_run(run_dir: Path, data: str | None = None) -> dict:
@@ -454,7 +478,7 @@ def evaluate_run(run_dir: Path, data: str | None = None) -> dict:
     if net.encoding.input_features(ds.x_test.shape[1]) != expected:
         raise ValueError(f"{data or cfg.data}: {ds.x_test.shape[1]} features per sample, "
                          f"but the run was trained on inputs of {expected} (with labels)")
-    x = net.standardize(ds.x_test)
+    x = net.prepare_input(ds.x_test)
     out = evaluate(net, x, ds.y_test, default_inference_layers(cfg))
     return {**out, "dataset": ds.name, "n_test": int(x.shape[0]), "run_dir": str(run_dir),
             "inference_layers": [i + 1 for i in default_inference_layers(cfg)],

@@ -50,7 +50,7 @@ def backprop_epoch(x, y, sizes, bs, gen) -> float:
 
 def ff_epoch(data: Dataset, cfg: TrainConfig, gen) -> float:
     net = build_network(cfg, data, gen)
-    x, y = net.standardize(data.x_train), data.y_train
+    x, y = net.prepare_input(data.x_train), data.y_train
     active = list(range(len(cfg.layers)))
     perm = torch.randperm(x.shape[0], generator=gen)
     t0 = time.perf_counter()
@@ -63,7 +63,7 @@ def ff_epoch(data: Dataset, cfg: TrainConfig, gen) -> float:
 def step_time(data: Dataset, cfg: TrainConfig, profile, steps: int, count: bool, gen) -> float:
     chip = chip_spec(profile) if profile is not None else None
     net = build_network(cfg, data, gen, chip)
-    x, y = net.standardize(data.x_train), data.y_train
+    x, y = net.prepare_input(data.x_train), data.y_train
     if chip is not None:
         calibrate(net, x[:256], y[:256])
     ledger = EventLedger() if count else None

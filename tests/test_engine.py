@@ -73,7 +73,7 @@ def _net(cfg, data):
 def test_cff_gamma_is_detached_and_no_gradient_crosses_layers(digits, gamma):
     cfg = small_cfg(algo="cff", gamma=gamma)
     net = _net(cfg, digits)
-    x = net.standardize(digits.x_train[:32])
+    x = net.prepare_input(digits.x_train[:32])
     y = digits.y_train[:32]
     h = net.encoding.coded(x, [y, (y + 1) % 10])
     gp, gn = scout_goodness(net, h)
@@ -104,7 +104,7 @@ def test_cff_gamma_is_detached_and_no_gradient_crosses_layers(digits, gamma):
 def test_head_gets_no_gradient_into_layers(digits):
     cfg = small_cfg()
     net = _net(cfg, digits)
-    x = net.standardize(digits.x_train[:16])
+    x = net.prepare_input(digits.x_train[:16])
     acts = net.neutral_activities(x)
     reached = []
     for p in net.layers.parameters():
@@ -119,7 +119,7 @@ def test_layer_schedule_updates_one_unit_at_a_time(digits):
     cfg = small_cfg(schedule="layer")
     net = _net(cfg, digits)
     before = [layer.weight.clone() for layer in net.layers]
-    x = net.standardize(digits.x_train[:64])
+    x = net.prepare_input(digits.x_train[:64])
     train_step(net, cfg, x, digits.y_train[:64], [1], torch.Generator().manual_seed(0))
     changed = [not torch.equal(b, layer.weight) for b, layer in zip(before, net.layers)]
     assert changed == [False, True, False]
@@ -129,7 +129,7 @@ def test_network_schedule_updates_every_unit(digits):
     cfg = small_cfg()
     net = _net(cfg, digits)
     before = [layer.weight.clone() for layer in net.layers]
-    x = net.standardize(digits.x_train[:64])
+    x = net.prepare_input(digits.x_train[:64])
     st = train_step(net, cfg, x, digits.y_train[:64], [0, 1, 2], torch.Generator().manual_seed(0))
     assert len(st["loss"]) == 3
     assert all(not torch.equal(b, layer.weight) for b, layer in zip(before, net.layers))
