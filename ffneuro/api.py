@@ -158,3 +158,77 @@ def format_profile(d: dict) -> str:
             cite = f"  ({src.get('confidence', '?')}: {src.get('source', '')})" if src else ""
             lines.append(f"  {key:<28} {val!s:<14}{cite}")
     return "\n".join(lines)
+
+
+# -- export / inspect / verify ------------------------------------------------------------
+def export(run_dir: Path, out: Path, *, profile: str | None = None, vectors: int = 8, data: str | None = None,
+           fmt: str = "hdf5") -> dict:
+    """`ffneuro export`: the run's chip model as HDF5 integer tables (or NIR)."""
+    if fmt == "hdf5":
+        from ffneuro.export import export_run
+
+        return export_run(Path(run_dir), Path(out), profile=profile, vectors=vectors, data=data)
+    if fmt == "nir":
+        from ffneuro.nir_export import export_nir
+
+        return export_nir(Path(run_dir), Path(out))
+    raise ConfigError(f"--format {fmt!r}: choose hdf5 or nir")
+
+
+def inspect_export(path: Path) -> dict:
+    """`ffneuro inspect`: a summary of an exported file."""
+    from ffneuro.golden import inspect
+
+    return inspect(Path(path))
+
+
+def format_inspect(r: dict) -> str:
+    lines = [f"{r['file']}: ffneuro chip export v{r['schema_version']} (ffneuro {r['ffneuro_version']}), "
+             f"profile {r['profile']}, {r['quantisation']}, dataset {r['dataset']}",
+             f"  input: label {r['label_mode']}, {r['num_classes']} classes; multi-pass layers "
+             f"{r['multi_pass_layers']}; {r['vectors']} test vectors",
+             f"  {'layer':<7}{'kind':<12}{'shape':<14}{'w bits':>7} {'dtype':<7}{'scale':>12}{'exp':>5}"
+             f"{'in bits':>8}{'acc':>5}{'bytes':>10}"]
+    for L in r["layers"]:
+        exp = "" if L["weight_exponent"] is None else str(L["weight_exponent"])
+        lines.append(f"  {L['layer']:<7}{L['kind']:<12}{'x'.join(map(str, L['shape'])):<14}{L['weight_bits']:>7} "
+                     f"{L['weight_dtype']:<7}{L['weight_scale']:>12.4g}{exp:>5}{L['input_bits']:>8}"
+                     f"{L['accumulator_bits']:>5}{L['bytes']:>10}")
+    if r["head"]:
+        h = r["head"]
+        lines.append(f"  {'head':<7}{'linear':<12}{'x'.join(map(str, h['shape'])):<14}{h['weight_bits']:>7} "
+                     f"{h['weight_dtype']:<7}{'':>12}{'':>5}{'':>8}{'':>5}{h['bytes']:>10}  (layers {h['layers']})")
+    lines.append("  checksums: OK" if r["checksums_ok"] else
+                 f"  checksums: FAILED for {', '.join(r['checksum_failures'])}")
+    return "\n".join(lines)
+
+
+def verify_export(path: Path, *, data: str | None = None, use_data: bool = True) -> dict:
+    """`ffneuro verify`: golden integer replay of the stored vectors (and accuracy on a
+    dataset: ``data``, else the one recorded in the file)."""
+    from ffneuro import golden
+
+    x = y = None
+    if use_data:
+        from ffneuro.data import load_dataset
+
+        spec = data or (golden.provenance(Path(path)).get("config") or {}).get("data")
+        if spec:
+            ds = load_dataset(spec)
+            x, y = ds.x_test.numpy(), ds.y_test.numpy()
+    report = golden.verify(Path(path), x, y)
+    if x is not None:
+        report["data"] = spec
+    return report
+
+
+def format_verify(r: dict) -> str:
+    lines = [f"{r['file']}: {r['layers']} layers, {r['vectors']} test vectors replayed"]
+    if r["checksum_failures"]:
+        lines.append(f"  CHECKSUM FAILED: {', '.join(r['checksum_failures'])}")
+    lines.append(f"  MISMATCH: {r['mismatch']}" if r["mismatch"] else
+                 "  every stored activity, goodness, score and prediction reproduced exactly")
+    for mode, err in (r.get("test_error") or {}).items():
+        lines.append(f"  golden replay on {r['data']} ({r['n_data']} samples): {mode} error {err:.2f} %")
+    lines.append("  OK" if r["ok"] else "  FAILED")
+    return "\n".join(lines)

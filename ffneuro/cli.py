@@ -131,6 +131,54 @@ def estimate(
     _emit(report, as_json, api.format_estimate(report))
 
 
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run dir written by `ffneuro train --out`")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output file (model.h5, or model.nir with --format nir)")],
+    profile: Annotated[Optional[str], typer.Option(help="Integer profile to export for (default: the run's; a "
+                                                        "float run is quantised post-training)")] = None,
+    vectors: Annotated[int, typer.Option(help="Number of real test inputs stored with their expected integer "
+                                              "activities, goodness and predictions")] = 8,
+    data: Annotated[Optional[str], typer.Option(help="Take test vectors from this dataset instead of the run's")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="hdf5 (integer tables for bring-up) | nir (spiking "
+                                                      "runs, for Lava/Rockpool/Sinabs/snntorch)")] = "hdf5",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
+) -> None:
+    """Export per-layer integer weight tables (HDF5, schema in the README) with test vectors
+    a chip team can replay bit for bit. Example: ffneuro export runs/a --profile loihi-like -o model.h5"""
+    r = _run(api.export, run_dir, out, profile=profile, vectors=vectors, data=data, fmt=fmt)
+    _emit(r, as_json, f"wrote {r['file']} ({r.get('bytes', 0)} bytes): " +
+          ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("file", "bytes")))
+
+
+@app.command()
+def inspect(
+    file: Annotated[Path, typer.Argument(help="An HDF5 file written by `ffneuro export`")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
+) -> None:
+    """Summarise an export: layers, bit widths, bytes, checksums, provenance."""
+    r = _run(api.inspect_export, file)
+    _emit(r, as_json, api.format_inspect(r))
+    if not r["checksums_ok"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def verify(
+    file: Annotated[Path, typer.Argument(help="An HDF5 file written by `ffneuro export`")],
+    data: Annotated[Optional[str], typer.Option(help="Also report the replayed accuracy on this dataset "
+                                                     "(default: the run's)")] = None,
+    vectors_only: Annotated[bool, typer.Option("--vectors-only", help="Replay the stored vectors only")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+) -> None:
+    """Replay inference from the file alone with the integer golden model (no training code):
+    every stored vector must match exactly. Exit 1 on any mismatch or checksum failure."""
+    r = _run(api.verify_export, file, data=data, use_data=not vectors_only)
+    _emit(r, as_json, api.format_verify(r))
+    if not r["ok"]:
+        raise typer.Exit(1)
+
+
 @profiles_app.command("list")
 def profiles_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List the shipped hardware profiles."""

@@ -1,0 +1,286 @@
+"""Export a trained run for chip bring-up: per-layer integer tables in HDF5, with test vectors.
+
+``export_run`` writes everything a chip team needs to reproduce inference bit for bit
+from the file alone (schema in the README, replayed by :mod:`ffneuro.golden`):
+
+- ``/`` attributes: format, schema version, ffneuro version, number of layers/classes,
+  the default inference mode;
+- ``/input``: how data become integers and where the label goes;
+- ``/inference``: which layers' goodness multi-pass inference adds;
+- ``/layers/<i>``: the integer weight table (smallest fitting integer dtype), integer
+  biases, every number format (bits, sign, scale, power-of-two exponent), the
+  normalisation gain, the accumulator width and the goodness scale;
+- ``/head``: the one-pass head's integer weights and input format;
+- ``/vectors`` (``vectors > 0``): real test inputs with, for every label and the neutral
+  code, the expected integer activities of every layer, the goodness, the scores and
+  the predicted labels;
+- ``/provenance``: config, dataset, seed, the run's metrics and the profile as used.
+
+Every dataset carries a ``sha256`` attribute (its bytes, C order, little-endian). The
+file is written to a temporary name and renamed, so a failure never leaves half a file.
+A run trained in float (or under another profile) is quantised to the target profile
+first (post-training quantisation, calibrated on training data as on-chip training is).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ffneuro import __version__
+from ffneuro.golden import SCHEMA, SCHEMA_VERSION, sha256
+from ffneuro.layers import int_goodness
+from ffneuro.onchip import GAIN_FRAC_BITS, INPUT_LEVELS
+
+CALIBRATION_SAMPLES = 256
+
+
+class ExportError(ValueError):
+    """An export that cannot be made (one-line message)."""
+
+
+def smallest_int_dtype(lo: int, hi: int) -> np.dtype:
+    """The narrowest signed integer dtype holding [lo, hi] (int8 … int64)."""
+    for dt in (np.int8, np.int16, np.int32, np.int64):
+        info = np.iinfo(dt)
+        if info.min <= lo and hi <= info.max:
+            return np.dtype(dt)
+    raise ExportError(f"integer range [{lo}, {hi}] does not fit in 64 bits")
+
+
+def as_int(t: torch.Tensor, lo: int | None = None, hi: int | None = None) -> np.ndarray:
+    """A tensor holding integers as the smallest integer numpy array (range: given or actual)."""
+    a = t.detach().cpu().to(torch.float64).numpy()
+    if a.size and not np.array_equal(a, np.round(a)):
+        raise ExportError("internal error: a chip tensor holds non-integer values")
+    lo = int(a.min(initial=0)) if lo is None else lo
+    hi = int(a.max(initial=0)) if hi is None else hi
+    return a.astype(smallest_int_dtype(lo, hi))
+
+
+def _put(group, name: str, array: np.ndarray, doc: str):
+    ds = group.create_dataset(name, data=array)
+    ds.attrs["sha256"] = sha256(array)
+    ds.attrs["doc"] = doc
+    return ds
+
+
+def _exponent(step: float) -> int | None:
+    m, e = np.frexp(step)
+    return int(e - 1) if m == 0.5 else None
+
+
+def _format_attrs(group, prefix: str, bits: int, signed: bool, step: float) -> None:
+    group.attrs[f"{prefix}_bits"] = bits
+    group.attrs[f"{prefix}_signed"] = int(signed)          # 0/1, plain integer for C readers
+    group.attrs[f"{prefix}_scale"] = step
+    e = _exponent(step)
+    if e is not None:
+        group.attrs[f"{prefix}_exponent"] = e
+
+
+# ----------------------------------------------------------------------------------------
+# Building the quantised network
+# ----------------------------------------------------------------------------------------
+def chip_network(run_dir: Path, profile: str | None):
+    """(cfg, saved, net, quantisation) with ``net`` on the target profile's integer grid."""
+    from ffneuro.data import load_dataset
+    from ffneuro.trainer import calibrate, load_run
+
+    saved_profile = _saved_profile(run_dir)
+    target = profile or saved_profile
+    if target is None:
+        raise ExportError(f"{run_dir}: the run was trained in float: give --profile NAME (an integer "
+                          "profile, see `ffneuro profiles list`) to quantise it for export")
+    cfg, saved, net = load_run(run_dir, profile=target)
+    if net.chip is None:
+        raise ExportError(f"profile {target!r} is floating point: export needs a fixed-point profile")
+    if all(layer.calibrated for layer in net.layers):
+        return cfg, saved, net, "trained on chip"
+    data = load_dataset(cfg.data, seed=cfg.seed)
+    x = net.prepare_input(data.x_train)
+    idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(cfg.seed))[:CALIBRATION_SAMPLES]
+    calibrate(net, x[idx], data.y_train[idx])
+    return cfg, saved, net, "post-training"
+
+
+def _saved_profile(run_dir: Path) -> str | None:
+    from ffneuro import runio
+
+    return runio.read_json(Path(run_dir) / runio.CONFIG).get("profile_name")
+
+
+@torch.no_grad()
+def test_vectors(net, x: torch.Tensor, y: torch.Tensor, inference_layers: list[int]) -> dict[str, np.ndarray]:
+    """Expected integer activities, goodness, scores and predictions for data x (N, D)."""
+    from ffneuro.trainer import multipass_scores
+
+    a0 = net.prepare_input(x)
+    n, c = a0.shape[0], net.num_classes
+    codes = [net.encoding.encode(a0, torch.full((n,), k, dtype=torch.long)) for k in range(c)]
+    codes.append(net.encoding.encode_neutral(a0))
+    acts: list[list[torch.Tensor]] = [[] for _ in net.layers]
+    good = torch.empty(n, c + 1, len(net.layers), dtype=torch.int64)
+    for k, h in enumerate(codes):
+        for i, layer in enumerate(net.layers):
+            h = layer(h)
+            acts[i].append(h)
+            good[:, k, i] = int_goodness(h, layer.spec.goodness)
+    table = net.goodness_table(a0)
+    score = multipass_scores(table, inference_layers)
+    out = {"input": as_int(a0), "label": y.numpy().astype(np.int64),
+           "goodness": good.numpy(), "score": score.numpy().astype(np.float64),
+           "pred_multi_pass": score.argmax(dim=1).numpy().astype(np.int64)}
+    for i, per_code in enumerate(acts):
+        out[f"activity{i}"] = as_int(torch.stack(per_code, dim=1))
+    if net.head is not None:
+        logits = net.head_logits(a0)
+        out["head_logits"] = logits.numpy().astype(np.int64)
+        out["pred_one_pass"] = logits.argmax(dim=1).numpy().astype(np.int64)
+    return out
+
+
+VECTOR_DOCS = {
+    "input": "integer input a0 = floor(x*levels + 1/2), (N, data_features), before the label",
+    "label": "true label of each vector (N,)",
+    "goodness": "integer goodness G of every layer (N, C+1, L); index C = neutral code",
+    "score": "multi-pass score per candidate label (N, C), float64",
+    "pred_multi_pass": "multi-pass prediction (N,)",
+    "head_logits": "one-pass integer logits (N, C)",
+    "pred_one_pass": "one-pass prediction (N,)",
+}
+
+
+# ----------------------------------------------------------------------------------------
+# Writing
+# ----------------------------------------------------------------------------------------
+def write_hdf5(path: Path, net, cfg, saved: dict, profile_dict: dict, quantisation: str,
+               inference_layers: list[int], vectors: dict[str, np.ndarray] | None, metrics: dict) -> None:
+    import h5py
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            _write(f, net, cfg, saved, profile_dict, quantisation, inference_layers, vectors, metrics)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write(f, net, cfg, saved, profile_dict, quantisation, inference_layers, vectors, metrics) -> None:
+    c = net.num_classes
+    f.attrs["format"] = SCHEMA
+    f.attrs["schema_version"] = SCHEMA_VERSION
+    f.attrs["ffneuro_version"] = __version__
+    f.attrs["num_layers"] = len(net.layers)
+    f.attrs["num_classes"] = c
+    f.attrs["default_inference"] = "one-pass" if net.head is not None else "multi-pass"
+
+    g = f.create_group("input")
+    g.attrs["data_features"] = net.layer_sizes[0] - (c if net.encoding.mode == "concat" else 0)
+    g.attrs["levels"] = INPUT_LEVELS
+    g.attrs["rule"] = "a0 = floor(x * levels + 1/2) for data x in [0, 1]"
+    g.attrs["label_mode"] = net.encoding.mode
+    g.attrs["label_offset"] = 0
+    g.attrs["label_width"] = c
+    g.attrs["label_code"] = int(net.encoding.scale)
+    g.attrs["neutral_code"] = int(net.encoding.neutral)
+    g.attrs["first_layer_features"] = net.layer_sizes[0]
+
+    g = f.create_group("inference")
+    g.attrs["multi_pass_layers"] = np.asarray(inference_layers, dtype=np.int32)
+    g.attrs["score"] = "sum over multi_pass_layers, in order, of goodness_scale * G (float64)"
+    g.attrs["tie_break"] = "lowest label"
+
+    layers = f.create_group("layers")
+    for i, unit in enumerate(net.layers):
+        chip = unit.chip
+        g = layers.create_group(str(i))
+        g.attrs["kind"] = "dense-relu"
+        g.attrs["in_features"] = unit.in_features
+        g.attrs["out_features"] = unit.out_features
+        wf, xf = unit.weight_fmt(), unit.input_fmt()
+        _format_attrs(g, "weight", wf.bits, wf.signed, wf.step)
+        _format_attrs(g, "input", xf.bits, xf.signed, xf.step)
+        g.attrs["norm"] = unit.spec.norm
+        g.attrs["norm_gain"] = unit.norm_gain()
+        g.attrs["norm_gain_frac_bits"] = GAIN_FRAC_BITS
+        g.attrs["accumulator_bits"] = chip.accumulator_bits
+        g.attrs["output_scale"] = unit.out_step
+        g.attrs["goodness"] = unit.spec.goodness
+        g.attrs["goodness_scale"] = unit.goodness_scale()
+        lim = 2 ** (chip.accumulator_bits - 1) - 1
+        _put(g, "weight", as_int(unit.int_weight(), wf.qmin, wf.qmax),
+             "integer weights (out_features, in_features); real value = weight * weight_scale")
+        b = torch.round(unit.bias.detach().to(torch.float64) / unit.out_step)
+        _put(g, "bias", as_int(b, -lim, lim),
+             "integer biases (out_features,) in accumulator units (weight_scale * input_scale)")
+
+    if net.head is not None:
+        head = net.head
+        g = f.create_group("head")
+        wf, xf = head.weight_fmt(), head.input_fmt()
+        g.attrs["layers"] = np.asarray(net.head_idx, dtype=np.int32)
+        _format_attrs(g, "weight", wf.bits, wf.signed, wf.step)
+        _format_attrs(g, "input", xf.bits, xf.signed, xf.step)
+        g.attrs["norm"] = head.norm
+        g.attrs["norm_gains"] = np.asarray(head.norm_gains(), dtype=np.int64)
+        g.attrs["norm_gain_frac_bits"] = GAIN_FRAC_BITS
+        g.attrs["accumulator_bits"] = head.chip.accumulator_bits
+        _put(g, "weight", as_int(wf.to_int(head.weight), wf.qmin, wf.qmax),
+             "integer head weights (num_classes, sum of the head layers' widths)")
+
+    if vectors is not None:
+        g = f.create_group("vectors")
+        for k, v in vectors.items():
+            _put(g, k, v, VECTOR_DOCS.get(k, "expected integer activities of layer "
+                                             f"{k[len('activity'):]} (N, C+1, width); index C = neutral"))
+
+    g = f.create_group("provenance")
+    g.attrs["config"] = json.dumps(cfg.to_dict())
+    g.attrs["dataset"] = saved.get("dataset", "")
+    g.attrs["source"] = saved.get("source", "")
+    g.attrs["seed"] = cfg.seed
+    g.attrs["quantisation"] = quantisation
+    g.attrs["metrics"] = json.dumps({k: v for k, v in metrics.items() if k not in ("history", "estimate")})
+    g.attrs["profile"] = json.dumps(profile_dict)
+
+
+# ----------------------------------------------------------------------------------------
+# Entry point
+# ----------------------------------------------------------------------------------------
+def export_run(run_dir: Path, out: Path, *, profile: str | None = None, vectors: int = 8,
+               data: str | None = None) -> dict:
+    """Write ``out`` (HDF5) for the run in ``run_dir`` on ``profile`` (default: the run's)
+    with ``vectors`` test vectors from the run's test set (or ``data``'s). Returns a summary."""
+    from ffneuro import runio
+    from ffneuro.data import load_dataset
+    from ffneuro.network import default_inference_layers
+    from ffneuro.profiles import load_profile, profile_to_dict
+
+    run_dir = Path(run_dir)
+    if vectors < 0:
+        raise ExportError(f"--vectors {vectors}: must be >= 0")
+    cfg, saved, net, quantisation = chip_network(run_dir, profile)
+    prof = load_profile(profile or saved["profile_name"])
+    inference_layers = default_inference_layers(cfg)
+    vec = None
+    if vectors:
+        ds = load_dataset(data or cfg.data, seed=cfg.seed)
+        if ds.x_test.shape[1] != net.layer_sizes[0] - (net.num_classes if net.encoding.mode == "concat" else 0):
+            raise ExportError(f"{data or cfg.data}: {ds.x_test.shape[1]} features per sample do not match the run")
+        vec = test_vectors(net, ds.x_test[:vectors], ds.y_test[:vectors], inference_layers)
+    metrics_path = run_dir / runio.METRICS
+    metrics = runio.read_json(metrics_path) if metrics_path.exists() else {}
+    write_hdf5(out, net, cfg, saved, profile_to_dict(prof), quantisation, inference_layers, vec, metrics)
+    return {"file": str(out), "profile": prof.name, "quantisation": quantisation, "layers": len(net.layers),
+            "vectors": 0 if vec is None else int(vec["input"].shape[0]), "bytes": Path(out).stat().st_size}

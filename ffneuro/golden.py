@@ -1,0 +1,402 @@
+"""The golden model: integer-only inference replayed from an exported HDF5 file alone.
+
+This module imports numpy and h5py only: nothing of ffneuro's training code, so it is
+an independent re-implementation of the chip datapath that ``ffneuro export`` describes
+(README, "HDF5 schema"). A C or Verilog testbench can follow the same steps:
+
+1. Input: ``a0 = floor(x · levels + ½)`` for data x in [0, 1] (levels = 255); the label
+   entries (overlay: the first C features; concat: C features prepended) are set to
+   ``label_code`` for the candidate label and 0 elsewhere, or all to ``neutral_code``.
+2. Each layer, for integer input a (n entries):
+   ``s = isqrt(Σ a²)``; ``x_q = clamp(floor((2·a·K + s·2^F) / (s·2^(F+1))), qmin, qmax)``
+   (round half up of a·K / (2^F·s); zero if s = 0) with K = ``norm_gain``, F =
+   ``norm_gain_frac_bits``; ``z = clamp(W·x_q + b, ±(2^(acc−1) − 1))``; ``h = max(z, 0)``.
+   The layer's goodness is the integer ``G = Σ h²`` (``Σ h`` for kind "sum").
+3. Multi-pass: for every label c, ``score[c] = Σ_{l in layers} goodness_scale_l · G_l``
+   in float64, added in layer order; prediction = the first label with the highest score.
+4. One-pass: the neutral input's activities of the head's layers, each normalised as in
+   step 2 with the head's gain for that layer's width, concatenated: ``logits = W_h·x_q``
+   (saturated at the accumulator width); prediction = first argmax.
+
+Integers are exact: products are formed in float64 only when every partial sum is
+provably below 2^53 (else int64), and all other arithmetic is int64.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SCHEMA = "ffneuro-chip"
+SCHEMA_VERSION = 1
+
+
+class GoldenError(ValueError):
+    """The file is not a valid ffneuro chip export (one-line message naming the problem)."""
+
+
+# ----------------------------------------------------------------------------------------
+# Integer maths
+# ----------------------------------------------------------------------------------------
+def isqrt(n: np.ndarray) -> np.ndarray:
+    """floor(√n) of non-negative int64 values (< 2^62), exactly."""
+    s = np.floor(np.sqrt(n.astype(np.float64))).astype(np.int64)
+    s = np.where(s * s > n, s - 1, s)
+    return np.where((s + 1) * (s + 1) <= n, s + 1, s)
+
+
+def integer_input(x: np.ndarray, levels: int) -> np.ndarray:
+    """floor(x · levels + ½) in float64, as int64."""
+    return np.floor(np.asarray(x, dtype=np.float64) * levels + 0.5).astype(np.int64)
+
+
+def int_normalize(a: np.ndarray, gain: int, frac_bits: int, qmin: int, qmax: int) -> np.ndarray:
+    """Step 2's normalisation of integer rows a (R, n) → int64 (R, n)."""
+    a = a.astype(np.int64)
+    amax = int(np.abs(a).max()) if a.size else 0
+    if amax * gain >= 2 ** 61 or amax >= 2 ** 31 or amax * amax * a.shape[-1] >= 2 ** 62:
+        raise GoldenError(f"activity {amax} too large for exact 64-bit normalisation")
+    s = isqrt((a * a).sum(axis=-1, keepdims=True))
+    num = 2 * a * gain + s * 2 ** frac_bits
+    den = np.maximum(s * 2 ** (frac_bits + 1), 1)
+    q = np.where(s > 0, np.floor_divide(num, den), 0)
+    return np.clip(q, qmin, qmax)
+
+
+def int_matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """x · wᵀ exactly, int64 (float64 BLAS when every partial sum < 2^53, else int64)."""
+    bound = float(np.abs(w).max(initial=0)) * float(np.abs(x).sum(axis=-1).max(initial=0))
+    if bound < 2 ** 53:
+        return (x.astype(np.float64) @ w.astype(np.float64).T).astype(np.int64)
+    return x.astype(np.int64) @ w.astype(np.int64).T
+
+
+def int_goodness(h: np.ndarray, kind: str) -> np.ndarray:
+    h = h.astype(np.int64)
+    return np.abs(h).sum(axis=-1) if kind == "sum" else (h * h).sum(axis=-1)
+
+
+def fmt_range(bits: int, signed: bool) -> tuple[int, int]:
+    return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
+
+
+# ----------------------------------------------------------------------------------------
+# The model as read from the file
+# ----------------------------------------------------------------------------------------
+@dataclass
+class Layer:
+    weight: np.ndarray           # (out, in) integer
+    bias: np.ndarray             # (out,) integer, accumulator units
+    norm_gain: int
+    frac_bits: int
+    in_range: tuple[int, int]    # quantised input range (qmin, qmax)
+    acc_bits: int
+    goodness: str
+    goodness_scale: float
+
+    def forward(self, a: np.ndarray) -> np.ndarray:
+        xq = int_normalize(a, self.norm_gain, self.frac_bits, *self.in_range)
+        z = int_matmul(xq, self.weight) + self.bias.astype(np.int64)
+        lim = 2 ** (self.acc_bits - 1) - 1
+        return np.maximum(np.clip(z, -lim, lim), 0)
+
+
+@dataclass
+class Head:
+    weight: np.ndarray           # (C, Σ widths)
+    layers: list[int]
+    norm_gains: list[int]
+    frac_bits: int
+    in_range: tuple[int, int]
+    acc_bits: int
+
+    def logits(self, acts: list[np.ndarray]) -> np.ndarray:
+        xq = np.concatenate([int_normalize(h, k, self.frac_bits, *self.in_range)
+                             for h, k in zip(acts, self.norm_gains)], axis=1)
+        lim = 2 ** (self.acc_bits - 1) - 1
+        return np.clip(int_matmul(xq, self.weight), -lim, lim)
+
+
+@dataclass
+class Model:
+    layers: list[Layer]
+    num_classes: int
+    data_features: int
+    levels: int
+    label_mode: str
+    label_code: int
+    neutral_code: int
+    multi_pass_layers: list[int]
+    head: Head | None
+    attrs: dict = field(default_factory=dict)
+
+    # -- input ------------------------------------------------------------------------
+    def encode(self, a0: np.ndarray, label: int | None) -> np.ndarray:
+        """Integer data (N, D) with the label code of ``label`` (None: the neutral code)."""
+        n, c = a0.shape[0], self.num_classes
+        code = np.full((n, c), self.neutral_code, dtype=np.int64)
+        if label is not None:
+            code[:] = 0
+            code[:, label] = self.label_code
+        if self.label_mode == "concat":
+            return np.concatenate([code, a0.astype(np.int64)], axis=1)
+        out = a0.astype(np.int64).copy()
+        out[:, :c] = code
+        return out
+
+    def activities(self, a: np.ndarray) -> list[np.ndarray]:
+        acts = []
+        for layer in self.layers:
+            a = layer.forward(a)
+            acts.append(a)
+        return acts
+
+    # -- inference ----------------------------------------------------------------------
+    def goodness_table(self, a0: np.ndarray) -> np.ndarray:
+        """Integer goodness (N, C, L) of every layer for every candidate label."""
+        out = np.empty((a0.shape[0], self.num_classes, len(self.layers)), dtype=np.int64)
+        for c in range(self.num_classes):
+            for i, (layer, h) in enumerate(zip(self.layers, self.activities(self.encode(a0, c)))):
+                out[:, c, i] = int_goodness(h, layer.goodness)
+        return out
+
+    def scores(self, table: np.ndarray) -> np.ndarray:
+        """Multi-pass scores (N, C) float64: goodness_scale · G added in layer order."""
+        first = self.multi_pass_layers[0]
+        score = table[:, :, first].astype(np.float64) * self.layers[first].goodness_scale
+        for i in self.multi_pass_layers[1:]:
+            score = score + table[:, :, i].astype(np.float64) * self.layers[i].goodness_scale
+        return score
+
+    def head_logits(self, a0: np.ndarray) -> np.ndarray:
+        acts = self.activities(self.encode(a0, None))
+        return self.head.logits([acts[i] for i in self.head.layers])
+
+
+# ----------------------------------------------------------------------------------------
+# Reading and checking a file
+# ----------------------------------------------------------------------------------------
+def sha256(array: np.ndarray) -> str:
+    """SHA-256 of an array's bytes, C order, little-endian."""
+    a = np.ascontiguousarray(array)
+    return hashlib.sha256(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()).hexdigest()
+
+
+def _attr(obj, key: str, path: str):
+    if key not in obj.attrs:
+        raise GoldenError(f"{path}: {obj.name} has no attribute {key!r}")
+    v = obj.attrs[key]
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def _dataset(group, key: str, path: str, bad: list[str]) -> np.ndarray:
+    if key not in group:
+        raise GoldenError(f"{path}: missing dataset {group.name.rstrip('/')}/{key}")
+    ds = group[key]
+    data = ds[()]
+    if "sha256" not in ds.attrs:
+        raise GoldenError(f"{path}: dataset {ds.name} has no sha256 attribute")
+    if sha256(data) != _attr(ds, "sha256", path):
+        bad.append(ds.name)
+    return data
+
+
+def _open(path: Path):
+    import h5py
+
+    path = Path(path)
+    if not path.exists():
+        raise GoldenError(f"{path}: no such file")
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise GoldenError(f"{path}: not a readable HDF5 file ({str(e).splitlines()[0]})") from None
+
+
+def read_model(path: Path) -> tuple[Model, list[str]]:
+    """The model in ``path`` and the names of datasets whose checksum failed."""
+    path = Path(path)
+    bad: list[str] = []
+    with _open(path) as f:
+        try:
+            if f.attrs.get("format", b"") not in (SCHEMA, SCHEMA.encode()):
+                raise GoldenError(f"{path}: not an ffneuro chip export (no format = {SCHEMA!r} attribute)")
+            version = int(_attr(f, "schema_version", str(path)))
+            if version != SCHEMA_VERSION:
+                raise GoldenError(f"{path}: schema version {version} is not supported (this reader: "
+                                  f"{SCHEMA_VERSION})")
+            layers = []
+            for i in range(int(_attr(f, "num_layers", str(path)))):
+                key = f"layers/{i}"
+                if key not in f:
+                    raise GoldenError(f"{path}: missing group /{key}")
+                g = f[key]
+                a = lambda k, g=g: _attr(g, k, str(path))  # noqa: E731
+                layers.append(Layer(
+                    weight=_dataset(g, "weight", str(path), bad), bias=_dataset(g, "bias", str(path), bad),
+                    norm_gain=int(a("norm_gain")), frac_bits=int(a("norm_gain_frac_bits")),
+                    in_range=fmt_range(int(a("input_bits")), bool(a("input_signed"))),
+                    acc_bits=int(a("accumulator_bits")), goodness=str(a("goodness")),
+                    goodness_scale=float(a("goodness_scale"))))
+            head = None
+            if "head" in f:
+                g = f["head"]
+                a = lambda k, g=g: _attr(g, k, str(path))  # noqa: E731
+                head = Head(weight=_dataset(g, "weight", str(path), bad),
+                            layers=[int(v) for v in a("layers")], norm_gains=[int(v) for v in a("norm_gains")],
+                            frac_bits=int(a("norm_gain_frac_bits")),
+                            in_range=fmt_range(int(a("input_bits")), bool(a("input_signed"))),
+                            acc_bits=int(a("accumulator_bits")))
+            gi, ginf = f["input"], f["inference"]
+            a = lambda g, k: _attr(g, k, str(path))  # noqa: E731
+            model = Model(layers=layers, num_classes=int(a(f, "num_classes")),
+                          data_features=int(a(gi, "data_features")), levels=int(a(gi, "levels")),
+                          label_mode=str(a(gi, "label_mode")), label_code=int(a(gi, "label_code")),
+                          neutral_code=int(a(gi, "neutral_code")),
+                          multi_pass_layers=[int(v) for v in a(ginf, "multi_pass_layers")], head=head,
+                          attrs={k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()})
+        except KeyError as e:
+            raise GoldenError(f"{path}: missing {e.args[0] if e.args else 'group'}") from None
+        except (TypeError, ValueError) as e:
+            if isinstance(e, GoldenError):
+                raise
+            raise GoldenError(f"{path}: malformed export ({str(e).splitlines()[0]})") from None
+    return model, bad
+
+
+def read_vectors(path: Path) -> dict[str, np.ndarray] | None:
+    """The stored test vectors (None if the file has none). Checksums are checked by
+    ``verify``; this just reads."""
+    with _open(Path(path)) as f:
+        if "vectors" not in f:
+            return None
+        return {k: f["vectors"][k][()] for k in f["vectors"]}
+
+
+def check_vectors(model: Model, path: Path, bad: list[str]) -> dict:
+    """Replay every stored vector; the first mismatch (layer, vector, label, index) or none."""
+    with _open(Path(path)) as f:
+        if "vectors" not in f:
+            return {"vectors": 0, "mismatch": None}
+        g = f["vectors"]
+        v = {k: _dataset(g, k, str(path), bad) for k in g}
+    a0 = v["input"].astype(np.int64)
+    n, c = a0.shape[0], model.num_classes
+    labels: list[int | None] = [*range(c), None]
+    for k, label in enumerate(labels):
+        acts = model.activities(model.encode(a0, label))
+        for i, h in enumerate(acts):
+            expected = v[f"activity{i}"][:, k]
+            diff = np.argwhere(h != expected)
+            if diff.size:
+                s, u = (int(t) for t in diff[0])
+                which = "neutral" if label is None else f"label {label}"
+                return {"vectors": n, "mismatch": f"layer {i + 1}, vector {s}, {which}, unit {u}: "
+                                                  f"expected {int(expected[s, u])}, replay gives {int(h[s, u])}"}
+    table = model.goodness_table(a0)
+    diff = np.argwhere(table != v["goodness"][:, :c])
+    if diff.size:
+        s, lab, i = (int(t) for t in diff[0])
+        return {"vectors": n, "mismatch": f"goodness of layer {i + 1}, vector {s}, label {lab}: "
+                                          f"expected {int(v['goodness'][s, lab, i])}, replay gives {int(table[s, lab, i])}"}
+    score = model.scores(table)
+    if not np.array_equal(score, v["score"]):
+        s = int(np.argwhere(score != v["score"])[0][0])
+        return {"vectors": n, "mismatch": f"multi-pass score of vector {s} differs"}
+    pred = score.argmax(axis=1)
+    if not np.array_equal(pred, v["pred_multi_pass"]):
+        s = int(np.argwhere(pred != v["pred_multi_pass"])[0][0])
+        return {"vectors": n, "mismatch": f"multi-pass prediction of vector {s}: expected "
+                                          f"{int(v['pred_multi_pass'][s])}, replay gives {int(pred[s])}"}
+    if model.head is not None:
+        logits = model.head_logits(a0)
+        if not np.array_equal(logits, v["head_logits"]):
+            s, lab = (int(t) for t in np.argwhere(logits != v["head_logits"])[0])
+            return {"vectors": n, "mismatch": f"head logit of vector {s}, label {lab}: expected "
+                                              f"{int(v['head_logits'][s, lab])}, replay gives {int(logits[s, lab])}"}
+    return {"vectors": n, "mismatch": None}
+
+
+def predict(model: Model, a0: np.ndarray, batch: int = 500) -> dict[str, np.ndarray]:
+    """Multi-pass (and one-pass, with a head) predictions for integer data (N, D)."""
+    out: dict[str, list] = {"multi_pass": [], "one_pass": []}
+    for s in range(0, a0.shape[0], batch):
+        chunk = a0[s:s + batch]
+        out["multi_pass"].append(model.scores(model.goodness_table(chunk)).argmax(axis=1))
+        if model.head is not None:
+            out["one_pass"].append(model.head_logits(chunk).argmax(axis=1))
+    return {k: np.concatenate(v) for k, v in out.items() if v}
+
+
+def verify(path: Path, x: np.ndarray | None = None, y: np.ndarray | None = None) -> dict:
+    """Check checksums, replay the stored vectors exactly, and (with data x in [0, 1] of
+    shape (N, D) and labels y) report the replayed accuracy. ``ok`` is False on any
+    checksum failure or mismatch."""
+    model, bad = read_model(path)
+    report = {"file": str(path), "layers": len(model.layers), **check_vectors(model, path, bad)}
+    report["checksum_failures"] = sorted(set(bad))
+    if x is not None:
+        if x.shape[1] != model.data_features:
+            raise GoldenError(f"data has {x.shape[1]} features per sample, the model expects "
+                              f"{model.data_features}")
+        preds = predict(model, integer_input(x, model.levels))
+        report["n_data"] = int(x.shape[0])
+        report["test_error"] = {k: float((p != y).mean() * 100) for k, p in preds.items()}
+    report["ok"] = not report["checksum_failures"] and report["mismatch"] is None
+    return report
+
+
+def provenance(path: Path) -> dict:
+    """The file's provenance group as plain data (JSON attributes decoded)."""
+    with _open(Path(path)) as f:
+        if "provenance" not in f:
+            return {}
+        out = {}
+        for k, v in f["provenance"].attrs.items():
+            v = v.decode() if isinstance(v, bytes) else v
+            try:
+                out[k] = json.loads(v) if isinstance(v, str) and v[:1] in "{[" else v
+            except json.JSONDecodeError:
+                out[k] = v
+        return out
+
+
+def inspect(path: Path) -> dict:
+    """A readable summary of an export: layers, bits, bytes, checksum status, provenance."""
+    model, bad = read_model(path)
+    check_vectors_bad: list[str] = []
+    with _open(Path(path)) as f:
+        layers = []
+        for i in range(len(model.layers)):
+            g = f[f"layers/{i}"]
+            a = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in g.attrs.items()}
+            layers.append({"layer": i + 1, "kind": a["kind"], "shape": [int(a["out_features"]), int(a["in_features"])],
+                           "weight_bits": int(a["weight_bits"]), "weight_dtype": str(g["weight"].dtype),
+                           "weight_scale": float(a["weight_scale"]),
+                           "weight_exponent": int(a["weight_exponent"]) if "weight_exponent" in a else None,
+                           "input_bits": int(a["input_bits"]), "accumulator_bits": int(a["accumulator_bits"]),
+                           "bytes": int(g["weight"].size * g["weight"].dtype.itemsize
+                                        + g["bias"].size * g["bias"].dtype.itemsize)})
+        head = None
+        if "head" in f:
+            g = f["head"]
+            head = {"layers": [int(v) + 1 for v in g.attrs["layers"]], "shape": list(g["weight"].shape),
+                    "weight_bits": int(g.attrs["weight_bits"]), "weight_dtype": str(g["weight"].dtype),
+                    "bytes": int(g["weight"].size * g["weight"].dtype.itemsize)}
+        n_vectors = int(f["vectors/input"].shape[0]) if "vectors/input" in f else 0
+        if "vectors" in f:
+            for k in f["vectors"]:
+                _dataset(f["vectors"], k, str(path), check_vectors_bad)
+    prov = provenance(path)
+    return {"file": str(path), "schema_version": int(model.attrs.get("schema_version", 0)),
+            "ffneuro_version": model.attrs.get("ffneuro_version"), "num_classes": model.num_classes,
+            "label_mode": model.label_mode, "multi_pass_layers": [i + 1 for i in model.multi_pass_layers],
+            "layers": layers, "head": head, "vectors": n_vectors,
+            "profile": (prov.get("profile") or {}).get("name"), "quantisation": prov.get("quantisation"),
+            "dataset": prov.get("dataset"), "test_error_at_training": (prov.get("metrics") or {}).get("test_error"),
+            "checksum_failures": sorted(set(bad + check_vectors_bad)),
+            "checksums_ok": not (bad or check_vectors_bad)}
