@@ -415,13 +415,14 @@ def train(cfg: TrainConfig, *, out: Path | None = None, resume: bool = False, pr
     }
     if ledger is not None:
         metrics["inference_events_mode"] = count_inference(net, x_test[:INFER_EVENT_SAMPLES], ledger)
-    if prof is not None:
+    if prof is not None and ledger is not None:
         from ffneuro.estimate import estimate, optimizer_slots
 
         metrics["estimate"] = estimate(
             prof, layer_sizes=net.layer_sizes,
             events={"train": ledger.per_sample("train"), "infer": ledger.per_sample("infer")},
             num_classes=net.num_classes, source="measured", optimizer_slots=optimizer_slots(prof), n_train=n)
+    if budget is not None:
         metrics["sram_fits"] = budget["fits"]
     if out is not None:
         if ledger is not None:

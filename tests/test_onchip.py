@@ -91,3 +91,10 @@ def test_trained_chip_network_is_integer(tmp_path):
         b = layer.bias / layer.bias_fmt().step
         assert torch.equal(b, torch.round(b))
         assert layer.optimizer.state_dict()["state"] == {}   # no optimiser state on the chip
+
+
+def test_profile_run_without_event_counting_still_reports_the_memory_check():
+    data = load_dataset("digits")
+    m = train(TrainConfig(layers=(16,), epochs=1, batch_size=16).validate(), data=data, progress=False,
+              profile="cmos-45nm", count_events=False)
+    assert "estimate" not in m and m["sram_fits"] is True
