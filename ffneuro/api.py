@@ -38,8 +38,16 @@ def build_config(preset: str | None, overrides: dict) -> TrainConfig:
 
 def train_run(*, preset: str | None = None, overrides: dict | None = None, profile: str | None = None,
               out: Path | None = None, resume: bool = False, device: str = "auto", progress: bool = True,
-              simulate_anyway: bool = False) -> dict:
-    """`ffneuro train`: build the config, train (or resume) and return the metrics."""
+              simulate_anyway: bool = False, threads: int = 0) -> dict:
+    """`ffneuro train`: build the config, train (or resume) and return the metrics.
+
+    ``threads``: CPU threads for torch; 0 picks one thread when the applied batch is
+    small (≤ SMALL_BATCH, e.g. a chip's batch-1 learning), where a second thread cannot
+    help and, if another process holds a core, slows each step several-fold (measured:
+    the headline run took 440 s with 2 threads next to a busy core, 131 s with 1).
+    """
+    import torch
+
     from ffneuro.trainer import train
 
     if resume:
@@ -52,8 +60,26 @@ def train_run(*, preset: str | None = None, overrides: dict | None = None, profi
         cfg = build_config(preset, overrides or {})
         if out is not None and (Path(out) / runio.CHECKPOINT).exists():
             raise ConfigError(f"{out}: already holds a run (use --resume to continue it, or another --out)")
+    if threads < 0:
+        raise ConfigError(f"--threads {threads}: must be >= 0 (0: automatic)")
+    if threads == 0 and applied_batch(cfg, profile) <= SMALL_BATCH:
+        threads = 1
+    if threads:
+        torch.set_num_threads(threads)
     return train(cfg, out=out, resume=resume, progress=progress, profile=profile, device=device,
                  simulate_anyway=simulate_anyway)
+
+
+SMALL_BATCH = 8
+
+
+def applied_batch(cfg: TrainConfig, profile: str | None) -> int:
+    """The batch a run will use: the config's, capped at the profile's streaming limit."""
+    if profile is None:
+        return cfg.batch_size
+    from ffneuro.profiles import load_profile
+
+    return min(cfg.batch_size, load_profile(profile).streaming.max_batch)
 
 
 def eval_run(run_dir: Path, *, data: str | None = None) -> dict:

@@ -83,6 +83,8 @@ def train(
     out: Annotated[Optional[Path], typer.Option(help="Run dir for config, checkpoint and metrics")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint")] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    threads: Annotated[int, typer.Option(help="CPU threads (0: automatic — one thread for batches of 8 or "
+                                               "fewer, e.g. a chip's batch-1 learning, else torch's default)")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON on stdout")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar")] = True,
 ) -> None:
@@ -95,7 +97,8 @@ def train(
                      lr_schedule=lr_schedule, milestones=milestones, epochs=epochs, batch_size=batch_size,
                      seed=seed, head=head, inference_layers=inference_layers, eval_every=eval_every)
     metrics = _run(api.train_run, preset=preset, overrides=overrides, profile=profile, out=out,
-                   resume=resume, device=device, progress=progress, simulate_anyway=simulate_anyway)
+                   resume=resume, device=device, progress=progress, simulate_anyway=simulate_anyway,
+                   threads=threads)
     _emit(api.metrics_summary(metrics), as_json, api.format_metrics(metrics))
 
 
