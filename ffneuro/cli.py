@@ -49,6 +49,8 @@ def train(
     layers: Annotated[Optional[str], typer.Option(help="Hidden widths, e.g. 500,500,500")] = None,
     algo: Annotated[Optional[str], typer.Option(help="ff | cff (collaborative FF)")] = None,
     gamma: Annotated[Optional[str], typer.Option(help="CFF γ over: all | earlier | later layers")] = None,
+    cff_theta: Annotated[Optional[str], typer.Option(help="CFF θ_i: own (the layer's θ; γ shifts it, as "
+                                                          "the paper) | sum (θs of i and J(i) added)")] = None,
     schedule: Annotated[Optional[str], typer.Option(help="layer (one layer at a time) | network (Alg. 2)")] = None,
     label_encoding: Annotated[Optional[str], typer.Option(help="auto | overlay | concat")] = None,
     label_scale: Annotated[Optional[float], typer.Option(help="Value of the one-hot label entry")] = None,
@@ -89,7 +91,7 @@ def train(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar")] = True,
 ) -> None:
     """Train an FF network. Example: ffneuro train --profile loihi-like"""
-    overrides = dict(data=data, layers=layers, algo=algo, gamma=gamma, schedule=schedule,
+    overrides = dict(data=data, layers=layers, algo=algo, gamma=gamma, cff_theta=cff_theta, schedule=schedule,
                      label_encoding=label_encoding, label_scale=label_scale, negatives=negatives, norm=norm,
                      goodness=goodness, loss=loss, theta=theta, alpha=alpha, peer_norm=peer_norm,
                      optimizer=optimizer, lr=lr, onchip_lr=onchip_lr, standardize=standardize,

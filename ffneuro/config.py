@@ -19,6 +19,7 @@ class ConfigError(ValueError):
 ALGOS = ("ff", "cff")
 SCHEDULES = ("layer", "network")
 GAMMA_KINDS = ("all", "earlier", "later")
+CFF_THETAS = ("own", "sum")
 NEGATIVES = ("random", "hard")
 ENCODINGS = ("auto", "overlay", "concat")
 OPTIMIZERS = ("adam", "sgd")
@@ -39,6 +40,7 @@ class TrainConfig:
     layers: tuple[int, ...] = (500, 500, 500)
     algo: str = "ff"                      # ff | cff (collaborative: γ from a frozen copy)
     gamma: str = "all"                    # CFF: which other layers' goodness enters γ
+    cff_theta: str = "own"                # CFF θ_i: own (the layer's θ, as the paper: γ shifts it) | sum
     schedule: str = "network"             # layer: each layer to completion; network: Alg. 2
     label_encoding: str = "auto"          # auto: overlay if the first C features are constant
     label_scale: float | None = None      # one-hot value; None: the data maximum (Hinton)
@@ -79,6 +81,7 @@ class TrainConfig:
 
         one_of("algo", ALGOS)
         one_of("gamma", GAMMA_KINDS)
+        one_of("cff_theta", CFF_THETAS)
         one_of("schedule", SCHEDULES)
         one_of("label_encoding", ENCODINGS)
         one_of("negatives", NEGATIVES)

@@ -24,8 +24,11 @@ def unit_spec(cfg: TrainConfig, width: int) -> UnitSpec:
     θ defaults to the layer width (Hinton's logit Σh² − n_units) for ``sumsq``, to 1 for
     ``meansq`` and to the width for ``sum``; ``neg-sumsq`` uses −width/4 (measured on the
     digits: with −width, positives sit below the threshold from the start and the layer
-    learns far slower). For CFF (see ``FFNetwork._spec``) θ_i becomes the sum of the
-    default θs of unit i and of the units in J(i), keeping σ(g + γ − θ) centred.
+    learns far slower). For CFF θ_i stays the layer's own θ by default: the paper adds γ
+    to the goodness and says γ "modifies the value of θ" (σ(g_i + γ_i − θ)). With
+    ``cff_theta = "sum"`` θ_i is instead the sum of the default θs of unit i and of the
+    units in J(i), which keeps σ(g + γ − θ) centred at initialisation (measured on a
+    10k-sample MNIST subset, 15 epochs, γ = all: own 7.13 %, sum 8.12 %, FF 7.62 %).
     """
     base = {"sumsq": float(width), "meansq": 1.0, "sum": float(width), "neg-sumsq": -width / 4.0}
     theta = cfg.theta if cfg.theta is not None else base[cfg.goodness]
@@ -104,8 +107,8 @@ class FFNetwork(nn.Module):
     @staticmethod
     def _spec(cfg: TrainConfig, i: int, width: int) -> UnitSpec:
         spec = unit_spec(cfg, width)
-        if cfg.algo == "cff" and cfg.theta is None:
-            # γ_i adds |J(i)| other layers' goodness: θ_i becomes the sum of their default θs.
+        if cfg.algo == "cff" and cfg.theta is None and cfg.cff_theta == "sum":
+            # θ_i rescaled to the sum of the default θs of unit i and of the units in J(i).
             members = [i, *gamma_members(cfg.gamma, i, len(cfg.layers))]
             theta = sum(unit_spec(cfg, cfg.layers[j]).theta for j in members)
             spec = dataclasses.replace(spec, theta=theta)
