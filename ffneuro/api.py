@@ -258,3 +258,30 @@ def format_verify(r: dict) -> str:
         lines.append(f"  golden replay on {r['data']} ({r['n_data']} samples): {mode} error {err:.2f} %")
     lines.append("  OK" if r["ok"] else "  FAILED")
     return "\n".join(lines)
+
+
+# -- analysis -------------------------------------------------------------------------------
+def analyze(run_dir: Path, *, out: Path | None = None, probe: int = 2000) -> dict:
+    """`ffneuro analyze`: collaboration, entropy, plots and reports for a run dir."""
+    from ffneuro.analysis import analyze_run
+
+    return analyze_run(Path(run_dir), out, probe=probe)
+
+
+def format_analysis(r: dict) -> str:
+    from ffneuro.analysis import format_analysis as fmt
+
+    return fmt(r)
+
+
+def compare(run_dirs: list[Path], *, plot: Path | None = None) -> dict:
+    """`ffneuro compare`: one row per run dir."""
+    from ffneuro.analysis import compare_runs
+
+    return compare_runs([Path(r) for r in run_dirs], plot)
+
+
+def format_compare(r: dict) -> str:
+    from ffneuro.analysis import format_compare as fmt
+
+    return fmt(r)

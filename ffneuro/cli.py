@@ -47,7 +47,9 @@ def train(
                                            "cifar10:DIR | npz:FILE")] = "digits",
     preset: Annotated[Optional[str], typer.Option(help="Named recipe: " + ", ".join(api.preset_names()))] = None,
     layers: Annotated[Optional[str], typer.Option(help="Hidden widths, e.g. 500,500,500")] = None,
-    algo: Annotated[Optional[str], typer.Option(help="ff | cff (collaborative FF)")] = None,
+    algo: Annotated[Optional[str], typer.Option(help="ff | cff (collaborative FF) | bp (backprop MLP, "
+                                                     "softmax output) | bp-pairwise (backprop pos/neg "
+                                                     "discriminator); bp* are baselines")] = None,
     gamma: Annotated[Optional[str], typer.Option(help="CFF γ over: all | earlier | later layers")] = None,
     cff_theta: Annotated[Optional[str], typer.Option(help="CFF θ_i: own (the layer's θ; γ shifts it, as "
                                                           "the paper) | sum (θs of i and J(i) added)")] = None,
@@ -182,6 +184,31 @@ def verify(
     _emit(r, as_json, api.format_verify(r))
     if not r["ok"]:
         raise typer.Exit(1)
+
+
+@app.command()
+def analyze(
+    run_dir: Annotated[Path, typer.Argument(help="A run dir written by `ffneuro train --out`")],
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default RUN_DIR/analysis)")] = None,
+    probe: Annotated[int, typer.Option(help="Held-out samples for the goodness histograms and entropy")] = 2000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the analysis as JSON")] = False,
+) -> None:
+    """Layer collaboration (each layer alone, cumulative, marginal contribution), functional
+    entropy, and plots: training curves, Figure-2 error bars, entropy over epochs, goodness
+    histograms; writes PNGs, report.md and a self-contained report.html."""
+    r = _run(api.analyze, run_dir, out=out, probe=probe)
+    _emit(r, as_json, api.format_analysis(r))
+
+
+@app.command()
+def compare(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run dirs (FF, CFF or bp baselines)")],
+    plot: Annotated[Optional[Path], typer.Option(help="Write a PNG of errors and training time")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON")] = False,
+) -> None:
+    """One table across runs: algorithm, data, epochs, time, test errors, energy if estimated."""
+    r = _run(api.compare, run_dirs, plot=plot)
+    _emit(r, as_json, api.format_compare(r))
 
 
 @profiles_app.command("list")

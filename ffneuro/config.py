@@ -16,7 +16,7 @@ class ConfigError(ValueError):
     """A config value outside what ffneuro supports (one-line message)."""
 
 
-ALGOS = ("ff", "cff")
+ALGOS = ("ff", "cff", "bp", "bp-pairwise")   # bp*: backprop baselines (ffneuro/baselines.py)
 SCHEDULES = ("layer", "network")
 GAMMA_KINDS = ("all", "earlier", "later")
 CFF_THETAS = ("own", "sum")
@@ -69,6 +69,7 @@ class TrainConfig:
     inference_layers: tuple[int, ...] | None = None   # None: skip layer 1 (FF, L>1) / all (CFF)
     val_fraction: float = 0.0
     eval_every: int = 1                   # evaluate the test set every N epochs (0: only at end)
+    entropy_probe: int = 1000             # test samples whose functional entropy is logged each epoch (0: off)
     standardize: bool = False             # subtract the train mean and divide by its std (scalars);
                                           # off by default: raw non-negative inputs keep their zeros,
                                           # which a chip needs (unsigned spikes) and measured equal on MNIST
@@ -93,6 +94,8 @@ class TrainConfig:
         one_of("lr_schedule", LR_SCHEDULES)
         if not self.layers or any(w < 1 for w in self.layers):
             raise ConfigError(f"layers = {list(self.layers)} must be one or more positive widths")
+        if self.entropy_probe < 0:
+            raise ConfigError("entropy_probe must be >= 0 (0 turns the entropy log off)")
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("epochs and batch_size must be >= 1")
         if self.lr <= 0 or self.head_lr <= 0:

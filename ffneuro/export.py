@@ -170,6 +170,7 @@ def write_hdf5(path: Path, net, cfg, saved: dict, profile_dict: dict, quantisati
     try:
         with h5py.File(tmp, "w") as f:
             _write(f, net, cfg, saved, profile_dict, quantisation, inference_layers, vectors, metrics)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

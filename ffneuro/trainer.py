@@ -25,6 +25,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ffneuro import __version__, runio
+from ffneuro.analysis import entropy_record, probe_goodness, probe_indices
+from ffneuro.baselines import BASELINES, train_baseline
 from ffneuro.config import TrainConfig
 from ffneuro.data import Dataset, load_dataset
 from ffneuro.encoding import CodedBatch, choose_encoding, hard_wrong_labels, random_wrong_labels
@@ -313,6 +315,10 @@ def train(cfg: TrainConfig, *, out: Path | None = None, resume: bool = False, pr
     from ffneuro.profiles import load_profile, profile_to_dict
 
     cfg = cfg.validate()
+    if cfg.algo in BASELINES:
+        if profile is not None:
+            raise ValueError(f"--algo {cfg.algo} is a backprop baseline: it does not train under a profile")
+        return train_baseline(cfg, out=out, data=data, progress=progress)
     dev = resolve_device(device)
     prof = load_profile(profile) if isinstance(profile, (str, Path)) else profile
     chip = chip_spec(prof)
@@ -351,6 +357,11 @@ def train(cfg: TrainConfig, *, out: Path | None = None, resume: bool = False, pr
     if chip is not None and not resumed:
         calib = torch.randperm(n, generator=gen)[: max(bs, 256)]
         calibrate(net, x_train[calib], y_train[calib])
+    probe = None
+    if cfg.entropy_probe:                       # a fixed held-out probe for the entropy log
+        idx = probe_indices(x_test.shape[0], cfg.entropy_probe, cfg.seed)
+        y_p = y_test[idx]
+        probe = (x_test[idx], y_p, random_wrong_labels(y_p, net.num_classes, torch.Generator().manual_seed(cfg.seed)))
 
     for s_idx, active in enumerate(stages(cfg)):
         for e in range(cfg.epochs):
@@ -379,6 +390,9 @@ def train(cfg: TrainConfig, *, out: Path | None = None, resume: bool = False, pr
             state.epoch = epoch + 1
             record = {"epoch": state.epoch, "train_s": round(state.train_s, 3),
                       "loss": {f"layer{active[0] + i + 1}": v / max(count, 1) for i, v in enumerate(sums or [])}}
+            if probe is not None:
+                net.eval()
+                record["entropy"] = entropy_record(*probe_goodness(net, *probe))
             is_last = state.epoch == total
             if is_last or (cfg.eval_every and state.epoch % cfg.eval_every == 0):
                 net.eval()
@@ -444,6 +458,9 @@ def load_run(run_dir: Path, profile: str | None = None) -> tuple[TrainConfig, di
 
     saved = runio.read_json(Path(run_dir) / runio.CONFIG)
     cfg = TrainConfig.from_dict(saved["config"])
+    if cfg.algo in BASELINES:
+        raise ValueError(f"{run_dir}: a backprop baseline ({cfg.algo}); its errors are in metrics.json "
+                         "(`ffneuro compare` reads them)")
     tensors, meta = runio.load_checkpoint(Path(run_dir) / runio.CHECKPOINT)
     own = saved.get("profile_name")
     name = own if profile is None else profile

@@ -36,7 +36,7 @@ def test_train_json_and_eval(tmp_path):
     (["train", "--data", "mnist:/nonexistent/dir"], "/nonexistent/dir"),
     (["train", "--data", "imagenet"], "imagenet"),
     (["train", "--layers", "500,x"], "--layers"),
-    (["train", "--algo", "bp"], "algo"),
+    (["train", "--algo", "backprop"], "algo"),
     (["train", "--preset", "nope"], "nope"),
     (["eval", "/nonexistent/run"], "/nonexistent/run"),
     (["profiles", "show", "no-such-chip"], "no-such-chip"),

@@ -169,7 +169,7 @@ def test_cff_theta_own_by_default_or_rescaled_by_gamma_members():
 
 def test_config_validation_errors():
     with pytest.raises(ConfigError, match="algo"):
-        TrainConfig(algo="bp").validate()
+        TrainConfig(algo="backprop").validate()
     with pytest.raises(ConfigError, match="inference_layers"):
         TrainConfig(layers=(5, 5), inference_layers=(3,)).validate()
     with pytest.raises(ConfigError, match="entropy"):

@@ -1,0 +1,114 @@
+"""Backprop baselines in the same harness as FF, for honest comparison (SPEC §2, Table 1).
+
+- ``bp``: the classic MLP with a C-way softmax output, trained end to end by backprop.
+- ``bp-pairwise``: the pos/neg discriminator — the same input encoding as FF (the label
+  overlaid or concatenated), one logit out, trained by backprop with binary
+  cross-entropy on positive (true label) and negative (random wrong label) pairs; it
+  predicts the label whose pair scores highest, like FF's multi-pass inference.
+
+Same hidden widths, data, optimiser, batch size, epochs and seed as the FF config; the run
+dir has the same config.json and metrics.json keys (``test_error``, ``epochs``,
+``wall_s``, ``history``) so ``ffneuro compare`` lines them up with FF runs.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ffneuro import __version__, runio
+from ffneuro.config import TrainConfig
+from ffneuro.data import Dataset, load_dataset
+from ffneuro.encoding import LabelEncoding, choose_encoding, random_wrong_labels
+from ffneuro.optim import lr_factor, make_optimizer, set_lr
+
+BASELINES = ("bp", "bp-pairwise")
+
+
+def mlp(widths: list[int], out: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in zip(widths[:-1], widths[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(widths[-1], out))
+
+
+@torch.no_grad()
+def predict(model: nn.Module, cfg: TrainConfig, enc: LabelEncoding | None, x: torch.Tensor,
+            batch: int = 2000) -> torch.Tensor:
+    preds = []
+    for s in range(0, x.shape[0], batch):
+        xb = x[s:s + batch]
+        if enc is None:
+            preds.append(model(xb).argmax(dim=1))
+        else:
+            scores = torch.stack([model(enc.encode(xb, torch.full((xb.shape[0],), c, dtype=torch.long))).squeeze(1)
+                                  for c in range(enc.num_classes)], dim=1)
+            preds.append(scores.argmax(dim=1))
+    return torch.cat(preds)
+
+
+def step_loss(model: nn.Module, enc: LabelEncoding | None, x: torch.Tensor, y: torch.Tensor,
+              generator: torch.Generator) -> torch.Tensor:
+    if enc is None:
+        return F.cross_entropy(model(x), y)
+    y_neg = random_wrong_labels(y, enc.num_classes, generator)
+    logits = model(torch.cat([enc.encode(x, y), enc.encode(x, y_neg)])).squeeze(1)
+    target = torch.cat([torch.ones(x.shape[0]), torch.zeros(x.shape[0])])
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+def train_baseline(cfg: TrainConfig, *, out: Path | None = None, data: Dataset | None = None,
+                   progress: bool = True) -> dict:
+    """Train a backprop baseline (``cfg.algo`` in BASELINES) and return its metrics."""
+    torch.manual_seed(cfg.seed)
+    data = data if data is not None else load_dataset(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    c, d = data.num_classes, data.x_train.shape[1]
+    enc = None
+    if cfg.algo == "bp-pairwise":
+        mode = choose_encoding(cfg.label_encoding, data.x_train, c)
+        scale = cfg.label_scale if cfg.label_scale is not None else float(data.x_train.max())
+        enc = LabelEncoding(mode, c, scale)
+        model = mlp([enc.input_features(d), *cfg.layers], 1)
+    else:
+        model = mlp([d, *cfg.layers], c)
+    opt = make_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+    x, y = data.x_train, data.y_train
+    history, train_s = [], 0.0
+    for epoch in range(cfg.epochs):
+        set_lr(opt, cfg.lr * lr_factor(epoch, cfg.epochs, cfg.lr_schedule, cfg.milestones, cfg.lr_gamma))
+        perm = torch.randperm(x.shape[0], generator=gen)
+        t0, total, count = time.perf_counter(), 0.0, 0
+        model.train()
+        for s in tqdm(range(0, x.shape[0], cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                      disable=not progress, leave=False, unit="batch", mininterval=0.5):
+            idx = perm[s:s + cfg.batch_size]
+            loss = step_loss(model, enc, x[idx], y[idx], gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total, count = total + float(loss.detach()), count + 1
+        train_s += time.perf_counter() - t0
+        record = {"epoch": epoch + 1, "train_s": round(train_s, 3), "loss": {"network": total / max(count, 1)}}
+        if epoch + 1 == cfg.epochs or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
+            model.eval()
+            err = float((predict(model, cfg, enc, data.x_test) != data.y_test).float().mean() * 100)
+            record["test_error"] = {cfg.algo: err}
+        history.append(record)
+    metrics = {"test_error": history[-1]["test_error"], "epochs": cfg.epochs, "wall_s": round(train_s, 3),
+               "dataset": data.name, "n_train": int(x.shape[0]), "n_test": int(data.x_test.shape[0]),
+               "profile": None, "history": history}
+    if out is not None:
+        out = Path(out)
+        runio.write_json(out / runio.CONFIG, {
+            "ffneuro_version": __version__, "config": cfg.to_dict(), "dataset": data.name, "source": data.source,
+            "num_classes": c, "layer_sizes": [d, *cfg.layers], "n_train": int(x.shape[0]), "profile_name": None})
+        runio.save_checkpoint(out / runio.CHECKPOINT, {f"model.{k}": v for k, v in model.state_dict().items()},
+                              {"state": {"epoch": cfg.epochs, "train_s": train_s, "history": history}})
+        runio.write_json(out / runio.METRICS, metrics)
+    return metrics
