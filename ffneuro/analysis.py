@@ -52,6 +52,8 @@ def probe_goodness(net, x: torch.Tensor, y: torch.Tensor, y_neg: torch.Tensor) -
     n = x.shape[0]
     with torch.no_grad():
         h = net.encoding.coded(x, [y, y_neg])
+        if net.spiking:
+            h = net.to_spikes(h.dense(), torch.Generator().manual_seed(0))
         gs = []
         for layer in net.layers:
             h = layer(h)

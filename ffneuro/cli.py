@@ -80,6 +80,13 @@ def train(
     inference_layers: Annotated[Optional[str], typer.Option(help="1-based layers summed by multi-pass "
                                                                  "inference, e.g. 2,3")] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Evaluate every N epochs (0: at the end)")] = None,
+    neuron: Annotated[Optional[str], typer.Option(help="relu (graded units) | lif (spiking LIF units)")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="lif: time steps T per sample")] = None,
+    spike_encoding: Annotated[Optional[str], typer.Option(help="lif: input spike encoder rate | latency | "
+                                                               "direct (not --label-encoding)")] = None,
+    beta: Annotated[Optional[float], typer.Option(help="lif: membrane decay per step")] = None,
+    spike_threshold: Annotated[Optional[float], typer.Option(help="lif: firing threshold")] = None,
+    reset: Annotated[Optional[str], typer.Option(help="lif: zero (NIR) | subtract")] = None,
     profile: Annotated[Optional[str], typer.Option(help="Hardware profile name or TOML path: train as the "
                                                         "chip would (see `ffneuro profiles list`)")] = None,
     simulate_anyway: Annotated[bool, typer.Option(help="Train even if the model does not fit the "
@@ -99,7 +106,9 @@ def train(
                      optimizer=optimizer, lr=lr, onchip_lr=onchip_lr, standardize=standardize,
                      momentum=momentum, weight_decay=weight_decay,
                      lr_schedule=lr_schedule, milestones=milestones, epochs=epochs, batch_size=batch_size,
-                     seed=seed, head=head, inference_layers=inference_layers, eval_every=eval_every)
+                     seed=seed, head=head, inference_layers=inference_layers, eval_every=eval_every,
+                     neuron=neuron, steps=steps, spike_encoding=spike_encoding, beta=beta,
+                     spike_threshold=spike_threshold, reset=reset)
     metrics = _run(api.train_run, preset=preset, overrides=overrides, profile=profile, out=out,
                    resume=resume, device=device, progress=progress, simulate_anyway=simulate_anyway,
                    threads=threads)

@@ -20,6 +20,10 @@ ALGOS = ("ff", "cff", "bp", "bp-pairwise")   # bp*: backprop baselines (ffneuro/
 SCHEDULES = ("layer", "network")
 GAMMA_KINDS = ("all", "earlier", "later")
 CFF_THETAS = ("own", "sum")
+NEURONS = ("relu", "lif")
+SPIKE_ENCODINGS = ("rate", "latency", "direct")
+RESETS = ("zero", "subtract")
+SURROGATES = ("fast_sigmoid", "atan")
 NEGATIVES = ("random", "hard")
 ENCODINGS = ("auto", "overlay", "concat")
 OPTIMIZERS = ("adam", "sgd")
@@ -69,6 +73,13 @@ class TrainConfig:
     inference_layers: tuple[int, ...] | None = None   # None: skip layer 1 (FF, L>1) / all (CFF)
     val_fraction: float = 0.0
     eval_every: int = 1                   # evaluate the test set every N epochs (0: only at end)
+    neuron: str = "relu"                  # relu (graded units) | lif (spiking units, ffneuro/spiking.py)
+    steps: int = 8                        # lif: time steps T per sample
+    spike_encoding: str = "rate"          # lif: rate | latency | direct (the data path's encoder)
+    beta: float = 0.9                     # lif: membrane decay per step
+    spike_threshold: float = 1.0          # lif: firing threshold θ_s
+    reset: str = "zero"                   # lif: zero (NIR's LIF) | subtract
+    surrogate: str = "fast_sigmoid"       # lif: surrogate gradient of the spike (fast_sigmoid | atan)
     entropy_probe: int = 1000             # test samples whose functional entropy is logged each epoch (0: off)
     standardize: bool = False             # subtract the train mean and divide by its std (scalars);
                                           # off by default: raw non-negative inputs keep their zeros,
@@ -83,6 +94,12 @@ class TrainConfig:
         one_of("algo", ALGOS)
         one_of("gamma", GAMMA_KINDS)
         one_of("cff_theta", CFF_THETAS)
+        one_of("neuron", NEURONS)
+        one_of("spike_encoding", SPIKE_ENCODINGS)
+        one_of("reset", RESETS)
+        one_of("surrogate", SURROGATES)
+        if self.steps < 1 or not 0.0 <= self.beta <= 1.0 or self.spike_threshold <= 0:
+            raise ConfigError("lif needs steps >= 1, 0 <= beta <= 1 and spike_threshold > 0")
         one_of("schedule", SCHEDULES)
         one_of("label_encoding", ENCODINGS)
         one_of("negatives", NEGATIVES)

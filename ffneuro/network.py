@@ -16,6 +16,10 @@ from ffneuro.config import TrainConfig
 from ffneuro.encoding import LabelEncoding
 from ffneuro.layers import FFDense, LinearHead, UnitSpec
 from ffneuro.onchip import INPUT_LEVELS, integer_input, round_half_up_div
+from ffneuro.spiking import FFSpiking, LIFSpec, encode
+
+SPIKE_THETA = 0.05        # default θ of a spiking layer per unit (tuned on the digits)
+INFERENCE_SEED = 12345    # spike encoding at inference is random (rate code): a fixed seed keeps it reproducible
 
 
 def unit_spec(cfg: TrainConfig, width: int) -> UnitSpec:
@@ -31,6 +35,9 @@ def unit_spec(cfg: TrainConfig, width: int) -> UnitSpec:
     10k-sample MNIST subset, 15 epochs, γ = all: own 7.13 %, sum 8.12 %, FF 7.62 %).
     """
     base = {"sumsq": float(width), "meansq": 1.0, "sum": float(width), "neg-sumsq": -width / 4.0}
+    if cfg.neuron == "lif":     # goodness of firing rates r in [0, 1]: Σr² ≤ width
+        base = {"sumsq": width * SPIKE_THETA, "meansq": SPIKE_THETA, "sum": width * SPIKE_THETA,
+                "neg-sumsq": -width * SPIKE_THETA / 4.0}
     theta = cfg.theta if cfg.theta is not None else base[cfg.goodness]
     return UnitSpec(norm=cfg.norm, goodness=cfg.goodness, loss=cfg.loss, theta=theta, alpha=cfg.alpha,
                     peer_norm=cfg.peer_norm, peer_momentum=cfg.peer_momentum, relu_grad=cfg.relu_grad,
@@ -90,11 +97,20 @@ class FFNetwork(nn.Module):
             self.encoding = LabelEncoding(encoding_mode, num_classes, label_scale)
         widths = [self.encoding.input_features(data_features), *cfg.layers]
         self.layer_sizes = widths
-        self.layers = nn.ModuleList(
-            FFDense(widths[i], widths[i + 1], self._spec(cfg, i, widths[i + 1]), generator=generator,
-                    chip=chip, onchip_lr=cfg.onchip_lr)
-            for i in range(len(cfg.layers))
-        )
+        self.spiking = cfg.neuron == "lif"
+        self.steps, self.spike_encoding = cfg.steps, cfg.spike_encoding
+        if self.spiking:
+            if chip is not None:
+                raise ValueError("spiking layers under a fixed-point profile are not simulated yet: train them "
+                                 "in float (no --profile, or --profile float32) and estimate with "
+                                 "`ffneuro estimate --run RUN_DIR --profile NAME`")
+            lif = LIFSpec(cfg.beta, cfg.spike_threshold, cfg.reset, cfg.surrogate)
+            units = [FFSpiking(widths[i], widths[i + 1], self._spec(cfg, i, widths[i + 1]), lif, generator=generator)
+                     for i in range(len(cfg.layers))]
+        else:
+            units = [FFDense(widths[i], widths[i + 1], self._spec(cfg, i, widths[i + 1]), generator=generator,
+                             chip=chip, onchip_lr=cfg.onchip_lr) for i in range(len(cfg.layers))]
+        self.layers = nn.ModuleList(units)
         self.head_idx = head_layers(len(cfg.layers))
         self.head = None
         if cfg.head:
@@ -132,28 +148,39 @@ class FFNetwork(nn.Module):
         n, c = x.shape[0], self.num_classes
         out = torch.empty(n, c, len(self.layers), dtype=torch.float64 if self.chip is not None else torch.float32)
         labels = [torch.full((1,), k, dtype=torch.long, device=x.device) for k in range(c)]
+        gen = torch.Generator().manual_seed(INFERENCE_SEED)
         for s in range(0, n, batch_size):
             xb = x[s:s + batch_size]
             b = xb.shape[0]
             h = self.encoding.coded(xb, [y.expand(b) for y in labels])      # rows: code-major
+            if self.spiking:
+                h = self.to_spikes(h.dense(), gen)
             for i, layer in enumerate(self.layers):
                 h = layer(h)
                 out[s:s + b, :, i] = layer.goodness(h).view(c, b).t().cpu()
         return out
 
+    def to_spikes(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The spike encoder of the data path: encoded input (N, D) → (T, N, D)."""
+        return encode(self.spike_encoding, x, self.steps, generator)
+
     @torch.no_grad()
-    def neutral_activities(self, x: torch.Tensor, on_layer=None) -> list[torch.Tensor]:
+    def neutral_activities(self, x: torch.Tensor, on_layer=None,
+                           generator: torch.Generator | None = None) -> list[torch.Tensor]:
         """Activities of the head's layers for the neutral-label input (streamed: only the
-        head's inputs are kept, not every layer's). ``on_layer(i, h_in, h_out)`` is called
-        after each unit (the trainer counts events with it)."""
+        head's inputs are kept, not every layer's; spike counts for spiking layers).
+        ``on_layer(i, h_in, h_out)`` is called after each unit (the trainer counts events
+        with it). ``generator`` drives a random spike encoder (default: a fixed seed)."""
         h = self.encoding.encode_neutral(x)
+        if self.spiking:
+            h = self.to_spikes(h, generator or torch.Generator().manual_seed(INFERENCE_SEED))
         kept = []
         for i, layer in enumerate(self.layers):
             out = layer(h)
             if on_layer is not None:
                 on_layer(i, h, out)
             if i in self.head_idx:
-                kept.append(out)
+                kept.append(out.sum(dim=0) if self.spiking else out)
             h = out
         return kept
 

@@ -128,14 +128,30 @@ def event_counter(ledger: EventLedger | None, phase: str, net: FFNetwork, head: 
         return None
 
     def on_layer(i: int, h_in: torch.Tensor, h_out: torch.Tensor) -> None:
-        ledger.add(phase, i, forward_events(h_in, h_out, binary_input=False))
+        ledger.add(phase, i, forward_events(step_rows(h_in), step_rows(h_out), binary_input=spike_input(net, i)))
         if head and i in net.head_idx:
-            ledger.add(phase, i, head_events(h_out, net.num_classes))
+            ledger.add(phase, i, head_events(sample_rows(h_out), net.num_classes))
     return on_layer
 
 
 def dense(x: torch.Tensor | CodedBatch) -> torch.Tensor:
     return x.dense() if isinstance(x, CodedBatch) else x
+
+
+def step_rows(x: torch.Tensor) -> torch.Tensor:
+    """Rows of one time step each: a spike train (T, N, D) becomes (T·N, D), so forward
+    events count every input spike and every neuron update at every step."""
+    return x.reshape(-1, x.shape[-1]) if x.dim() == 3 else x
+
+
+def sample_rows(x: torch.Tensor) -> torch.Tensor:
+    """Rows of one sample each: a spike train (T, N, D) becomes its counts (N, D)."""
+    return x.sum(dim=0) if x.dim() == 3 else x
+
+
+def spike_input(net: FFNetwork, i: int) -> bool:
+    """Unit i's inputs are binary spikes (accumulate-only synops), not graded values."""
+    return net.spiking and not (i == 0 and net.spike_encoding == "direct")
 
 
 @torch.no_grad()
@@ -173,7 +189,7 @@ def train_step(net: FFNetwork, cfg: TrainConfig, x: torch.Tensor, y: torch.Tenso
     # 1. Neutral pass: trains the one-pass head and supplies scores for hard negatives.
     scores = None
     if net.head is not None:
-        acts = net.neutral_activities(x, event_counter(ledger, "train", net, head=True))
+        acts = net.neutral_activities(x, event_counter(ledger, "train", net, head=True), generator)
         scores, stats["head_loss"] = net.head.local_step(acts, y)
     # 2. Negative labels: never the true label.
     if cfg.negatives == "hard":
@@ -181,6 +197,8 @@ def train_step(net: FFNetwork, cfg: TrainConfig, x: torch.Tensor, y: torch.Tenso
     else:
         y_neg = random_wrong_labels(y, net.num_classes, generator)
     h: torch.Tensor | CodedBatch = net.encoding.coded(x, [y, y_neg])
+    if net.spiking:                       # the spike encoder is part of the data path
+        h = net.to_spikes(h.dense(), generator)
     b = x.shape[0]
     # 3. CFF: γ from a frozen copy. 'earlier' needs no scout: earlier units' goodness in
     #    this very pass is computed before their own update, i.e. by the frozen copy.
@@ -211,9 +229,10 @@ def train_step(net: FFNetwork, cfg: TrainConfig, x: torch.Tensor, y: torch.Tenso
             losses.append(r.loss)
             out, gp, gn = r.h, r.g_pos, r.g_neg
             if ledger is not None:
-                ledger.add("train", i, update_events(x_in[:b], x_in[b:], layer.out_features, update_batch))
+                xs = sample_rows(x_in)
+                ledger.add("train", i, update_events(xs[:b], xs[b:], layer.out_features, update_batch))
         if ledger is not None:
-            ledger.add("train", i, forward_events(x_in, out, binary_input=False))
+            ledger.add("train", i, forward_events(step_rows(x_in), step_rows(out), binary_input=spike_input(net, i)))
         if cfg.algo == "cff":
             gp_seen.append(gp)
             gn_seen.append(gn)
@@ -288,8 +307,11 @@ def count_inference(net: FFNetwork, x: torch.Tensor, ledger: EventLedger) -> str
         ledger.add_samples("infer", x.shape[0])
         return "one-pass"
     on_layer = event_counter(ledger, "infer", net, head=False)
+    gen = torch.Generator().manual_seed(0)
     for c in range(net.num_classes):
         h = net.encoding.encode(x, torch.full((x.shape[0],), c, dtype=torch.long))
+        if net.spiking:
+            h = net.to_spikes(h, gen)
         for i, layer in enumerate(net.layers):
             out = layer(h)
             on_layer(i, h, out)

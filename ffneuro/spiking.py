@@ -1,0 +1,161 @@
+"""Spiking FF layers: leaky integrate-and-fire units (snntorch's ``Leaky``) as local
+plasticity units, and the spike encoders of the data path (SPEC §4).
+
+A spike train is a tensor ``(T, N, features)`` of 0/1 values: T time steps, N samples.
+
+Encoders (pure functions of data x in [0, 1], shape (N, D) → (T, N, D)):
+
+- ``rate``: Bernoulli spikes with probability x at every step (seeded generator);
+- ``latency``: one spike per non-zero input, at step ``round((1 − x)(T − 1))`` (brighter
+  earlier);
+- ``direct``: the value x itself at every step (a constant input current).
+
+The neuron (snntorch ``Leaky`` with ``reset_mechanism = "zero"``, ``reset_delay =
+False``; the form NIR's LIF node and snntorch's NIR importer use), per step t::
+
+    U'[t] = β · U[t−1] + W · x[t] + b
+    S[t]  = H(U'[t] − θ_s)
+    U[t]  = U'[t] · (1 − S[t])          (reset to zero; "subtract": U'[t] − S[t] θ_s)
+
+The goodness of a layer is computed on its firing rates r = (1/T) Σ_t S[t] (not on a
+single step's membrane, which the snntorch FF tutorial uses and which fails): ``sumsq``
+gives Σ_j r_j². Learning is local: the unit backpropagates its own loss through its own
+T steps with a surrogate gradient for H (BPTT within the layer; its state memory is
+T × width, which the estimator's SRAM model does not count yet). Its output spikes are
+handed on detached.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import snntorch as snn
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from snntorch import surrogate
+
+from ffneuro.config import SPIKE_ENCODINGS
+from ffneuro.goodness import goodness, layer_loss
+from ffneuro.layers import StepResult, UnitSpec
+from ffneuro.optim import make_optimizer, set_lr
+
+
+
+# ----------------------------------------------------------------------------------------
+# Encoders (the data path, not the layer)
+# ----------------------------------------------------------------------------------------
+def rate_encode(x: torch.Tensor, steps: int, generator: torch.Generator) -> torch.Tensor:
+    """Bernoulli spikes: P(spike at any step) = clamp(x, 0, 1). (N, D) → (T, N, D)."""
+    u = torch.rand((steps, *x.shape), generator=generator).to(x.device)
+    return (u < x.clamp(0, 1)).to(x.dtype)
+
+
+def latency_encode(x: torch.Tensor, steps: int) -> torch.Tensor:
+    """One spike per input with x > 0, at step round((1 − x)(T − 1)): brighter is earlier."""
+    t = torch.round((1 - x.clamp(0, 1)) * (steps - 1)).long()
+    out = torch.zeros((steps, *x.shape), dtype=x.dtype, device=x.device)
+    out.scatter_(0, t.unsqueeze(0), (x > 0).to(x.dtype).unsqueeze(0))
+    return out
+
+
+def direct_encode(x: torch.Tensor, steps: int) -> torch.Tensor:
+    """The input as a constant current at every step."""
+    return x.unsqueeze(0).expand(steps, *x.shape).contiguous()
+
+
+def encode(kind: str, x: torch.Tensor, steps: int, generator: torch.Generator) -> torch.Tensor:
+    if kind == "rate":
+        return rate_encode(x, steps, generator)
+    if kind == "latency":
+        return latency_encode(x, steps)
+    if kind == "direct":
+        return direct_encode(x, steps)
+    raise ValueError(f"unknown spike encoding {kind!r} (allowed: {', '.join(SPIKE_ENCODINGS)})")
+
+
+def rates(s: torch.Tensor) -> torch.Tensor:
+    """Firing rates (N, units) of a spike train (T, N, units)."""
+    return s.mean(dim=0)
+
+
+# ----------------------------------------------------------------------------------------
+# The unit
+# ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LIFSpec:
+    beta: float = 0.9
+    threshold: float = 1.0
+    reset: str = "zero"
+    surrogate: str = "fast_sigmoid"
+
+    def neuron(self) -> snn.Leaky:
+        grad = surrogate.fast_sigmoid(slope=25) if self.surrogate == "fast_sigmoid" else surrogate.atan()
+        return snn.Leaky(beta=self.beta, threshold=self.threshold, spike_grad=grad,
+                         reset_mechanism=self.reset, reset_delay=False)
+
+
+class FFSpiking(nn.Module):
+    """A dense layer of LIF neurons trained by its own FF objective on its firing rates.
+
+    Shapes: x (T, N, in_features) spikes (or currents) → S (T, N, out_features) spikes.
+
+    Example::
+
+        unit = FFSpiking(784, 500, UnitSpec(theta=50.0), LIFSpec(), generator=torch.Generator().manual_seed(0))
+        s = unit(rate_encode(x, 8, g))                    # (8, N, 500) spikes
+        r = unit.local_step(torch.cat([s_pos, s_neg], 1))  # one local update; r.h feeds the next unit
+    """
+
+    def __init__(self, in_features: int, out_features: int, spec: UnitSpec, lif: LIFSpec, *,
+                 generator: torch.Generator):
+        super().__init__()
+        self.spec = spec
+        self.lif_spec = lif
+        self.in_features = in_features
+        self.out_features = out_features
+        self.chip = None
+        w = torch.randn(out_features, in_features, generator=generator) * (2.0 / math.sqrt(in_features))
+        self.weight = nn.Parameter(w)
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        self.lif = lif.neuron()
+        self.optimizer = make_optimizer([self.weight, self.bias], spec.optimizer, spec.lr, spec.momentum,
+                                        spec.weight_decay)
+
+    @property
+    def calibrated(self) -> bool:
+        return False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Spikes (T, N, out_features) for an input spike train x (T, N, in_features)."""
+        mem = torch.zeros(x.shape[1], self.out_features, dtype=x.dtype, device=x.device)
+        cur = F.linear(x, self.weight, self.bias)          # all T steps' input currents at once
+        out = []
+        for t in range(x.shape[0]):
+            spk, mem = self.lif(cur[t], mem)
+            out.append(spk)
+        return torch.stack(out)
+
+    def goodness(self, s: torch.Tensor) -> torch.Tensor:
+        """Goodness (N,) of the firing rates of a spike train (T, N, units)."""
+        return goodness(rates(s), self.spec.goodness)
+
+    def set_lr(self, lr: float, onchip_lr: float | None = None) -> None:
+        set_lr(self.optimizer, lr)
+
+    def local_step(self, x: torch.Tensor, gamma_pos: torch.Tensor | None = None,
+                   gamma_neg: torch.Tensor | None = None, generator: torch.Generator | None = None) -> StepResult:
+        """One local update from x (T, 2B, in): the B positives then the B negatives."""
+        x = x.detach()
+        b = x.shape[1] // 2
+        s = self(x)
+        g = self.goodness(s)
+        g_pos, g_neg = g[:b], g[b:]
+        sp = g_pos if gamma_pos is None else g_pos + gamma_pos.detach()
+        sn = g_neg if gamma_neg is None else g_neg + gamma_neg.detach()
+        loss = layer_loss(self.spec.loss, sp, sn, theta=self.spec.theta, alpha=self.spec.alpha)
+        loss.backward()
+        self.optimizer.step()
+        self.weight.grad = self.bias.grad = None
+        return StepResult(s.detach(), float(loss.detach()), g_pos.detach(), g_neg.detach())

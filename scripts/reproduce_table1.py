@@ -1,0 +1,134 @@
+"""Reproduce the CFF paper's Table 1 (SPEC §2) on the data available, side by side.
+
+    python scripts/reproduce_table1.py --mnist ../shared/data/mnist --epochs 10 --seeds 0 \
+        --out bench/table1.json
+    # add --fashion-mnist DIR / --cifar10 DIR for those columns when their files exist
+
+Every row uses the paper's setup (3×500 ReLU, Adam 1e-3, batch 200, constant learning
+rate) with --epochs epochs (per layer under the layer schedule; the paper trains 150).
+Writes JSON and a Markdown table (same name, .md) with the paper's numbers beside the
+measured mean ± std over seeds, and the Figure-2 analysis (each layer alone, cumulative
+groups, marginal contributions) of every FF/CFF row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from ffneuro.analysis import marginal_contributions
+from ffneuro.config import TrainConfig
+from ffneuro.data import load_dataset
+from ffneuro.runio import atomic_write_bytes, write_json
+from ffneuro.trainer import train
+
+PAPER = {   # SPEC §2, Table 1: test error %, mean of 5 runs
+    "bp-pairwise": {"mnist": 2.0, "fashion-mnist": 10.7, "cifar10": 45.4},
+    "bp": {"mnist": 1.5, "fashion-mnist": 10.7, "cifar10": 45.9},
+    "ff-layer": {"mnist": 3.3, "fashion-mnist": 13.2, "cifar10": 54.2},
+    "ff-network": {"mnist": 3.4, "fashion-mnist": 13.6, "cifar10": 53.7},
+    "cff-earlier-layer": {"mnist": 2.2, "fashion-mnist": 11.6, "cifar10": 53.2},
+    "cff-later-network": {"mnist": 2.2, "fashion-mnist": 11.6, "cifar10": 51.6},
+    "cff-all-network": {"mnist": 2.1, "fashion-mnist": 12.0, "cifar10": 52.7},
+}
+ROWS = {
+    "bp-pairwise": ("backprop, pairwise (pos/neg discriminator)", dict(algo="bp-pairwise")),
+    "bp": ("backprop, label output", dict(algo="bp")),
+    "ff-layer": ("FF, layer schedule", dict(algo="ff", schedule="layer")),
+    "ff-network": ("FF, network schedule", dict(algo="ff", schedule="network")),
+    "cff-earlier-layer": ("CFF, γ over earlier layers, layer schedule", dict(algo="cff", gamma="earlier", schedule="layer")),
+    "cff-later-network": ("CFF, γ over later layers, network schedule (our reading of the paper's \"γ variant\")",
+                          dict(algo="cff", gamma="later", schedule="network")),
+    "cff-all-network": ("CFF, γ over all other layers, network schedule", dict(algo="cff", gamma="all", schedule="network")),
+}
+SETUP = dict(layers=(500, 500, 500), optimizer="adam", lr=1e-3, batch_size=200, lr_schedule="constant", head=False,
+             inference_layers=(1, 2, 3),   # the paper sums every layer's goodness
+             eval_every=0, entropy_probe=0)
+
+
+def run_row(key: str, data, spec: str, epochs: int, seed: int) -> dict:
+    cfg = TrainConfig(data=spec, epochs=epochs, seed=seed, **SETUP, **ROWS[key][1]).validate()
+    t0 = time.time()
+    m = train(cfg, data=data, progress=False)
+    err = next(iter(m["test_error"].values())) if key.startswith("bp") else m["test_error"]["multi_pass"]
+    out = {"seed": seed, "test_error": err, "wall_s": round(time.time() - t0, 1)}
+    if "per_layer_error" in m:
+        out.update(per_layer_error=m["per_layer_error"], cumulative_error=m["cumulative_error"],
+                   marginal=marginal_contributions(m["cumulative_error"]))
+    return out
+
+
+def mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def markdown(results: dict, datasets: list[str], epochs: int, seeds: list[int]) -> str:
+    lines = [f"Measured with {epochs} epochs (per layer under the layer schedule; the paper: 150), "
+             f"seeds {seeds}, 3×500 ReLU, Adam 1e-3, batch 200; test error %, paper's number in brackets.", "",
+             "| method | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]
+    for key, (label, _) in ROWS.items():
+        cells = []
+        for ds in datasets:
+            runs = results[ds].get(key, [])
+            cells.append(f"{mean_std([r['test_error'] for r in runs])} ({PAPER[key][ds]})" if runs else "–")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "Figure 2 analysis (first seed): error of each layer alone / of layers 1..k / marginal "
+              "contribution of layer k (points; positive = helps).", ""]
+    for ds in datasets:
+        lines += [f"**{ds}**", "", "| method | layer alone | layers 1..k | marginal |", "|---|---|---|---|"]
+        for key, (label, _) in ROWS.items():
+            runs = results[ds].get(key, [])
+            if runs and "per_layer_error" in runs[0]:
+                r = runs[0]
+                lines.append(f"| {label} | {' / '.join(f'{e:.2f}' for e in r['per_layer_error'])} | "
+                             f"{' / '.join(f'{e:.2f}' for e in r['cumulative_error'])} | "
+                             f"{' / '.join('–' if m is None else f'{m:+.2f}' for m in r['marginal'])} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mnist")
+    ap.add_argument("--fashion-mnist")
+    ap.add_argument("--cifar10")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds")
+    ap.add_argument("--rows", default=",".join(ROWS), help="comma-separated row keys")
+    ap.add_argument("--subset", type=int, default=0, help="train on the first N samples only (smoke runs)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=Path("bench/table1.json"))
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    seeds = [int(s) for s in a.seeds.split(",")]
+    specs = {name: f"{name}:{d}" for name, d in (("mnist", a.mnist), ("fashion-mnist", a.fashion_mnist),
+                                                   ("cifar10", a.cifar10)) if d}
+    if not specs:
+        ap.error("give at least one of --mnist, --fashion-mnist, --cifar10")
+    results: dict = {ds: {} for ds in specs}
+    t0 = time.time()
+    for ds, spec in specs.items():
+        data = load_dataset(spec)
+        if a.subset:
+            data = dataclasses.replace(data, x_train=data.x_train[:a.subset], y_train=data.y_train[:a.subset])
+        for key in a.rows.split(","):
+            for seed in seeds:
+                results[ds].setdefault(key, []).append(run_row(key, data, spec, a.epochs, seed))
+                print(ds, key, results[ds][key][-1], flush=True)
+                write_json(a.out, {"epochs": a.epochs, "seeds": seeds, "paper": PAPER, "results": results,
+                                   "total_wall_s": round(time.time() - t0, 1)})
+    md = markdown(results, list(specs), a.epochs, seeds)
+    md += f"\nTotal time: {time.time() - t0:.0f} s on {a.threads} thread(s).\n"
+    atomic_write_bytes(a.out.with_suffix(".md"), md.encode())
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
