@@ -174,6 +174,31 @@ def plot_goodness_histograms(g_pos: torch.Tensor, g_neg: torch.Tensor, path: Pat
     return _save(fig, path)
 
 
+@torch.no_grad()
+def plot_spikes(net, x: torch.Tensor, y: torch.Tensor, path: Path) -> Path:
+    """Spiking runs: a raster of every layer's spikes for one positive sample (top) and
+    each layer's firing-rate histogram over the probe (bottom)."""
+    plt = _plt()
+    h = net.to_spikes(net.encoding.encode(x, y), torch.Generator().manual_seed(0))
+    trains = [h]
+    for layer in net.layers:
+        h = layer(h)
+        trains.append(h)
+    fig, axes = plt.subplots(2, len(trains), figsize=(4 * len(trains), 6), squeeze=False)
+    for k, s in enumerate(trains):
+        name = "input" if k == 0 else f"layer {k}"
+        t, n = s[:, 0].nonzero(as_tuple=True)
+        axes[0][k].scatter(t.tolist(), n.tolist(), s=2, marker="|")
+        axes[0][k].set_title(f"{name}: spikes of sample 0", fontsize=9)
+        axes[0][k].set_xlabel("time step")
+        axes[1][k].hist(s.mean(dim=0).flatten().tolist(), bins=20)
+        axes[1][k].set_title(f"{name}: firing rates (mean {float(s.mean()):.3f})", fontsize=9)
+        axes[1][k].set_xlabel("spikes per step")
+    axes[0][0].set_ylabel("unit")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def _fmt(v, digits: int = 2) -> str:
     return "–" if v is None else f"{v:+.{digits}f}" if isinstance(v, float) and v < 0 else (
         f"{v:.{digits}f}" if isinstance(v, float) else str(v))
@@ -278,6 +303,8 @@ def analyze_run(run_dir: Path, out: Path | None = None, probe: int = 2000) -> di
     if ent is not None:
         images["Functional entropy over epochs (Figure 4)"] = ent.name
     images["Goodness of positive vs negative pairs"] = plot_goodness_histograms(g_pos, g_neg, out / "goodness_hist.png").name
+    if net.spiking:
+        images["Spike rasters and firing rates"] = plot_spikes(net, x[:200], y[:200], out / "spikes.png").name
     summary = {"run_dir": str(run_dir), "algo": cfg.algo + (f" (γ {cfg.gamma})" if cfg.algo == "cff" else ""),
                "dataset": saved.get("dataset"), "layers": list(cfg.layers), "epochs": metrics.get("epochs"),
                "test_error": metrics.get("test_error", {}), "collaboration": table, "finding": finding(table),

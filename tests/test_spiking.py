@@ -110,6 +110,9 @@ def test_nir_export_loads_in_snntorch_and_spikes_identically(tmp_path, digits):
             o, state = model(s_in[t], state)
             theirs.append(o)
     assert h.sum() > 0 and torch.equal(torch.stack(theirs), h)
+    r = runner.invoke(app, ["analyze", str(out), "--probe", "100"])      # spiking runs add rasters
+    assert r.exit_code == 0, r.output
+    assert (out / "analysis" / "spikes.png").stat().st_size > 500
 
 
 def test_cli_errors_for_what_spiking_runs_cannot_do(tmp_path, digits):
