@@ -35,7 +35,7 @@ import torch
 from ffneuro import __version__
 from ffneuro.golden import SCHEMA, SCHEMA_VERSION, sha256
 from ffneuro.layers import int_goodness
-from ffneuro.onchip import GAIN_FRAC_BITS, INPUT_LEVELS
+from ffneuro.onchip import DECAY_FRAC_BITS, GAIN_FRAC_BITS, INPUT_LEVELS
 
 CALIBRATION_SAMPLES = 256
 
@@ -127,10 +127,13 @@ def test_vectors(net, x: torch.Tensor, y: torch.Tensor, inference_layers: list[i
     acts: list[list[torch.Tensor]] = [[] for _ in net.layers]
     good = torch.empty(n, c + 1, len(net.layers), dtype=torch.int64)
     for k, h in enumerate(codes):
+        if net.spiking:
+            h = net.to_spikes(h, None)
         for i, layer in enumerate(net.layers):
             h = layer(h)
-            acts[i].append(h)
-            good[:, k, i] = int_goodness(h, layer.spec.goodness)
+            act = h.sum(dim=0) if net.spiking else h           # spiking layers: spike counts
+            acts[i].append(act)
+            good[:, k, i] = int_goodness(act, layer.spec.goodness)
     table = net.goodness_table(a0)
     score = multipass_scores(table, inference_layers)
     out = {"input": as_int(a0), "label": y.numpy().astype(np.int64),
@@ -196,6 +199,9 @@ def _write(f, net, cfg, saved, profile_dict, quantisation, inference_layers, vec
     g.attrs["label_code"] = int(net.encoding.scale)
     g.attrs["neutral_code"] = int(net.encoding.neutral)
     g.attrs["first_layer_features"] = net.layer_sizes[0]
+    if net.spiking:
+        g.attrs["spike_encoding"] = net.spike_encoding
+        g.attrs["steps"] = net.steps
 
     g = f.create_group("inference")
     g.attrs["multi_pass_layers"] = np.asarray(inference_layers, dtype=np.int32)
@@ -206,6 +212,9 @@ def _write(f, net, cfg, saved, profile_dict, quantisation, inference_layers, vec
     for i, unit in enumerate(net.layers):
         chip = unit.chip
         g = layers.create_group(str(i))
+        if net.spiking:
+            _write_lif(g, unit)
+            continue
         g.attrs["kind"] = "dense-relu"
         g.attrs["in_features"] = unit.in_features
         g.attrs["out_features"] = unit.out_features
@@ -229,6 +238,7 @@ def _write(f, net, cfg, saved, profile_dict, quantisation, inference_layers, vec
     if net.head is not None:
         head = net.head
         g = f.create_group("head")
+        # head inputs: ReLU outputs, or spike counts of spiking layers
         wf, xf = head.weight_fmt(), head.input_fmt()
         g.attrs["layers"] = np.asarray(net.head_idx, dtype=np.int32)
         _format_attrs(g, "weight", wf.bits, wf.signed, wf.step)
@@ -254,6 +264,29 @@ def _write(f, net, cfg, saved, profile_dict, quantisation, inference_layers, vec
     g.attrs["quantisation"] = quantisation
     g.attrs["metrics"] = json.dumps({k: v for k, v in metrics.items() if k not in ("history", "estimate")})
     g.attrs["profile"] = json.dumps(profile_dict)
+
+
+def _write_lif(g, unit) -> None:
+    p = unit.int_params()
+    wf = unit.weight_fmt()
+    g.attrs["kind"] = "lif"
+    g.attrs["in_features"] = unit.in_features
+    g.attrs["out_features"] = unit.out_features
+    _format_attrs(g, "weight", wf.bits, wf.signed, wf.step)
+    g.attrs["state_bits"] = unit.chip.state_bits
+    g.attrs["threshold"] = p["threshold"]
+    g.attrs["decay"] = p["decay"]
+    g.attrs["decay_frac_bits"] = DECAY_FRAC_BITS
+    g.attrs["reset"] = unit.lif_spec.reset
+    g.attrs["steps"] = unit.steps
+    g.attrs["membrane_scale"] = wf.step
+    g.attrs["goodness"] = unit.spec.goodness
+    g.attrs["goodness_scale"] = unit.goodness_scale()
+    _put(g, "weight", as_int(unit.weight_fmt().to_int(unit.weight), wf.qmin, wf.qmax),
+         "integer weights (out_features, in_features); real value = weight * weight_scale")
+    b = torch.round(unit.bias.detach().double() / wf.step).clamp(-p["state_limit"], p["state_limit"])
+    _put(g, "bias", as_int(b, -p["state_limit"], p["state_limit"]),
+         "integer bias (out_features,) in membrane units (weight LSBs), added every step")
 
 
 # ----------------------------------------------------------------------------------------

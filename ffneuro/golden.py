@@ -106,6 +106,46 @@ class Layer:
 
 
 @dataclass
+class LIFLayer:
+    """A spiking layer: per step U' = clamp(floor(decay·U / 2^F) + W·s[t] + b), S = U' ≥ threshold,
+    U = 0 where S (reset "zero") or U' − threshold (reset "subtract"). Activity = spike counts."""
+
+    weight: np.ndarray
+    bias: np.ndarray             # membrane units (weight LSBs)
+    threshold: int
+    decay: int
+    frac_bits: int
+    state_limit: int
+    reset: str
+    goodness: str
+    goodness_scale: float
+
+    def forward(self, s: np.ndarray) -> np.ndarray:
+        t, n, _ = s.shape
+        cur = int_matmul(s.reshape(t * n, -1), self.weight).reshape(t, n, -1) + self.bias.astype(np.int64)
+        u = np.zeros((n, self.weight.shape[0]), dtype=np.int64)
+        out = np.empty((t, n, self.weight.shape[0]), dtype=np.int64)
+        for k in range(t):
+            u = np.clip(np.floor_divide(u * self.decay, 2 ** self.frac_bits) + cur[k], -self.state_limit,
+                        self.state_limit)
+            spk = u >= self.threshold
+            u = np.where(spk, u - self.threshold, u) if self.reset == "subtract" else np.where(spk, 0, u)
+            out[k] = spk
+        return out
+
+
+def spike_encode(kind: str, a: np.ndarray, steps: int, levels: int) -> np.ndarray:
+    """Integer inputs (N, D) in [0, levels] → spikes (T, N, D): ``rate``: spike at t iff
+    floor((t+1)·a/L) > floor(t·a/L); ``latency``: one spike at round_half_up((L − a)(T − 1)/L), a > 0."""
+    a = np.clip(a.astype(np.int64), 0, levels)
+    t = np.arange(steps, dtype=np.int64).reshape(-1, *([1] * a.ndim))
+    if kind == "rate":
+        return ((t + 1) * a) // levels - (t * a) // levels
+    when = (2 * (levels - a) * (steps - 1) + levels) // (2 * levels)
+    return ((t == when) & (a > 0)).astype(np.int64)
+
+
+@dataclass
 class Head:
     weight: np.ndarray           # (C, Σ widths)
     layers: list[int]
@@ -133,6 +173,8 @@ class Model:
     multi_pass_layers: list[int]
     head: Head | None
     attrs: dict = field(default_factory=dict)
+    spike_encoding: str | None = None      # spiking models: rate | latency
+    steps: int = 1
 
     # -- input ------------------------------------------------------------------------
     def encode(self, a0: np.ndarray, label: int | None) -> np.ndarray:
@@ -149,10 +191,13 @@ class Model:
         return out
 
     def activities(self, a: np.ndarray) -> list[np.ndarray]:
+        """Each layer's integer activity (N, width): ReLU outputs, or spike counts."""
+        if self.spike_encoding is not None:
+            a = spike_encode(self.spike_encoding, a, self.steps, self.levels)
         acts = []
         for layer in self.layers:
             a = layer.forward(a)
-            acts.append(a)
+            acts.append(a.sum(axis=0) if a.ndim == 3 else a)
         return acts
 
     # -- inference ----------------------------------------------------------------------
@@ -236,6 +281,13 @@ def read_model(path: Path) -> tuple[Model, list[str]]:
                     raise GoldenError(f"{path}: missing group /{key}")
                 g = f[key]
                 a = lambda k, g=g: _attr(g, k, str(path))  # noqa: E731
+                if str(a("kind")) == "lif":
+                    layers.append(LIFLayer(
+                        weight=_dataset(g, "weight", str(path), bad), bias=_dataset(g, "bias", str(path), bad),
+                        threshold=int(a("threshold")), decay=int(a("decay")), frac_bits=int(a("decay_frac_bits")),
+                        state_limit=2 ** (int(a("state_bits")) - 1) - 1, reset=str(a("reset")),
+                        goodness=str(a("goodness")), goodness_scale=float(a("goodness_scale"))))
+                    continue
                 layers.append(Layer(
                     weight=_dataset(g, "weight", str(path), bad), bias=_dataset(g, "bias", str(path), bad),
                     norm_gain=int(a("norm_gain")), frac_bits=int(a("norm_gain_frac_bits")),
@@ -258,7 +310,9 @@ def read_model(path: Path) -> tuple[Model, list[str]]:
                           label_mode=str(a(gi, "label_mode")), label_code=int(a(gi, "label_code")),
                           neutral_code=int(a(gi, "neutral_code")),
                           multi_pass_layers=[int(v) for v in a(ginf, "multi_pass_layers")], head=head,
-                          attrs={k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()})
+                          attrs={k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()},
+                          spike_encoding=(str(a(gi, "spike_encoding")) if "spike_encoding" in gi.attrs else None),
+                          steps=int(gi.attrs.get("steps", 1)))
         except KeyError as e:
             raise GoldenError(f"{path}: missing {e.args[0] if e.args else 'group'}") from None
         except (TypeError, ValueError) as e:
@@ -378,7 +432,8 @@ def inspect(path: Path) -> dict:
                            "weight_bits": int(a["weight_bits"]), "weight_dtype": str(g["weight"].dtype),
                            "weight_scale": float(a["weight_scale"]),
                            "weight_exponent": int(a["weight_exponent"]) if "weight_exponent" in a else None,
-                           "input_bits": int(a["input_bits"]), "accumulator_bits": int(a["accumulator_bits"]),
+                           "input_bits": int(a.get("input_bits", 1)),
+                           "accumulator_bits": int(a.get("accumulator_bits", a.get("state_bits", 0))),
                            "bytes": int(g["weight"].size * g["weight"].dtype.itemsize
                                         + g["bias"].size * g["bias"].dtype.itemsize)})
         head = None

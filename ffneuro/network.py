@@ -15,7 +15,7 @@ import torch.nn as nn
 from ffneuro.config import TrainConfig
 from ffneuro.encoding import LabelEncoding
 from ffneuro.layers import FFDense, LinearHead, UnitSpec
-from ffneuro.onchip import INPUT_LEVELS, integer_input, round_half_up_div
+from ffneuro.onchip import INPUT_LEVELS, int_spike_encode, integer_input, round_half_up_div
 from ffneuro.spiking import FFSpiking, LIFSpec, encode
 
 SPIKE_THETA = 0.05        # default θ of a spiking layer per unit (tuned on the digits)
@@ -100,13 +100,9 @@ class FFNetwork(nn.Module):
         self.spiking = cfg.neuron == "lif"
         self.steps, self.spike_encoding = cfg.steps, cfg.spike_encoding
         if self.spiking:
-            if chip is not None:
-                raise ValueError("spiking layers under a fixed-point profile are not simulated yet: train them "
-                                 "in float (no --profile, or --profile float32) and estimate with "
-                                 "`ffneuro estimate --run RUN_DIR --profile NAME`")
             lif = LIFSpec(cfg.beta, cfg.spike_threshold, cfg.reset, cfg.surrogate)
-            units = [FFSpiking(widths[i], widths[i + 1], self._spec(cfg, i, widths[i + 1]), lif, generator=generator)
-                     for i in range(len(cfg.layers))]
+            units = [FFSpiking(widths[i], widths[i + 1], self._spec(cfg, i, widths[i + 1]), lif, generator=generator,
+                               chip=chip, steps=cfg.steps) for i in range(len(cfg.layers))]
         else:
             units = [FFDense(widths[i], widths[i + 1], self._spec(cfg, i, widths[i + 1]), generator=generator,
                              chip=chip, onchip_lr=cfg.onchip_lr) for i in range(len(cfg.layers))]
@@ -161,7 +157,10 @@ class FFNetwork(nn.Module):
         return out
 
     def to_spikes(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """The spike encoder of the data path: encoded input (N, D) → (T, N, D)."""
+        """The spike encoder of the data path: encoded input (N, D) → (T, N, D). On a chip
+        the input is integer and the encoder deterministic (``onchip.int_spike_encode``)."""
+        if self.chip is not None:
+            return int_spike_encode(self.spike_encoding, x, self.steps)
         return encode(self.spike_encoding, x, self.steps, generator)
 
     @torch.no_grad()

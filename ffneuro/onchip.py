@@ -49,6 +49,7 @@ from ffneuro.quant import FixedPoint, pow2_step, stochastic_round
 
 INPUT_LEVELS = 255        # network input integerised to floor(x · 255 + ½): 8-bit pixels, exactly
 GAIN_FRAC_BITS = 16       # fractional bits of the fixed-point normalisation gain
+DECAY_FRAC_BITS = 12      # fractional bits of a LIF layer's fixed-point decay β
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class ChipSpec:
     lr_power_of_two: bool
     optimizer_state: bool
     max_batch: int
+    state_bits: int = 24
 
 
 def chip_spec(profile) -> ChipSpec | None:
@@ -78,7 +80,7 @@ def chip_spec(profile) -> ChipSpec | None:
                     learning_bits=p.learning_bits, rounding=p.rounding,
                     lr_power_of_two=profile.learning.lr_power_of_two,
                     optimizer_state=profile.learning.optimizer_state,
-                    max_batch=profile.streaming.max_batch)
+                    max_batch=profile.streaming.max_batch, state_bits=p.state_bits)
 
 
 def chip_lr(lr: float, spec: ChipSpec) -> float:
@@ -208,3 +210,19 @@ def int_matmul(xq: torch.Tensor, w_int: torch.Tensor, w_absmax: int) -> torch.Te
     if bound >= 2 ** 53:
         raise OverflowError("accumulator partial sums exceed 2^53: cannot evaluate exactly")
     return torch.matmul(xq.to(torch.float64), w_int.to(torch.float64).t())
+
+
+def int_spike_encode(kind: str, a: torch.Tensor, steps: int) -> torch.Tensor:
+    """The chip's deterministic spike encoders of integer inputs a (N, D) in [0, INPUT_LEVELS]
+    → (T, N, D) spikes. ``rate``: a regular train, spike at step t iff
+    floor((t+1)·a/L) > floor(t·a/L) (floor(T·a/L) spikes, evenly spaced: the chip's version
+    of the Bernoulli code used in training); ``latency``: one spike at step
+    round_half_up((L − a)(T − 1) / L) for a > 0."""
+    a = a.to(torch.int64).clamp(0, INPUT_LEVELS)
+    t = torch.arange(steps, dtype=torch.int64).view(-1, *([1] * a.dim()))
+    if kind == "rate":
+        return (((t + 1) * a) // INPUT_LEVELS - (t * a) // INPUT_LEVELS).to(torch.float32)
+    if kind == "latency":
+        when = (2 * (INPUT_LEVELS - a) * (steps - 1) + INPUT_LEVELS) // (2 * INPUT_LEVELS)
+        return ((t == when) & (a > 0)).to(torch.float32)
+    raise ValueError(f"spike encoding {kind!r} has no chip form (a chip takes rate or latency spikes)")

@@ -38,7 +38,9 @@ from snntorch import surrogate
 
 from ffneuro.config import SPIKE_ENCODINGS
 from ffneuro.goodness import goodness, layer_loss
-from ffneuro.layers import StepResult, UnitSpec
+from ffneuro.layers import StepResult, UnitSpec, int_goodness
+from ffneuro.onchip import DECAY_FRAC_BITS, int_matmul, weight_format
+from ffneuro.quant import FixedPoint
 from ffneuro.optim import make_optimizer, set_lr
 
 
@@ -109,13 +111,15 @@ class FFSpiking(nn.Module):
     """
 
     def __init__(self, in_features: int, out_features: int, spec: UnitSpec, lif: LIFSpec, *,
-                 generator: torch.Generator):
+                 generator: torch.Generator, chip=None, steps: int = 8):
         super().__init__()
         self.spec = spec
         self.lif_spec = lif
         self.in_features = in_features
         self.out_features = out_features
-        self.chip = None
+        self.chip = chip
+        self.steps = steps                   # T: the goodness of spike counts is scaled by 1/T²
+        self.register_buffer("w_step", torch.tensor(0.0))
         w = torch.randn(out_features, in_features, generator=generator) * (2.0 / math.sqrt(in_features))
         self.weight = nn.Parameter(w)
         self.bias = nn.Parameter(torch.zeros(out_features))
@@ -123,12 +127,58 @@ class FFSpiking(nn.Module):
         self.optimizer = make_optimizer([self.weight, self.bias], spec.optimizer, spec.lr, spec.momentum,
                                         spec.weight_decay)
 
+    # -- fixed point (inference only: post-training quantisation for export) ----------------
     @property
     def calibrated(self) -> bool:
-        return False
+        return self.chip is not None and float(self.w_step) > 0
+
+    def weight_fmt(self) -> FixedPoint:
+        return FixedPoint(self.chip.weight_bits, self.chip.weight_signed, float(self.w_step))
+
+    def int_params(self) -> dict[str, int]:
+        """Bias, threshold and decay in the chip's integer form: membrane in weight LSBs,
+        β with DECAY_FRAC_BITS fractional bits."""
+        step = float(self.w_step)
+        lim = 2 ** (self.chip.state_bits - 1) - 1
+        return {"threshold": max(1, int(math.floor(self.lif_spec.threshold / step + 0.5))),
+                "decay": int(math.floor(self.lif_spec.beta * 2 ** DECAY_FRAC_BITS + 0.5)),
+                "state_limit": lim}
+
+    @torch.no_grad()
+    def calibrate(self, x: torch.Tensor) -> None:
+        """Quantise the weights to the chip's format (the bias follows at inference)."""
+        self.w_step.fill_(weight_format(self.weight, self.chip).step)
+        self.weight.copy_(self.weight_fmt().fake_quant(self.weight))
+
+    @torch.no_grad()
+    def int_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The chip's integer LIF: U' = clamp(floor(β_q·U / 2^F) + W_q·x[t] + b_q), S = U' ≥ θ_q,
+        U = U'·(1 − S) (zero) or U' − S·θ_q (subtract). x (T, N, in) binary spikes."""
+        p = self.int_params()
+        w = self.weight_fmt().to_int(self.weight).to(torch.float32)
+        b = torch.round(self.bias.detach().double() / float(self.w_step)).clamp(-p["state_limit"], p["state_limit"])
+        cur = int_matmul(x.reshape(-1, x.shape[-1]), w, 2 ** (self.chip.weight_bits - 1))
+        cur = (cur.to(torch.int64) + b.to(torch.int64)).view(x.shape[0], x.shape[1], -1)
+        u = torch.zeros(x.shape[1], self.out_features, dtype=torch.int64)
+        out = []
+        for t in range(x.shape[0]):
+            u = torch.div(u * p["decay"], 2 ** DECAY_FRAC_BITS, rounding_mode="floor") + cur[t]
+            u = u.clamp(-p["state_limit"], p["state_limit"])
+            spk = u >= p["threshold"]
+            u = torch.where(spk, u - p["threshold"], u) if self.lif_spec.reset == "subtract" else torch.where(spk, 0, u)
+            out.append(spk.to(torch.float32))
+        return torch.stack(out)
+
+    def goodness_scale(self) -> float:
+        """Real goodness (of rates) per unit of the integer goodness of spike counts."""
+        t = float(self.steps)
+        return {"sumsq": 1 / t ** 2, "meansq": 1 / (t ** 2 * self.out_features), "sum": 1 / t,
+                "neg-sumsq": -1 / t ** 2}[self.spec.goodness]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Spikes (T, N, out_features) for an input spike train x (T, N, in_features)."""
+        if self.calibrated:
+            return self.int_forward(x)
         mem = torch.zeros(x.shape[1], self.out_features, dtype=x.dtype, device=x.device)
         cur = F.linear(x, self.weight, self.bias)          # all T steps' input currents at once
         out = []
@@ -138,7 +188,10 @@ class FFSpiking(nn.Module):
         return torch.stack(out)
 
     def goodness(self, s: torch.Tensor) -> torch.Tensor:
-        """Goodness (N,) of the firing rates of a spike train (T, N, units)."""
+        """Goodness (N,) of the firing rates of a spike train (T, N, units); on the chip the
+        exact integer goodness of the spike counts times ``goodness_scale``."""
+        if self.calibrated:
+            return int_goodness(s.sum(dim=0), self.spec.goodness).to(torch.float64) * self.goodness_scale()
         return goodness(rates(s), self.spec.goodness)
 
     def set_lr(self, lr: float, onchip_lr: float | None = None) -> None:

@@ -209,3 +209,23 @@ def test_export_errors_and_no_half_written_file(tmp_path, float_run, monkeypatch
     with pytest.raises(RuntimeError):
         export_run(float_run, tmp_path / "b.h5", profile="loihi-like", vectors=0)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_spiking_run_exports_integer_lif_layers_that_replay_exactly(tmp_path, digits):
+    run = tmp_path / "snn"
+    train(TrainConfig(neuron="lif", layers=(40, 30), epochs=2, lr=3e-3, entropy_probe=0).validate(), out=run,
+          data=digits, progress=False)
+    path = tmp_path / "snn.h5"
+    export_run(run, path, profile="loihi-like", vectors=3)
+    with h5py.File(path, "r") as f:
+        g = f["layers/0"]
+        assert g.attrs["kind"] == "lif" and g.attrs["decay"] == round(0.9 * 2 ** 12) and g.attrs["threshold"] >= 1
+        assert f["input"].attrs["spike_encoding"] == "rate" and f["input"].attrs["steps"] == 8
+    cfg, _, net, _ = chip_network(run, "loihi-like")
+    a0 = net.prepare_input(digits.x_test)
+    table = net.goodness_table(a0)
+    model, bad = golden.read_model(path)
+    g_table = model.goodness_table(golden.integer_input(digits.x_test.numpy(), model.levels))
+    ours = np.stack([np.rint(table[:, :, i].numpy() / net.layers[i].goodness_scale()) for i in range(2)], 2)
+    assert bad == [] and np.array_equal(ours, g_table)
+    assert golden.verify(path)["ok"]

@@ -117,7 +117,7 @@ def test_nir_export_loads_in_snntorch_and_spikes_identically(tmp_path, digits):
 
 def test_cli_errors_for_what_spiking_runs_cannot_do(tmp_path, digits):
     r = runner.invoke(app, ["train", "--neuron", "lif", "--layers", "8", "--epochs", "1", "--profile", "loihi-like"])
-    assert r.exit_code == 1 and "spiking layers under a fixed-point profile" in r.output
+    assert r.exit_code == 1 and "spiking layers cannot train under a fixed-point profile" in r.output
     out = tmp_path / "graded"
     train(TrainConfig(layers=(8,), epochs=1).validate(), out=out, data=digits, progress=False)
     r = runner.invoke(app, ["export", str(out), "--format", "nir", "-o", str(tmp_path / "x.nir")])
