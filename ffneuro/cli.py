@@ -51,8 +51,8 @@ def train(
                                                      "softmax output) | bp-pairwise (backprop pos/neg "
                                                      "discriminator); bp* are baselines")] = None,
     gamma: Annotated[Optional[str], typer.Option(help="CFF γ over: all | earlier | later layers")] = None,
-    cff_theta: Annotated[Optional[str], typer.Option(help="CFF θ_i: own (the layer's θ; γ shifts it, as "
-                                                          "the paper) | sum (θs of i and J(i) added)")] = None,
+    cff_theta: Annotated[Optional[str], typer.Option(help="CFF θ_i: sum (θs of i and J(i) added; default) | "
+                                                          "own (the layer's θ; γ shifts it)")] = None,
     schedule: Annotated[Optional[str], typer.Option(help="layer (one layer at a time) | network (Alg. 2)")] = None,
     label_encoding: Annotated[Optional[str], typer.Option(help="auto | overlay | concat")] = None,
     label_scale: Annotated[Optional[float], typer.Option(help="Value of the one-hot label entry")] = None,

@@ -44,7 +44,7 @@ class TrainConfig:
     layers: tuple[int, ...] = (500, 500, 500)
     algo: str = "ff"                      # ff | cff (collaborative: γ from a frozen copy)
     gamma: str = "all"                    # CFF: which other layers' goodness enters γ
-    cff_theta: str = "own"                # CFF θ_i: own (the layer's θ, as the paper: γ shifts it) | sum
+    cff_theta: str = "sum"                # CFF θ_i: sum (θs of i and J(i) added) | own (the layer's θ)
     schedule: str = "network"             # layer: each layer to completion; network: Alg. 2
     label_encoding: str = "auto"          # auto: overlay if the first C features are constant
     label_scale: float | None = None      # one-hot value; None: the data maximum (Hinton)

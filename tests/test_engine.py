@@ -156,11 +156,11 @@ def test_factored_first_unit_matches_dense_path(mode, norm):
     assert torch.allclose(a.weight, b.weight, atol=1e-6) and torch.allclose(a.bias, b.bias, atol=1e-6)
 
 
-def test_cff_theta_own_by_default_or_rescaled_by_gamma_members():
-    cfg = TrainConfig(layers=(10, 20, 30), algo="cff", gamma="earlier")
+def test_cff_theta_rescaled_by_gamma_members_by_default_or_own():
+    cfg = TrainConfig(layers=(10, 20, 30), algo="cff", gamma="earlier", cff_theta="own")
     net = FFNetwork(cfg, 64, 10, "concat", 0.0, 1.0, generator=torch.Generator().manual_seed(0))
     assert [layer.spec.theta for layer in net.layers] == [10.0, 20.0, 30.0]
-    cfg = TrainConfig(layers=(10, 20, 30), algo="cff", gamma="earlier", cff_theta="sum")
+    cfg = TrainConfig(layers=(10, 20, 30), algo="cff", gamma="earlier")
     net = FFNetwork(cfg, 64, 10, "concat", 0.0, 1.0, generator=torch.Generator().manual_seed(0))
     assert [layer.spec.theta for layer in net.layers] == [10.0, 30.0, 60.0]
     assert default_inference_layers(cfg) == [0, 1, 2]
