@@ -87,6 +87,8 @@ def train(
     beta: Annotated[Optional[float], typer.Option(help="lif: membrane decay per step")] = None,
     spike_threshold: Annotated[Optional[float], typer.Option(help="lif: firing threshold")] = None,
     reset: Annotated[Optional[str], typer.Option(help="lif: zero (NIR) | subtract")] = None,
+    spike_learning: Annotated[Optional[str], typer.Option(help="lif: bptt (through the unit's T steps) | "
+                                                               "eligibility (online traces, memory independent of T)")] = None,
     profile: Annotated[Optional[str], typer.Option(help="Hardware profile name or TOML path: train as the "
                                                         "chip would (see `ffneuro profiles list`)")] = None,
     simulate_anyway: Annotated[bool, typer.Option(help="Train even if the model does not fit the "
@@ -108,7 +110,7 @@ def train(
                      lr_schedule=lr_schedule, milestones=milestones, epochs=epochs, batch_size=batch_size,
                      seed=seed, head=head, inference_layers=inference_layers, eval_every=eval_every,
                      neuron=neuron, steps=steps, spike_encoding=spike_encoding, beta=beta,
-                     spike_threshold=spike_threshold, reset=reset)
+                     spike_threshold=spike_threshold, reset=reset, spike_learning=spike_learning)
     metrics = _run(api.train_run, preset=preset, overrides=overrides, profile=profile, out=out,
                    resume=resume, device=device, progress=progress, simulate_anyway=simulate_anyway,
                    threads=threads)

@@ -80,6 +80,7 @@ class TrainConfig:
     spike_threshold: float = 1.0          # lif: firing threshold θ_s
     reset: str = "zero"                   # lif: zero (NIR's LIF) | subtract
     surrogate: str = "fast_sigmoid"       # lif: surrogate gradient of the spike (fast_sigmoid | atan)
+    spike_learning: str = "bptt"          # lif: bptt (within the unit's T steps) | eligibility (online, T-free memory)
     entropy_probe: int = 1000             # test samples whose functional entropy is logged each epoch (0: off)
     standardize: bool = False             # subtract the train mean and divide by its std (scalars);
                                           # off by default: raw non-negative inputs keep their zeros,
@@ -98,6 +99,7 @@ class TrainConfig:
         one_of("spike_encoding", SPIKE_ENCODINGS)
         one_of("reset", RESETS)
         one_of("surrogate", SURROGATES)
+        one_of("spike_learning", ("bptt", "eligibility"))
         if self.steps < 1 or not 0.0 <= self.beta <= 1.0 or self.spike_threshold <= 0:
             raise ConfigError("lif needs steps >= 1, 0 <= beta <= 1 and spike_threshold > 0")
         one_of("schedule", SCHEDULES)

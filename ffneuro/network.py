@@ -100,7 +100,7 @@ class FFNetwork(nn.Module):
         self.spiking = cfg.neuron == "lif"
         self.steps, self.spike_encoding = cfg.steps, cfg.spike_encoding
         if self.spiking:
-            lif = LIFSpec(cfg.beta, cfg.spike_threshold, cfg.reset, cfg.surrogate)
+            lif = LIFSpec(cfg.beta, cfg.spike_threshold, cfg.reset, cfg.surrogate, cfg.spike_learning)
             units = [FFSpiking(widths[i], widths[i + 1], self._spec(cfg, i, widths[i + 1]), lif, generator=generator,
                                chip=chip, steps=cfg.steps) for i in range(len(cfg.layers))]
         else:

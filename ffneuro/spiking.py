@@ -20,9 +20,11 @@ False``; the form NIR's LIF node and snntorch's NIR importer use), per step t::
 The goodness of a layer is computed on its firing rates r = (1/T) Σ_t S[t] (not on a
 single step's membrane, which the snntorch FF tutorial uses and which fails): ``sumsq``
 gives Σ_j r_j². Learning is local: the unit backpropagates its own loss through its own
-T steps with a surrogate gradient for H (BPTT within the layer; its state memory is
-T × width, which the estimator's SRAM model does not count yet). Its output spikes are
-handed on detached.
+T steps with a surrogate gradient for H (``bptt``: BPTT within the layer; its state memory
+is T × width, which the estimator's SRAM model does not count yet), or learns online
+(``eligibility``: running sums of presynaptic traces and surrogate slopes, memory
+independent of T; see ``FFSpiking._eligibility_step``). Its output spikes are handed on
+detached.
 """
 
 from __future__ import annotations
@@ -85,12 +87,16 @@ def rates(s: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------
 # The unit
 # ----------------------------------------------------------------------------------------
+ELIGIBILITY_SLOPE = 25.0   # slope k of the fast-sigmoid surrogate ψ(v) = 1 / (1 + k|v|)²
+
+
 @dataclass(frozen=True)
 class LIFSpec:
     beta: float = 0.9
     threshold: float = 1.0
     reset: str = "zero"
     surrogate: str = "fast_sigmoid"
+    learning: str = "bptt"          # bptt (through the unit's own T steps) | eligibility (online traces)
 
     def neuron(self) -> snn.Leaky:
         grad = surrogate.fast_sigmoid(slope=25) if self.surrogate == "fast_sigmoid" else surrogate.atan()
@@ -197,11 +203,59 @@ class FFSpiking(nn.Module):
     def set_lr(self, lr: float, onchip_lr: float | None = None) -> None:
         set_lr(self.optimizer, lr)
 
+    @torch.no_grad()
+    def _traces(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Run the T steps without a graph, keeping only running sums per sample (memory
+        independent of T): the output spikes (handed on), the surrogate slope ψ(U' − θ)
+        averaged over steps (N, out), and the presynaptic traces ε[t] = β ε[t−1] + x[t]
+        averaged over steps, for the inputs (N, in) and the bias (scalar)."""
+        beta, thr = self.lif_spec.beta, self.lif_spec.threshold
+        n, t_steps = x.shape[1], x.shape[0]
+        cur = F.linear(x, self.weight, self.bias)
+        mem = torch.zeros(n, self.out_features)
+        eps, eps_sum = torch.zeros(n, self.in_features), torch.zeros(n, self.in_features)
+        eps_b, eps_b_sum = 0.0, 0.0
+        psi_sum = torch.zeros(n, self.out_features)
+        out = []
+        for t in range(t_steps):
+            mem = beta * mem + cur[t]
+            v = mem - thr
+            psi_sum += 1.0 / (1.0 + ELIGIBILITY_SLOPE * v.abs()) ** 2
+            spk = (v >= 0).to(x.dtype)
+            mem = mem - spk * thr if self.lif_spec.reset == "subtract" else mem * (1 - spk)
+            eps = beta * eps + x[t]
+            eps_sum += eps
+            eps_b = beta * eps_b + 1.0
+            eps_b_sum += eps_b
+            out.append(spk)
+        return torch.stack(out), psi_sum / t_steps, eps_sum / t_steps, eps_b_sum / t_steps
+
+    def _eligibility_step(self, x: torch.Tensor, b: int, gamma_pos, gamma_neg) -> StepResult:
+        """The online rule: dr_j/dW_ji ≈ mean_t ψ_j · mean_t ε_i (a factorised e-prop-style
+        estimate that ignores the reset's dependence on W), so the weight gradient is
+        (dL/dr ⊙ ψ̄)ᵀ · ε̄ from quantities accumulated step by step."""
+        s, psi, eps, eps_b = self._traces(x)
+        r = rates(s).requires_grad_(True)
+        g = goodness(r, self.spec.goodness)
+        g_pos, g_neg = g[:b], g[b:]
+        sp = g_pos if gamma_pos is None else g_pos + gamma_pos.detach()
+        sn = g_neg if gamma_neg is None else g_neg + gamma_neg.detach()
+        loss = layer_loss(self.spec.loss, sp, sn, theta=self.spec.theta, alpha=self.spec.alpha)
+        (d_r,) = torch.autograd.grad(loss, r)
+        delta = d_r * psi
+        self.weight.grad = delta.t() @ eps
+        self.bias.grad = delta.sum(dim=0) * eps_b
+        self.optimizer.step()
+        self.weight.grad = self.bias.grad = None
+        return StepResult(s, float(loss.detach()), g_pos.detach(), g_neg.detach())
+
     def local_step(self, x: torch.Tensor, gamma_pos: torch.Tensor | None = None,
                    gamma_neg: torch.Tensor | None = None, generator: torch.Generator | None = None) -> StepResult:
         """One local update from x (T, 2B, in): the B positives then the B negatives."""
         x = x.detach()
         b = x.shape[1] // 2
+        if self.lif_spec.learning == "eligibility":
+            return self._eligibility_step(x, b, gamma_pos, gamma_neg)
         s = self(x)
         g = self.goodness(s)
         g_pos, g_neg = g[:b], g[b:]
