@@ -26,8 +26,10 @@ def mnist_rows() -> list[str]:
             "train time |", "|---|---|---|---|---|---|"]
     for name, label, paper in (("ff_layer.json", "FF, layer schedule", "paper 3.3"),
                                ("ff_network.json", "FF, network schedule", "paper 3.4"),
-                               ("cff_network.json", "CFF, γ all, network", "paper 2.1"),
-                               ("hinton.json", "Hinton recipe (3×1000, peer norm, hard negatives)", "loeweX 1.45")):
+                               ("cff_network.json", "CFF, γ all, network, θ rescaled (default)", "paper 2.1"),
+                               ("cff_network_own_theta.json", "CFF, γ all, network, own θ", "paper 2.1"),
+                               ("hinton.json", "Hinton recipe, 60 epochs", "loeweX 1.45"),
+                               ("hinton100.json", "Hinton recipe (3×1000, peer norm, hard negatives)", "loeweX 1.45")):
         d = load(name)
         if d is None:
             continue
@@ -42,7 +44,7 @@ def mnist_rows() -> list[str]:
 
 def time_to_rows() -> list[str]:
     rows = []
-    for name in ("ff_layer.json", "cff_network.json", "hinton.json"):
+    for name in ("ff_layer.json", "cff_network.json", "hinton100.json"):
         d = load(name)
         if d is None:
             continue
