@@ -52,7 +52,8 @@ def train(
                                                      "discriminator); bp* are baselines")] = None,
     gamma: Annotated[Optional[str], typer.Option(help="CFF γ over: all | earlier | later layers")] = None,
     cff_theta: Annotated[Optional[str], typer.Option(help="CFF θ_i: sum (θs of i and J(i) added; default) | "
-                                                          "own (the layer's θ; γ shifts it)")] = None,
+                                                          "own (the layer's θ; γ shifts it) | mean "
+                                                          "(mean goodness of i and J(i) vs the own θ)")] = None,
     schedule: Annotated[Optional[str], typer.Option(help="layer (one layer at a time) | network (Alg. 2)")] = None,
     label_encoding: Annotated[Optional[str], typer.Option(help="auto | overlay | concat")] = None,
     label_scale: Annotated[Optional[float], typer.Option(help="Value of the one-hot label entry")] = None,

@@ -19,9 +19,11 @@ class ConfigError(ValueError):
 ALGOS = ("ff", "cff", "bp", "bp-pairwise")   # bp*: backprop baselines (ffneuro/baselines.py)
 SCHEDULES = ("layer", "network")
 GAMMA_KINDS = ("all", "earlier", "later")
-CFF_THETAS = ("own", "sum")
+CFF_THETAS = ("sum", "own", "mean")
 NEURONS = ("relu", "lif")
 SPIKE_ENCODINGS = ("rate", "latency", "direct")
+SPIKE_GOODNESS = ("rate", "count")
+SPIKE_LEARNING = ("bptt", "eligibility")
 RESETS = ("zero", "subtract")
 SURROGATES = ("fast_sigmoid", "atan")
 NEGATIVES = ("random", "hard")
@@ -44,7 +46,8 @@ class TrainConfig:
     layers: tuple[int, ...] = (500, 500, 500)
     algo: str = "ff"                      # ff | cff (collaborative: γ from a frozen copy)
     gamma: str = "all"                    # CFF: which other layers' goodness enters γ
-    cff_theta: str = "sum"                # CFF θ_i: sum (θs of i and J(i) added) | own (the layer's θ)
+    cff_theta: str = "sum"                # CFF θ_i: sum (θs of i and J(i) added) | own (the layer's θ) |
+                                          # mean (the mean of g_i and γ's members against the own θ)
     schedule: str = "network"             # layer: each layer to completion; network: Alg. 2
     label_encoding: str = "auto"          # auto: overlay if the first C features are constant
     label_scale: float | None = None      # one-hot value; None: the data maximum (Hinton)
@@ -81,6 +84,7 @@ class TrainConfig:
     reset: str = "zero"                   # lif: zero (NIR's LIF) | subtract
     surrogate: str = "fast_sigmoid"       # lif: surrogate gradient of the spike (fast_sigmoid | atan)
     spike_learning: str = "bptt"          # lif: bptt (within the unit's T steps) | eligibility (online, T-free memory)
+    spike_goodness: str = "rate"          # lif: goodness on firing rates | spike counts (θ default × T²)
     entropy_probe: int = 1000             # test samples whose functional entropy is logged each epoch (0: off)
     standardize: bool = False             # subtract the train mean and divide by its std (scalars);
                                           # off by default: raw non-negative inputs keep their zeros,
@@ -99,7 +103,8 @@ class TrainConfig:
         one_of("spike_encoding", SPIKE_ENCODINGS)
         one_of("reset", RESETS)
         one_of("surrogate", SURROGATES)
-        one_of("spike_learning", ("bptt", "eligibility"))
+        one_of("spike_learning", SPIKE_LEARNING)
+        one_of("spike_goodness", SPIKE_GOODNESS)
         if self.steps < 1 or not 0.0 <= self.beta <= 1.0 or self.spike_threshold <= 0:
             raise ConfigError("lif needs steps >= 1, 0 <= beta <= 1 and spike_threshold > 0")
         one_of("schedule", SCHEDULES)

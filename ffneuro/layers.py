@@ -61,6 +61,19 @@ class UnitSpec:
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 0.0
+    collective: int = 1          # CFF "mean" θ rule: (g + γ) is divided by the number of layers in it
+
+
+def unit_loss(spec: UnitSpec, g_pos: torch.Tensor, g_neg: torch.Tensor, gamma_pos: torch.Tensor | None = None,
+              gamma_neg: torch.Tensor | None = None) -> torch.Tensor:
+    """A unit's local loss: its goodness plus CFF's detached γ (a per-sample constant),
+    divided by ``spec.collective`` (CFF ``--cff-theta mean``: the mean goodness of the
+    collective against the unit's own θ), into the chosen loss."""
+    sp = g_pos if gamma_pos is None else g_pos + gamma_pos.detach()
+    sn = g_neg if gamma_neg is None else g_neg + gamma_neg.detach()
+    if spec.collective > 1:
+        sp, sn = sp / spec.collective, sn / spec.collective
+    return layer_loss(spec.loss, sp, sn, theta=spec.theta, alpha=spec.alpha)
 
 
 @dataclass
@@ -244,9 +257,7 @@ class FFDense(nn.Module):
         h, x_real, h_out = self._activity(x)
         g = goodness(h, self.spec.goodness)
         g_pos, g_neg = g[:b], g[b:]
-        sp = g_pos if gamma_pos is None else g_pos + gamma_pos.detach()
-        sn = g_neg if gamma_neg is None else g_neg + gamma_neg.detach()
-        loss = layer_loss(self.spec.loss, sp, sn, theta=self.spec.theta, alpha=self.spec.alpha)
+        loss = unit_loss(self.spec, g_pos, g_neg, gamma_pos, gamma_neg)
         if self.spec.peer_norm > 0:
             m = self.spec.peer_momentum
             running = self.running_mean * m + h[:b].mean(dim=0) * (1 - m)

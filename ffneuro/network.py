@@ -119,11 +119,14 @@ class FFNetwork(nn.Module):
     @staticmethod
     def _spec(cfg: TrainConfig, i: int, width: int) -> UnitSpec:
         spec = unit_spec(cfg, width)
+        members = [i, *gamma_members(cfg.gamma, i, len(cfg.layers))]
         if cfg.algo == "cff" and cfg.theta is None and cfg.cff_theta == "sum":
             # θ_i rescaled to the sum of the default θs of unit i and of the units in J(i).
-            members = [i, *gamma_members(cfg.gamma, i, len(cfg.layers))]
             theta = sum(unit_spec(cfg, cfg.layers[j]).theta for j in members)
             spec = dataclasses.replace(spec, theta=theta)
+        if cfg.algo == "cff" and cfg.cff_theta == "mean":
+            # the collective's mean goodness against the unit's own θ: a 1/|members| softer sigmoid
+            spec = dataclasses.replace(spec, collective=len(members))
         return spec
 
     # -- data path ---------------------------------------------------------------------

@@ -17,14 +17,18 @@ False``; the form NIR's LIF node and snntorch's NIR importer use), per step t::
     S[t]  = H(U'[t] − θ_s)
     U[t]  = U'[t] · (1 − S[t])          (reset to zero; "subtract": U'[t] − S[t] θ_s)
 
-The goodness of a layer is computed on its firing rates r = (1/T) Σ_t S[t] (not on a
-single step's membrane, which the snntorch FF tutorial uses and which fails): ``sumsq``
-gives Σ_j r_j². Learning is local: the unit backpropagates its own loss through its own
-T steps with a surrogate gradient for H (``bptt``: BPTT within the layer; its state memory
-is T × width, which the estimator's SRAM model does not count yet), or learns online
-(``eligibility``: running sums of presynaptic traces and surrogate slopes, memory
-independent of T; see ``FFSpiking._eligibility_step``). Its output spikes are handed on
-detached.
+The goodness of a layer is computed on its firing rates r = (1/T) Σ_t S[t]
+(``spike_goodness = "rate"``) or on its spike counts c = Σ_t S[t] = T·r (``"count"``: the
+same goodness T² larger for ``sumsq``, so with θ scaled by T² the loss is the rate loss
+with a T² sharper sigmoid); ``sumsq`` gives Σ_j r_j². Not on the membrane: the snntorch FF
+tutorial scores one step's membrane and reports 70 % test error, and a membrane goodness
+measured here (``scripts/bench_spiking.py --goodness-study``, README) did worse than rates.
+Learning is local: the unit backpropagates its own loss through its own T steps with a
+surrogate gradient for H (``bptt``: BPTT within the layer; it holds T steps of membrane
+and input spikes per sample, which ``estimate.sram_report(learning_history_steps=T)``
+charges), or learns online (``eligibility``: running sums of presynaptic traces and
+surrogate slopes, memory independent of T; see ``FFSpiking._eligibility_step``). Its
+output spikes are handed on detached.
 """
 
 from __future__ import annotations
@@ -38,9 +42,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from snntorch import surrogate
 
-from ffneuro.config import SPIKE_ENCODINGS
-from ffneuro.goodness import goodness, layer_loss
-from ffneuro.layers import StepResult, UnitSpec, int_goodness
+from ffneuro.config import SPIKE_ENCODINGS, SPIKE_GOODNESS
+from ffneuro.goodness import goodness
+from ffneuro.layers import StepResult, UnitSpec, int_goodness, unit_loss
 from ffneuro.onchip import DECAY_FRAC_BITS, int_matmul, weight_format
 from ffneuro.quant import FixedPoint
 from ffneuro.optim import make_optimizer, set_lr
@@ -84,6 +88,20 @@ def rates(s: torch.Tensor) -> torch.Tensor:
     return s.mean(dim=0)
 
 
+def spike_activity(s: torch.Tensor, on: str) -> torch.Tensor:
+    """What a spiking layer's goodness is computed on, (N, units): firing rates mean_t S
+    (``on = "rate"``) or spike counts Σ_t S (``"count"``) of a spike train (T, N, units).
+
+    >>> spike_activity(torch.tensor([[[1.0, 0.0]], [[1.0, 1.0]]]), "count").tolist()
+    [[2.0, 1.0]]
+    """
+    if on == "rate":
+        return rates(s)
+    if on == "count":
+        return s.sum(dim=0)
+    raise ValueError(f"unknown spike goodness {on!r} (allowed: {', '.join(SPIKE_GOODNESS)})")
+
+
 # ----------------------------------------------------------------------------------------
 # The unit
 # ----------------------------------------------------------------------------------------
@@ -97,6 +115,7 @@ class LIFSpec:
     reset: str = "zero"
     surrogate: str = "fast_sigmoid"
     learning: str = "bptt"          # bptt (through the unit's own T steps) | eligibility (online traces)
+    goodness_on: str = "rate"       # rate (mean_t S) | count (Σ_t S): what the goodness is computed on
 
     def neuron(self) -> snn.Leaky:
         grad = surrogate.fast_sigmoid(slope=25) if self.surrogate == "fast_sigmoid" else surrogate.atan()
@@ -176,8 +195,8 @@ class FFSpiking(nn.Module):
         return torch.stack(out)
 
     def goodness_scale(self) -> float:
-        """Real goodness (of rates) per unit of the integer goodness of spike counts."""
-        t = float(self.steps)
+        """Real goodness (of rates or counts) per unit of the integer goodness of spike counts."""
+        t = float(self.steps) if self.lif_spec.goodness_on == "rate" else 1.0
         return {"sumsq": 1 / t ** 2, "meansq": 1 / (t ** 2 * self.out_features), "sum": 1 / t,
                 "neg-sumsq": -1 / t ** 2}[self.spec.goodness]
 
@@ -238,9 +257,7 @@ class FFSpiking(nn.Module):
         r = rates(s).requires_grad_(True)
         g = goodness(r, self.spec.goodness)
         g_pos, g_neg = g[:b], g[b:]
-        sp = g_pos if gamma_pos is None else g_pos + gamma_pos.detach()
-        sn = g_neg if gamma_neg is None else g_neg + gamma_neg.detach()
-        loss = layer_loss(self.spec.loss, sp, sn, theta=self.spec.theta, alpha=self.spec.alpha)
+        loss = unit_loss(self.spec, g_pos, g_neg, gamma_pos, gamma_neg)
         (d_r,) = torch.autograd.grad(loss, r)
         delta = d_r * psi
         self.weight.grad = delta.t() @ eps
@@ -259,9 +276,7 @@ class FFSpiking(nn.Module):
         s = self(x)
         g = self.goodness(s)
         g_pos, g_neg = g[:b], g[b:]
-        sp = g_pos if gamma_pos is None else g_pos + gamma_pos.detach()
-        sn = g_neg if gamma_neg is None else g_neg + gamma_neg.detach()
-        loss = layer_loss(self.spec.loss, sp, sn, theta=self.spec.theta, alpha=self.spec.alpha)
+        loss = unit_loss(self.spec, g_pos, g_neg, gamma_pos, gamma_neg)
         loss.backward()
         self.optimizer.step()
         self.weight.grad = self.bias.grad = None
