@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import statistics
 import time
 from pathlib import Path
@@ -103,6 +104,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0", help="comma-separated seeds")
     ap.add_argument("--rows", default=",".join(ROWS), help="comma-separated row keys")
     ap.add_argument("--subset", type=int, default=0, help="train on the first N samples only (smoke runs)")
+    ap.add_argument("--reuse", type=Path, help="a previous JSON output: keep its rows that --rows does not rerun")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("bench/table1.json"))
     a = ap.parse_args()
@@ -113,7 +115,15 @@ def main() -> None:
     if not specs:
         ap.error("give at least one of --mnist, --fashion-mnist, --cifar10")
     results: dict = {ds: {} for ds in specs}
-    t0 = time.time()
+    reused_s = 0.0
+    if a.reuse:
+        old = json.loads(a.reuse.read_text())
+        if old["epochs"] != a.epochs:
+            ap.error(f"--reuse {a.reuse}: its rows ran {old['epochs']} epochs, not {a.epochs}")
+        for ds in specs:
+            results[ds] = {k: v for k, v in old["results"].get(ds, {}).items() if k not in a.rows.split(",")}
+            reused_s += sum(r["wall_s"] for rows in results[ds].values() for r in rows)
+    t0 = time.time() - reused_s
     for ds, spec in specs.items():
         data = load_dataset(spec)
         if a.subset:
@@ -124,6 +134,7 @@ def main() -> None:
                 print(ds, key, results[ds][key][-1], flush=True)
                 write_json(a.out, {"epochs": a.epochs, "seeds": seeds, "paper": PAPER, "results": results,
                                    "total_wall_s": round(time.time() - t0, 1)})
+    results = {ds: {k: results[ds][k] for k in ROWS if k in results[ds]} for ds in results}
     md = markdown(results, list(specs), a.epochs, seeds)
     md += f"\nTotal time: {time.time() - t0:.0f} s on {a.threads} thread(s).\n"
     atomic_write_bytes(a.out.with_suffix(".md"), md.encode())
