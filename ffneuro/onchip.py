@@ -126,25 +126,26 @@ def fixed_update_(param: torch.Tensor, grad: torch.Tensor, fmt: FixedPoint, lr: 
     """
     if rows is not None and cols is not None and rows.numel() * cols.numel() < 0.75 * grad.numel():
         sub = (rows.view(-1, 1), cols.view(1, -1))
-        q = _updated(param[sub], grad[sub], fmt, lr, spec, generator)
+        codes = int_table[sub] if int_table is not None else torch.round(param[sub] / fmt.step)
+        q = _updated(codes, grad[sub], fmt, lr, spec, generator)
         param[sub] = q * fmt.step
         if int_table is not None:
             int_table[sub] = q.to(int_table.dtype)
     else:
-        q = _updated(param, grad, fmt, lr, spec, generator)
-        param.copy_(q * fmt.step)
+        codes = int_table if int_table is not None else torch.round(param / fmt.step)
+        q = _updated(codes, grad, fmt, lr, spec, generator)
+        torch.mul(q, fmt.step, out=param)
         if int_table is not None:
             int_table.copy_(q)
 
 
-def _updated(param: torch.Tensor, grad: torch.Tensor, fmt: FixedPoint, lr: float, spec: ChipSpec,
+def _updated(codes: torch.Tensor, grad: torch.Tensor, fmt: FixedPoint, lr: float, spec: ChipSpec,
              generator: torch.Generator | None) -> torch.Tensor:
-    """The new integer codes (float tensor holding integers)."""
+    """New integer codes (float tensor holding integers) from the current ``codes``."""
     lsb = grad * (-lr / fmt.step)
     lsb = stochastic_round(lsb, generator) if spec.rounding == "stochastic" else torch.round(lsb)
     lim = 2 ** (spec.learning_bits - 1) - 1
-    q = torch.round(param / fmt.step) + lsb.clamp_(-lim, lim)
-    return q.clamp_(fmt.qmin, fmt.qmax)
+    return lsb.clamp_(-lim, lim).add_(codes).clamp_(fmt.qmin, fmt.qmax)
 
 
 # ----------------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def stochastic_round(x: torch.Tensor, generator: torch.Generator | None = None) 
         return x.clone()
     device = generator.device if generator is not None else x.device
     u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=device).to(x.device)
-    return torch.floor(x + u)
+    return u.add_(x).floor_()
 
 
 @dataclass(frozen=True)
