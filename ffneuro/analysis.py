@@ -63,7 +63,9 @@ def probe_goodness(net, x: torch.Tensor, y: torch.Tensor, y_neg: torch.Tensor) -
 
 
 def entropy_record(g_pos: torch.Tensor, g_neg: torch.Tensor) -> dict[str, dict[str, float]]:
-    """The across/within decomposition of the positive, negative and pooled goodness.
+    """The across/within decomposition of the positive, negative and pooled goodness, and
+    the mean goodness E_μ[h]. Ent is 1-homogeneous (Ent(c·h) = c·Ent(h)), so runs whose
+    goodness has another scale compare on total / mean (= KL(ν‖μ) with ν ∝ h, in nats).
     Goodness kinds that can be negative (neg-sumsq) are shifted by their minimum so that
     h ≥ 0 as the definition requires."""
     out = {}
@@ -71,7 +73,7 @@ def entropy_record(g_pos: torch.Tensor, g_neg: torch.Tensor) -> dict[str, dict[s
         g = g.double()
         if float(g.min()) < 0:
             g = g - g.min()
-        out[kind] = entropy_decomposition(g)
+        out[kind] = {**entropy_decomposition(g), "mean": float(g.mean())}
     return out
 
 
@@ -175,15 +177,97 @@ def plot_goodness_histograms(g_pos: torch.Tensor, g_neg: torch.Tensor, path: Pat
 
 
 @torch.no_grad()
-def plot_spikes(net, x: torch.Tensor, y: torch.Tensor, path: Path) -> Path:
-    """Spiking runs: a raster of every layer's spikes for one positive sample (top) and
-    each layer's firing-rate histogram over the probe (bottom)."""
-    plt = _plt()
+def spike_trains(net, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+    """Spike trains (T, N, units) of the input encoder and of every layer of a spiking
+    network for the positive pairs (x, y) (the encoder seeded as at inference)."""
     h = net.to_spikes(net.encoding.encode(x, y), torch.Generator().manual_seed(0))
     trains = [h]
     for layer in net.layers:
         h = layer(h)
         trains.append(h)
+    return trains
+
+
+def firing_stats(s: torch.Tensor) -> dict:
+    """Sparsity of one spike train (T, N, units): the mean firing rate (spikes per unit and
+    step), spikes per sample, the fraction of units silent on every sample, and the
+    population rate at each step (mean over samples and units).
+
+    >>> firing_stats(torch.tensor([[[1.0, 0.0]], [[1.0, 0.0]]]))["silent_fraction"]
+    0.5
+    """
+    per_unit = s.mean(dim=(0, 1))
+    return {"units": int(s.shape[2]), "rate": float(s.mean()), "spikes_per_sample": float(s.sum() / s.shape[1]),
+            "silent_fraction": float((per_unit == 0).float().mean()),
+            "rate_per_step": [float(v) for v in s.mean(dim=(1, 2))]}
+
+
+def plot_layer_spikes(s: torch.Tensor, name: str, path: Path) -> Path:
+    """One layer: raster of the first sample's spikes, population rate per time step,
+    and the histogram of per-unit firing rates over all samples."""
+    plt = _plt()
+    st = firing_stats(s)
+    fig, (ax_r, ax_t, ax_h) = plt.subplots(1, 3, figsize=(13, 3.8))
+    t, n = s[:, 0].nonzero(as_tuple=True)
+    ax_r.scatter(t.tolist(), n.tolist(), s=4, marker="|")
+    ax_r.set(xlim=(-0.5, s.shape[0] - 0.5), ylim=(-0.5, s.shape[2] - 0.5), xlabel="time step", ylabel="unit",
+             title=f"{name}: raster, sample 0")
+    ax_t.plot(range(s.shape[0]), st["rate_per_step"], marker="o")
+    ax_t.set(xlabel="time step", ylabel="spikes per unit", ylim=(0, None), title="population rate per step")
+    ax_h.hist(s.mean(dim=(0, 1)).tolist(), bins=20)
+    ax_h.set(xlabel="firing rate (spikes per step)", ylabel="units",
+             title=f"mean {st['rate']:.3f}, silent {100 * st['silent_fraction']:.0f} %")
+    for ax in (ax_r, ax_t, ax_h):
+        ax.title.set_fontsize(9)
+    for ax in (ax_r, ax_t):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def spike_report(run_dir: Path, out: Path, samples: int = 200) -> dict:
+    """`ffneuro spikes`: per layer (input encoder included) a PNG of raster, rate per step
+    and firing-rate histogram, and ``spikes.json`` with the sparsity of each layer, for
+    ``samples`` test samples with their true label."""
+    from ffneuro import runio
+    from ffneuro.data import load_dataset
+    from ffneuro.trainer import load_run
+
+    run_dir, out = Path(run_dir), Path(out)
+    cfg, _, net = load_run(run_dir)
+    if not net.spiking:
+        raise ValueError(f"{run_dir}: not a spiking run (--neuron lif): it has no spikes to plot")
+    if samples < 1:
+        raise ValueError(f"--samples {samples}: must be >= 1")
+    ds = load_dataset(cfg.data, seed=cfg.seed)
+    x, y = net.prepare_input(ds.x_test[:samples]), ds.y_test[:samples]
+    out.mkdir(parents=True, exist_ok=True)
+    layers = []
+    for k, s in enumerate(spike_trains(net, x, y)):
+        name = "input" if k == 0 else f"layer{k}"
+        png = plot_layer_spikes(s, name, out / f"spikes_{name}.png")
+        layers.append({"layer": name, **firing_stats(s), "png": str(png)})
+    summary = {"run_dir": str(run_dir), "steps": net.steps, "spike_encoding": net.spike_encoding,
+               "samples": int(x.shape[0]), "layers": layers}
+    runio.write_json(out / "spikes.json", summary)
+    return summary
+
+
+def format_spike_report(r: dict) -> str:
+    lines = [f"{r['run_dir']}: T = {r['steps']}, {r['spike_encoding']} encoding, {r['samples']} test samples",
+             f"  {'layer':<8}{'units':>7}{'rate':>8}{'spikes/sample':>15}{'silent %':>10}  png"]
+    for row in r["layers"]:
+        lines.append(f"  {row['layer']:<8}{row['units']:>7}{row['rate']:>8.3f}{row['spikes_per_sample']:>15.1f}"
+                     f"{100 * row['silent_fraction']:>10.1f}  {row['png']}")
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def plot_spikes(net, x: torch.Tensor, y: torch.Tensor, path: Path) -> Path:
+    """Spiking runs: a raster of every layer's spikes for one positive sample (top) and
+    each layer's firing-rate histogram over the probe (bottom)."""
+    plt = _plt()
+    trains = spike_trains(net, x, y)
     fig, axes = plt.subplots(2, len(trains), figsize=(4 * len(trains), 6), squeeze=False)
     for k, s in enumerate(trains):
         name = "input" if k == 0 else f"layer {k}"
@@ -200,8 +284,21 @@ def plot_spikes(net, x: torch.Tensor, y: torch.Tensor, path: Path) -> Path:
 
 
 def _fmt(v, digits: int = 2) -> str:
-    return "–" if v is None else f"{v:+.{digits}f}" if isinstance(v, float) and v < 0 else (
-        f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+    """A marginal contribution: signed (positive = the layer helps), '–' for none."""
+    return "–" if v is None else f"{v:+.{digits}f}"
+
+
+def entropy_rows(entropy_history: list[dict], max_rows: int = 20) -> list[dict]:
+    """At most ``max_rows`` records of the entropy log, evenly spaced, first and last kept.
+
+    >>> [r["epoch"] for r in entropy_rows([{"epoch": e} for e in range(1, 11)], 4)]
+    [1, 4, 7, 10]
+    """
+    n = len(entropy_history)
+    if n <= max_rows:
+        return list(entropy_history)
+    picks = sorted({round(k * (n - 1) / (max_rows - 1)) for k in range(max_rows)})
+    return [entropy_history[i] for i in picks]
 
 
 def _markdown(summary: dict, images: dict[str, str]) -> str:
@@ -215,11 +312,20 @@ def _markdown(summary: dict, images: dict[str, str]) -> str:
         lines.append(f"| {r['layer']} | {r['alone']:.2f} | {r['cumulative']:.2f} | {_fmt(r['marginal'])} |")
     lines += ["", summary["finding"], ""]
     if summary.get("entropy"):
-        lines += ["## Functional entropy (last epoch, probe of held-out data)", "",
+        lines += [f"## Functional entropy of the trained network ({summary['probe']} held-out samples)", "",
                   "| pairs | total | across layers | within layers |", "|---|---|---|---|"]
         for kind in ENTROPY_KINDS:
             e = summary["entropy"][kind]
             lines.append(f"| {kind} | {e['total']:.4g} | {e['across']:.4g} | {e['within']:.4g} |")
+        lines.append("")
+    rows = entropy_rows(summary.get("entropy_history", []))
+    if rows:
+        lines += ["## Functional entropy over epochs (logged during training)", "",
+                  "total (across layers + within layers) on the run's fixed probe", "",
+                  "| epoch | " + " | ".join(ENTROPY_KINDS) + " |", "|---|" + "---|" * len(ENTROPY_KINDS)]
+        for r in rows:
+            lines.append(f"| {r['epoch']} | " + " | ".join(
+                f"{r[k]['total']:.4g} ({r[k]['across']:.3g} + {r[k]['within']:.3g})" for k in ENTROPY_KINDS) + " |")
         lines.append("")
     for title, name in images.items():
         lines += [f"## {title}", "", f"![{title}]({name})", ""]
@@ -270,7 +376,8 @@ def finding(table: list[dict]) -> str:
         return "One layer: no collaboration to analyse."
     sign = "all positive" if all(m > 0 for m in margins) else (
         "all negative or zero" if all(m <= 0 for m in margins) else "mixed")
-    return (f"Layer {best_alone} is the best layer alone; the marginal contributions of layers 2..{len(table)} "
+    later = "layer 2" if len(table) == 2 else f"layers 2..{len(table)}"
+    return (f"Layer {best_alone} is the best layer alone; the marginal contributions of {later} "
             f"are {sign} ({', '.join(_fmt(m) for m in margins)} points).")
 
 
@@ -282,6 +389,8 @@ def analyze_run(run_dir: Path, out: Path | None = None, probe: int = 2000) -> di
     from ffneuro.trainer import load_run
 
     run_dir = Path(run_dir)
+    if probe < 1:
+        raise ValueError(f"--probe {probe}: must be >= 1 (held-out samples for the histograms and entropy)")
     metrics = runio.read_json(run_dir / runio.METRICS)
     if "per_layer_error" not in metrics:
         raise ValueError(f"{run_dir}: metrics.json has no per-layer errors (a backprop baseline?): "
@@ -308,7 +417,7 @@ def analyze_run(run_dir: Path, out: Path | None = None, probe: int = 2000) -> di
     summary = {"run_dir": str(run_dir), "algo": cfg.algo + (f" (γ {cfg.gamma})" if cfg.algo == "cff" else ""),
                "dataset": saved.get("dataset"), "layers": list(cfg.layers), "epochs": metrics.get("epochs"),
                "test_error": metrics.get("test_error", {}), "collaboration": table, "finding": finding(table),
-               "entropy": entropy_record(g_pos, g_neg),
+               "probe": int(x.shape[0]), "entropy": entropy_record(g_pos, g_neg),
                "entropy_history": [{"epoch": r["epoch"], **r["entropy"]} for r in history if "entropy" in r],
                "files": {}}
     md = _markdown(summary, images)
@@ -354,41 +463,58 @@ def compare_row(run_dir: Path) -> dict:
             "training_energy_pj": est["training"]["energy_pj_per_sample"] if est else None}
 
 
+def plot_compare(rows: list[dict], path: Path) -> Path:
+    """Test error per inference mode and training time per run; a third panel with the
+    energy per inference and per training sample when some run has an estimate."""
+    plt = _plt()
+    has_energy = any(r["inference_energy_pj"] for r in rows)
+    fig, axes = plt.subplots(1, 3 if has_energy else 2, figsize=(18 if has_energy else 12, 4))
+    names = [Path(r["run"]).name for r in rows]
+    modes = sorted({k for r in rows for k in r["test_error"]})
+    _grouped_bars(axes[0], names, {m: [r["test_error"].get(m, 0) for r in rows] for m in modes})
+    axes[0].set_ylabel("test error [%]")
+    axes[1].bar(names, [r["wall_s"] or 0 for r in rows])
+    axes[1].set_ylabel("training wall time [s]")
+    axes[1].tick_params(axis="x", rotation=20, labelsize=8)
+    if has_energy:
+        _grouped_bars(axes[2], names, {kind: [(r[f"{kind}_energy_pj"] or 0) / 1e3 for r in rows]
+                                       for kind in ("inference", "training")})
+        axes[2].set_yscale("log")
+        axes[2].set_ylabel("energy per sample [nJ]")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _grouped_bars(ax, names: list[str], series: dict[str, list[float]]) -> None:
+    w = 0.8 / max(len(series), 1)
+    for j, (label, values) in enumerate(series.items()):
+        ax.bar([i + j * w for i in range(len(names))], values, w, label=label)
+    ax.set_xticks([i + w * (len(series) - 1) / 2 for i in range(len(names))], names, rotation=20, fontsize=8)
+    ax.legend(fontsize=8)
+
+
 def compare_runs(run_dirs: list[Path], plot: Path | None = None) -> dict:
-    """`ffneuro compare`: one row per run, and a bar plot of test errors (and time)."""
+    """`ffneuro compare`: one row per run, and a bar plot of test errors, time and energy."""
     if not run_dirs:
         raise ValueError("give at least one run dir")
     rows = [compare_row(r) for r in run_dirs]
     if plot is not None:
-        plt = _plt()
-        modes = sorted({k for r in rows for k in r["test_error"]})
-        fig, (ax_e, ax_t) = plt.subplots(1, 2, figsize=(12, 4))
-        w = 0.8 / max(len(modes), 1)
-        for j, mode in enumerate(modes):
-            ax_e.bar([i + j * w for i in range(len(rows))], [r["test_error"].get(mode, 0) for r in rows], w, label=mode)
-        names = [Path(r["run"]).name for r in rows]
-        ax_e.set_xticks([i + w * (len(modes) - 1) / 2 for i in range(len(rows))], names, rotation=20, fontsize=8)
-        ax_e.set_ylabel("test error [%]")
-        ax_e.legend(fontsize=8)
-        ax_t.bar(names, [r["wall_s"] or 0 for r in rows])
-        ax_t.set_ylabel("training wall time [s]")
-        ax_t.tick_params(axis="x", rotation=20, labelsize=8)
-        fig.tight_layout()
-        _save(fig, Path(plot))
+        plot_compare(rows, Path(plot))
     return {"runs": rows, "plot": str(plot) if plot is not None else None}
 
 
 def format_compare(c: dict) -> str:
     modes = sorted({k for r in c["runs"] for k in r["test_error"]})
-    head = f"{'run':<24}{'algo':<14}{'schedule':<9}{'dataset':<14}{'epochs':>7}{'wall s':>9}" + \
-        "".join(f"{m + ' %':>15}" for m in modes) + f"{'infer nJ':>10}"
+    head = f"{'run':<24}{'algo':<14}{'schedule':<9}{'layers':<16}{'dataset':<14}{'epochs':>7}{'wall s':>9}" + \
+        "".join(f"{m + ' %':>15}" for m in modes) + f"{'infer nJ':>10}{'train nJ':>10}"
     lines = [head]
     for r in c["runs"]:
-        e = r["inference_energy_pj"]
-        lines.append(f"{Path(r['run']).name[:23]:<24}{r['algo']:<14}{str(r['schedule']):<9}{str(r['dataset'])[:13]:<14}"
+        energy = [r["inference_energy_pj"], r["training_energy_pj"]]
+        lines.append(f"{Path(r['run']).name[:23]:<24}{r['algo']:<14}{str(r['schedule']):<9}"
+                     f"{'x'.join(map(str, r['layers']))[:15]:<16}{str(r['dataset'])[:13]:<14}"
                      f"{str(r['epochs']):>7}{(r['wall_s'] or 0):>9.1f}" +
                      "".join(f"{r['test_error'][m]:>15.2f}" if m in r["test_error"] else f"{'–':>15}" for m in modes) +
-                     (f"{e / 1e3:>10.1f}" if e else f"{'–':>10}"))
+                     "".join(f"{e / 1e3:>10.1f}" if e else f"{'–':>10}" for e in energy))
     if c.get("plot"):
         lines.append(f"plot written to {c['plot']}")
     return "\n".join(lines)

@@ -274,6 +274,19 @@ def format_analysis(r: dict) -> str:
     return fmt(r)
 
 
+def spikes(run_dir: Path, *, out: Path | None = None, samples: int = 200) -> dict:
+    """`ffneuro spikes`: per-layer spike rasters, rates per step and firing-rate histograms."""
+    from ffneuro.analysis import spike_report
+
+    return spike_report(Path(run_dir), Path(out) if out is not None else Path(run_dir) / "spikes", samples)
+
+
+def format_spikes(r: dict) -> str:
+    from ffneuro.analysis import format_spike_report
+
+    return format_spike_report(r)
+
+
 def compare(run_dirs: list[Path], *, plot: Path | None = None) -> dict:
     """`ffneuro compare`: one row per run dir."""
     from ffneuro.analysis import compare_runs

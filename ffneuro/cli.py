@@ -90,6 +90,9 @@ def train(
     reset: Annotated[Optional[str], typer.Option(help="lif: zero (NIR) | subtract")] = None,
     spike_learning: Annotated[Optional[str], typer.Option(help="lif: bptt (through the unit's T steps) | "
                                                                "eligibility (online traces, memory independent of T)")] = None,
+    spike_goodness: Annotated[Optional[str], typer.Option(help="lif: goodness on firing rates (rate) or spike "
+                                                               "counts (count)")] = None,
+    surrogate: Annotated[Optional[str], typer.Option(help="lif: surrogate gradient fast_sigmoid | atan")] = None,
     profile: Annotated[Optional[str], typer.Option(help="Hardware profile name or TOML path: train as the "
                                                         "chip would (see `ffneuro profiles list`)")] = None,
     simulate_anyway: Annotated[bool, typer.Option(help="Train even if the model does not fit the "
@@ -111,7 +114,8 @@ def train(
                      lr_schedule=lr_schedule, milestones=milestones, epochs=epochs, batch_size=batch_size,
                      seed=seed, head=head, inference_layers=inference_layers, eval_every=eval_every,
                      neuron=neuron, steps=steps, spike_encoding=spike_encoding, beta=beta,
-                     spike_threshold=spike_threshold, reset=reset, spike_learning=spike_learning)
+                     spike_threshold=spike_threshold, reset=reset, spike_learning=spike_learning,
+                     spike_goodness=spike_goodness, surrogate=surrogate)
     metrics = _run(api.train_run, preset=preset, overrides=overrides, profile=profile, out=out,
                    resume=resume, device=device, progress=progress, simulate_anyway=simulate_anyway,
                    threads=threads)
@@ -213,9 +217,23 @@ def analyze(
 
 
 @app.command()
+def spikes(
+    run_dir: Annotated[Path, typer.Argument(help="A spiking run dir (`ffneuro train --neuron lif --out`)")],
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default RUN_DIR/spikes)")] = None,
+    samples: Annotated[int, typer.Option(help="Test samples (with their true label) to record")] = 200,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the sparsity table as JSON")] = False,
+) -> None:
+    """Spike rasters, population rate per time step and firing-rate histograms, one PNG per
+    layer (input encoder included), and spikes.json with each layer's sparsity."""
+    r = _run(api.spikes, run_dir, out=out, samples=samples)
+    _emit(r, as_json, api.format_spikes(r))
+
+
+@app.command()
 def compare(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run dirs (FF, CFF or bp baselines)")],
-    plot: Annotated[Optional[Path], typer.Option(help="Write a PNG of errors and training time")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", "--out",
+                                                 help="Write a PNG of errors, training time (and energy)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON")] = False,
 ) -> None:
     """One table across runs: algorithm, data, epochs, time, test errors, energy if estimated."""

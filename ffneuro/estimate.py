@@ -246,7 +246,8 @@ def _core_mapping(sizes: list[int], bits_per_synapse: float, mem) -> dict[str, A
     return {"mappings": mappings, "cores_used": cores_used, "layer_cores": [len(c) for c in layer_cores]}
 
 
-def sram_report(layer_sizes: Sequence[int], profile, *, optimizer_slots: int) -> dict[str, Any]:
+def sram_report(layer_sizes: Sequence[int], profile, *, optimizer_slots: int,
+                learning_history_steps: int = 0) -> dict[str, Any]:
     """On-chip memory of FF learning per layer, the core mapping, and backprop's need.
 
     Per layer (n_in → n_out), bit-packed (``ceil(bits × count / 8)`` bytes):
@@ -276,6 +277,14 @@ def sram_report(layer_sizes: Sequence[int], profile, *, optimizer_slots: int) ->
     join the weights in synaptic SRAM, so it needs more cores), plus the stored
     activations of every layer (input included) × ``max_batch`` in shared SRAM (even on a
     chip without any), and no traces.
+
+    Spiking units trained by BPTT through their own T steps (``learning_history_steps =
+    T``, see :func:`learning_history_steps`) also hold, for the one layer being updated,
+    every step's membrane and input spikes of both passes until the backward:
+    ``learning_history_sram_bytes = max_l 2·max_batch·T·(n_out·state_bits +
+    n_in·activation_bits) / 8``, in shared SRAM (even on a chip without any, like
+    backprop's stored activations: a chip with no room for it cannot run BPTT). The
+    eligibility rule keeps running sums only (the traces above), so it adds nothing.
     """
     sizes = [int(s) for s in layer_sizes]
     if len(sizes) < 2 or any(s < 1 for s in sizes):
@@ -317,8 +326,11 @@ def sram_report(layer_sizes: Sequence[int], profile, *, optimizer_slots: int) ->
         })
 
     act_buffer = max(_bytes(p.activation_bits, 2 * (a + b) * batch) for a, b in zip(sizes[:-1], sizes[1:]))
-    other = sum(layer["per_unit_sram_bytes"] for layer in layers) + act_buffer if shared else 0
-    ff_total = sum(layer["sram_bytes"] for layer in layers) + (act_buffer if shared else 0)
+    steps = max(0, int(learning_history_steps))
+    history = max(_bytes(p.state_bits, 2 * batch * steps * b) + _bytes(p.activation_bits, 2 * batch * steps * a)
+                  for a, b in zip(sizes[:-1], sizes[1:])) if steps else 0
+    other = (sum(layer["per_unit_sram_bytes"] for layer in layers) + act_buffer if shared else 0) + history
+    ff_total = sum(layer["sram_bytes"] for layer in layers) + (act_buffer if shared else 0) + history
 
     grads = sum(_bytes(p.weight_bits, l["fan_in"] * l["fan_out"]) + _bytes(p.accumulator_bits, l["fan_out"])
                 for l in layers)
@@ -336,6 +348,8 @@ def sram_report(layer_sizes: Sequence[int], profile, *, optimizer_slots: int) ->
         "optimizer_slots": slots,
         "per_unit_memory": "shared SRAM" if shared else "in cores (bounded by neurons_per_core)",
         "activation_buffer_sram_bytes": act_buffer if shared else 0,
+        "learning_history_steps": steps,
+        "learning_history_sram_bytes": history,
         "ff_sram_bytes": ff_total,
         "other_sram_bytes_used": other,
         "other_sram_bytes_available": mem.other_sram_bytes,
@@ -382,13 +396,14 @@ def estimate(
     source: str,
     optimizer_slots: int = 0,
     n_train: int | None = None,
+    learning_history_steps: int = 0,
 ) -> dict[str, Any]:
     """The full JSON-able report: energy per sample (training, inference), SRAM, fit.
 
     ``events``: ``{"train": [per-layer counts per sample], "infer": [...]}`` from
     :func:`ffneuro.events.analytic_events` or ``EventLedger.per_sample``; ``source``:
     ``"measured"`` or ``"analytic"``. With ``n_train`` the report also carries the
-    training energy of one epoch.
+    training energy of one epoch. ``learning_history_steps``: see :func:`sram_report`.
     """
     sizes = [int(s) for s in layer_sizes]
     if source not in ("measured", "analytic"):
@@ -399,7 +414,8 @@ def estimate(
             raise EstimateError(
                 f"events[{phase!r}]: {got} layers but layer_sizes {sizes} has {len(sizes) - 1}"
             )
-    memory = sram_report(sizes, profile, optimizer_slots=optimizer_slots)
+    memory = sram_report(sizes, profile, optimizer_slots=optimizer_slots,
+                         learning_history_steps=learning_history_steps)
     training = _phase_report(events["train"], sizes, profile,
                              learning_steps=1.0 / max(1, int(profile.streaming.max_batch)))
     inference = _phase_report(events["infer"], sizes, profile, learning_steps=0.0)
@@ -472,6 +488,19 @@ def estimate_from_layers(
     return report
 
 
+def learning_history_steps(run_config: dict) -> int:
+    """Time steps of state a run's learning rule keeps per sample, from its TrainConfig
+    dict: T (``steps``) for spiking units trained by BPTT through their own T steps, else 0
+    (graded units; spiking units with the eligibility rule, whose memory is independent of T).
+
+    >>> learning_history_steps({"neuron": "lif", "steps": 16, "spike_learning": "bptt"})
+    16
+    """
+    if run_config.get("neuron", "relu") != "lif" or run_config.get("spike_learning", "bptt") != "bptt":
+        return 0
+    return int(run_config.get("steps", 1))
+
+
 def estimate_from_run(run_dir: str | Path, profile, *, n_train: int | None = None) -> dict[str, Any]:
     """Estimate from a finished run: ``config.json`` ("layer_sizes", "num_classes") and
     ``events.json`` (``EventLedger.to_dict()``); counts are per sample as measured."""
@@ -493,7 +522,8 @@ def estimate_from_run(run_dir: str | Path, profile, *, n_train: int | None = Non
     slots = optimizer_slots(prof)
     events = {"train": ledger.per_sample("train"), "infer": ledger.per_sample("infer")}
     report = estimate(prof, layer_sizes=sizes, events=events, num_classes=int(config["num_classes"]),
-                      source="measured", optimizer_slots=slots, n_train=n_train)
+                      source="measured", optimizer_slots=slots, n_train=n_train,
+                      learning_history_steps=learning_history_steps(config.get("config", {})))
     report["samples"] = dict(ledger.samples)
     report["run_dir"] = str(run_dir)
     return report
@@ -583,6 +613,9 @@ def format_memory(layers: list[dict], mem: dict) -> list[str]:
         ])
     lines += _table(rows)
     bp = mem["backprop"]
+    if mem.get("learning_history_sram_bytes"):
+        lines.append(f"BPTT history of the layer being updated ({mem['learning_history_steps']} steps of "
+                     f"membrane and input spikes, shared SRAM): {format_bytes(mem['learning_history_sram_bytes'])}")
     lines += [
         f"bias, state, traces: {mem['per_unit_memory']}; activation buffer (one layer at a time): "
         f"{format_bytes(mem['activation_buffer_sram_bytes'])}",

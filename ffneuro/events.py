@@ -48,9 +48,14 @@ Counting rules (the same in :func:`forward_events`, :func:`update_events`,
   ``weight_write = |columns non-zero anywhere in the applied batch| × fan_out`` once per
   applied update; ``state_access = Σ_pass (nnz(x) + B × fan_out)`` reads of the pre
   activities and post terms ``+ 2 × optimizer_slots × weight_write`` (each slot of a
-  written weight is read and written back). Bias updates are not counted.
+  written weight is read and written back). Bias updates are not counted. Spiking units
+  (input spike trains) count by their learning rule, per step where the rule works per
+  step: :func:`spike_update_events`.
 * One-pass inference adds the linear head: layer ``l >= 2`` (1-based) adds
   ``nnz(h_l) × num_classes`` dense MACs and weight reads (:func:`head_events`).
+
+A spiking layer (spike trains ``(T, B, units)``) counts with :func:`spike_forward_events`
+(the rules above per step, the goodness once per sample) and :func:`spike_update_events`.
 
 How a trainer records a run (layer ``l`` 0-based, ``x`` its input after label overlay /
 normalisation, ``h`` its output, per batch of ``B`` samples)::
@@ -157,6 +162,27 @@ def forward_events(
     return counts
 
 
+def spike_forward_events(s_in: torch.Tensor, s_out: torch.Tensor, *, binary_input: bool = True) -> dict[str, float]:
+    """Events of one spiking layer over T steps: ``s_in`` (T, B, fan_in) input spikes (or
+    currents, ``binary_input=False``), ``s_out`` (T, B, fan_out) output spikes.
+
+    :func:`forward_events` applied to every step (synops per input spike, a neuron update
+    per unit and step, a route per output spike), except ``goodness_op = B × fan_out``
+    once per sample: the goodness (and the head's normalisation) reads the spike counts
+    after the T steps, and spikes into the next layer are not normalised.
+
+    >>> spike_forward_events(torch.ones(4, 1, 2), torch.zeros(4, 1, 3))["goodness_op"]
+    3.0
+    """
+    if s_in.dim() != 3 or s_out.dim() != 3 or s_in.shape[:2] != s_out.shape[:2]:
+        raise EventsError(f"s_in/s_out: expected (T, batch, units) spike trains with the same T and batch, got "
+                          f"{tuple(s_in.shape)} and {tuple(s_out.shape)}")
+    counts = forward_events(s_in.reshape(-1, s_in.shape[-1]), s_out.reshape(-1, s_out.shape[-1]),
+                            binary_input=binary_input, binary_output=True)
+    counts["goodness_op"] = float(s_out.shape[1] * s_out.shape[2])
+    return counts
+
+
 def update_events(
     x_pos: torch.Tensor,
     x_neg: torch.Tensor,
@@ -200,6 +226,54 @@ def update_events(
     counts["learning_update"] = nnz_in * fan_out
     counts["weight_write"] = columns * fan_out
     counts["state_access"] = nnz_in + 2.0 * rows * fan_out + 2.0 * optimizer_slots * columns * fan_out
+    return counts
+
+
+def spike_update_events(
+    x_pos: torch.Tensor,
+    x_neg: torch.Tensor,
+    fan_out: int,
+    batch_size: int,
+    *,
+    rule: str,
+    optimizer_slots: int = 0,
+) -> dict[str, float]:
+    """Events of a spiking unit's local update; ``x_pos``, ``x_neg``: its input spike
+    trains ``(T, B, fan_in)`` in the positive and negative pass.
+
+    Weight writes and optimizer slots are those of :func:`update_events` on the spike
+    counts (one write per synapse with an input spike in the applied batch). Let
+    ``spikes = nnz(x_pos) + nnz(x_neg)`` over all steps and ``steps = T``:
+
+    * ``rule = "bptt"`` (the unit backpropagates through its own T steps): one product
+      ``δ_j[t]·x_i[t]`` per input spike and output unit, ``learning_update = spikes ×
+      fan_out``; the T-step history (input spikes, each unit's membrane) is written in the
+      forward and read back: ``state_access = 2·(spikes + 2·B·T·fan_out)``.
+    * ``rule = "eligibility"`` (online traces, ``FFSpiking._eligibility_step``): one
+      product ``δ_j·ψ̄_j·ε̄_i`` per synapse whose input spiked at all, ``learning_update =
+      (nnz(Σ_t x_pos) + nnz(Σ_t x_neg)) × fan_out``; the upkeep counted event-driven
+      (ε̄_i grows by a known weight at each input spike, since ε decays geometrically
+      between spikes): ``state_access = 2·spikes + 2·2B·T·fan_out`` (read and write of a
+      trace per input spike, of ψ̄_j per unit and step) plus the reads at the update,
+      ``nnz(counts) + 2·B·fan_out``.
+
+    Both add ``2·optimizer_slots × weight_write`` to ``state_access``. Every other kind is 0.
+    """
+    if x_pos.dim() != 3 or x_pos.shape != x_neg.shape:
+        raise EventsError(f"x_pos/x_neg: expected two (T, batch, units) spike trains of one shape, got "
+                          f"{tuple(x_pos.shape)} and {tuple(x_neg.shape)}")
+    if rule not in ("bptt", "eligibility"):
+        raise EventsError(f"spike_update_events: unknown rule {rule!r} (allowed: bptt, eligibility)")
+    steps, rows = x_pos.shape[0], x_pos.shape[1]
+    c_pos, c_neg = x_pos.sum(dim=0), x_neg.sum(dim=0)
+    counts = update_events(c_pos, c_neg, fan_out, batch_size, optimizer_slots=optimizer_slots)
+    spikes = _nnz(x_pos) + _nnz(x_neg)
+    slots_access = 2.0 * optimizer_slots * counts["weight_write"]
+    if rule == "bptt":
+        counts["learning_update"] = spikes * fan_out
+        counts["state_access"] = 2.0 * (spikes + 2.0 * rows * steps * fan_out) + slots_access
+    else:
+        counts["state_access"] += 2.0 * spikes + 4.0 * rows * steps * fan_out
     return counts
 
 

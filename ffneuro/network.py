@@ -38,6 +38,8 @@ def unit_spec(cfg: TrainConfig, width: int) -> UnitSpec:
     if cfg.neuron == "lif":     # goodness of firing rates r in [0, 1]: Σr² ≤ width
         base = {"sumsq": width * SPIKE_THETA, "meansq": SPIKE_THETA, "sum": width * SPIKE_THETA,
                 "neg-sumsq": -width * SPIKE_THETA / 4.0}
+        if cfg.spike_goodness == "count":     # counts c = T·r: the same θ in count units
+            base = {k: v * (cfg.steps if k == "sum" else cfg.steps ** 2) for k, v in base.items()}
     theta = cfg.theta if cfg.theta is not None else base[cfg.goodness]
     return UnitSpec(norm=cfg.norm, goodness=cfg.goodness, loss=cfg.loss, theta=theta, alpha=cfg.alpha,
                     peer_norm=cfg.peer_norm, peer_momentum=cfg.peer_momentum, relu_grad=cfg.relu_grad,
@@ -100,7 +102,8 @@ class FFNetwork(nn.Module):
         self.spiking = cfg.neuron == "lif"
         self.steps, self.spike_encoding = cfg.steps, cfg.spike_encoding
         if self.spiking:
-            lif = LIFSpec(cfg.beta, cfg.spike_threshold, cfg.reset, cfg.surrogate, cfg.spike_learning)
+            lif = LIFSpec(cfg.beta, cfg.spike_threshold, cfg.reset, cfg.surrogate, cfg.spike_learning,
+                          cfg.spike_goodness)
             units = [FFSpiking(widths[i], widths[i + 1], self._spec(cfg, i, widths[i + 1]), lif, generator=generator,
                                chip=chip, steps=cfg.steps) for i in range(len(cfg.layers))]
         else:

@@ -103,11 +103,51 @@ def spike_activity(s: torch.Tensor, on: str) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------
+# The neuron, as pure functions
+# ----------------------------------------------------------------------------------------
+FAST_SIGMOID_SLOPE = 25.0  # slope k of the fast-sigmoid surrogate ψ(v) = 1 / (1 + k|v|)² (snntorch's default)
+ATAN_ALPHA = 2.0           # α of snntorch's arctan surrogate ψ(v) = (α/2) / (1 + (π α v / 2)²)
+
+
+def heaviside(v: torch.Tensor) -> torch.Tensor:
+    """The spike nonlinearity H(v) = 1 if v > 0 else 0 (snntorch's convention), no gradient."""
+    return (v > 0).to(v.dtype)
+
+
+def lif_step(mem: torch.Tensor, current: torch.Tensor, beta: float, threshold: float, reset: str,
+             spike_fn=heaviside) -> tuple[torch.Tensor, torch.Tensor]:
+    """One LIF step: state U[t−1] and input current I[t] (N, units) → (S[t], U[t])::
+
+        U'[t] = β · U[t−1] + I[t]
+        S[t]  = spike_fn(U'[t] − θ)                      (H, or a surrogate with a gradient)
+        U[t]  = U'[t] · (1 − S[t])   (reset "zero")  |  U'[t] − S[t] · θ   (reset "subtract")
+
+    For ``reset = "zero"`` this is exactly snntorch's ``Leaky(reset_delay=False)`` (tested).
+    For ``"subtract"`` snntorch differs when U[t] stays ≥ θ after the subtraction (an input
+    above θ per step): its next step subtracts θ once more before deciding to spike, so it
+    fires less than this equation; ffneuro uses this equation (the one its integer LIF and
+    the golden model implement).
+
+    >>> lif_step(torch.tensor([0.5]), torch.tensor([0.7]), 0.8, 1.0, "subtract")
+    (tensor([1.]), tensor([0.1000]))
+    """
+    u = beta * mem + current
+    spk = spike_fn(u - threshold)
+    return spk, (u - spk * threshold) if reset == "subtract" else u * (1 - spk)
+
+
+def surrogate_slope(v: torch.Tensor, kind: str) -> torch.Tensor:
+    """ψ(v) = dS/dU' of the surrogate at v = U' − θ, as snntorch's backward computes it."""
+    if kind == "fast_sigmoid":
+        return 1.0 / (1.0 + FAST_SIGMOID_SLOPE * v.abs()) ** 2
+    if kind == "atan":
+        return (ATAN_ALPHA / 2) / (1 + (math.pi / 2 * ATAN_ALPHA * v) ** 2)
+    raise ValueError(f"unknown surrogate {kind!r}")
+
+
+# ----------------------------------------------------------------------------------------
 # The unit
 # ----------------------------------------------------------------------------------------
-ELIGIBILITY_SLOPE = 25.0   # slope k of the fast-sigmoid surrogate ψ(v) = 1 / (1 + k|v|)²
-
-
 @dataclass(frozen=True)
 class LIFSpec:
     beta: float = 0.9
@@ -118,21 +158,38 @@ class LIFSpec:
     goodness_on: str = "rate"       # rate (mean_t S) | count (Σ_t S): what the goodness is computed on
 
     def neuron(self) -> snn.Leaky:
-        grad = surrogate.fast_sigmoid(slope=25) if self.surrogate == "fast_sigmoid" else surrogate.atan()
+        """snntorch's ``Leaky`` with these parameters (no reset delay: the form of NIR's LIF)."""
+        grad = (surrogate.fast_sigmoid(slope=FAST_SIGMOID_SLOPE) if self.surrogate == "fast_sigmoid"
+                else surrogate.atan(alpha=ATAN_ALPHA))
         return snn.Leaky(beta=self.beta, threshold=self.threshold, spike_grad=grad,
                          reset_mechanism=self.reset, reset_delay=False)
 
 
 class FFSpiking(nn.Module):
-    """A dense layer of LIF neurons trained by its own FF objective on its firing rates.
+    """A dense layer of LIF neurons trained by its own FF objective on its firing rates
+    (or spike counts), with its own optimizer.
 
-    Shapes: x (T, N, in_features) spikes (or currents) → S (T, N, out_features) spikes.
+    Per step (``lif_step``; for the default reset "zero" computed by snntorch's ``Leaky``)::
 
-    Example::
+        U'[t] = β · U[t−1] + W · x[t] + b,   S[t] = H(U'[t] − θ_s),   U[t] = U'[t] · (1 − S[t])
 
-        unit = FFSpiking(784, 500, UnitSpec(theta=50.0), LIFSpec(), generator=torch.Generator().manual_seed(0))
-        s = unit(rate_encode(x, 8, g))                    # (8, N, 500) spikes
-        r = unit.local_step(torch.cat([s_pos, s_neg], 1))  # one local update; r.h feeds the next unit
+    (reset "subtract": U[t] = U'[t] − S[t] · θ_s). H has a surrogate gradient
+    (``LIFSpec.surrogate``). Goodness: ``goodness(spike_activity(S, goodness_on))``.
+
+    Shapes: x (T, N, in_features) spikes (or currents) → S (T, N, out_features) spikes;
+    ``goodness`` (N,); ``local_step`` takes the B positives then the B negatives (T, 2B, in).
+
+    Example (runs as is)::
+
+        >>> from ffneuro.layers import UnitSpec
+        >>> g = torch.Generator().manual_seed(0)
+        >>> unit = FFSpiking(20, 8, UnitSpec(theta=0.4), LIFSpec(beta=0.9, threshold=1.0), generator=g, steps=8)
+        >>> x = rate_encode(torch.rand(6, 20, generator=g), 8, g)     # (T, 2B, in): 3 positives, 3 negatives
+        >>> s = unit(x); s.shape, unit.goodness(s).shape
+        (torch.Size([8, 6, 8]), torch.Size([6]))
+        >>> r = unit.local_step(x)                                     # one local update; r.h feeds the next unit
+        >>> r.h.requires_grad, r.g_pos.shape
+        (False, torch.Size([3]))
     """
 
     def __init__(self, in_features: int, out_features: int, spec: UnitSpec, lif: LIFSpec, *,
@@ -206,29 +263,37 @@ class FFSpiking(nn.Module):
             return self.int_forward(x)
         mem = torch.zeros(x.shape[1], self.out_features, dtype=x.dtype, device=x.device)
         cur = F.linear(x, self.weight, self.bias)          # all T steps' input currents at once
+        lif = self.lif_spec
+        if lif.reset == "zero":
+            step = self.lif                                  # snntorch's Leaky (equal to lif_step, tested)
+        else:                                                # see lif_step: snntorch's subtract differs
+            def step(c, m):
+                return lif_step(m, c, lif.beta, lif.threshold, lif.reset, self.lif.spike_grad)
         out = []
         for t in range(x.shape[0]):
-            spk, mem = self.lif(cur[t], mem)
+            spk, mem = step(cur[t], mem)
             out.append(spk)
         return torch.stack(out)
 
     def goodness(self, s: torch.Tensor) -> torch.Tensor:
-        """Goodness (N,) of the firing rates of a spike train (T, N, units); on the chip the
-        exact integer goodness of the spike counts times ``goodness_scale``."""
+        """Goodness (N,) of the firing rates (or spike counts) of a spike train (T, N, units);
+        on the chip the exact integer goodness of the spike counts times ``goodness_scale``."""
         if self.calibrated:
             return int_goodness(s.sum(dim=0), self.spec.goodness).to(torch.float64) * self.goodness_scale()
-        return goodness(rates(s), self.spec.goodness)
+        return goodness(spike_activity(s, self.lif_spec.goodness_on), self.spec.goodness)
 
     def set_lr(self, lr: float, onchip_lr: float | None = None) -> None:
         set_lr(self.optimizer, lr)
 
     @torch.no_grad()
     def _traces(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Run the T steps without a graph, keeping only running sums per sample (memory
-        independent of T): the output spikes (handed on), the surrogate slope ψ(U' − θ)
+        """Run the T steps without a graph, keeping only running sums per sample (the rule's
+        state is independent of T; this simulation still computes all T input currents at
+        once for speed): the output spikes (handed on), the surrogate slope ψ(U' − θ)
         averaged over steps (N, out), and the presynaptic traces ε[t] = β ε[t−1] + x[t]
         averaged over steps, for the inputs (N, in) and the bias (scalar)."""
-        beta, thr = self.lif_spec.beta, self.lif_spec.threshold
+        lif = self.lif_spec
+        beta, thr = lif.beta, lif.threshold
         n, t_steps = x.shape[1], x.shape[0]
         cur = F.linear(x, self.weight, self.bias)
         mem = torch.zeros(n, self.out_features)
@@ -237,11 +302,8 @@ class FFSpiking(nn.Module):
         psi_sum = torch.zeros(n, self.out_features)
         out = []
         for t in range(t_steps):
-            mem = beta * mem + cur[t]
-            v = mem - thr
-            psi_sum += 1.0 / (1.0 + ELIGIBILITY_SLOPE * v.abs()) ** 2
-            spk = (v >= 0).to(x.dtype)
-            mem = mem - spk * thr if self.lif_spec.reset == "subtract" else mem * (1 - spk)
+            psi_sum += surrogate_slope(beta * mem + cur[t] - thr, lif.surrogate)
+            spk, mem = lif_step(mem, cur[t], beta, thr, lif.reset)
             eps = beta * eps + x[t]
             eps_sum += eps
             eps_b = beta * eps_b + 1.0
@@ -254,12 +316,12 @@ class FFSpiking(nn.Module):
         estimate that ignores the reset's dependence on W), so the weight gradient is
         (dL/dr ⊙ ψ̄)ᵀ · ε̄ from quantities accumulated step by step."""
         s, psi, eps, eps_b = self._traces(x)
-        r = rates(s).requires_grad_(True)
+        r = spike_activity(s, self.lif_spec.goodness_on).requires_grad_(True)
         g = goodness(r, self.spec.goodness)
         g_pos, g_neg = g[:b], g[b:]
         loss = unit_loss(self.spec, g_pos, g_neg, gamma_pos, gamma_neg)
         (d_r,) = torch.autograd.grad(loss, r)
-        delta = d_r * psi
+        delta = d_r * psi * (1.0 if self.lif_spec.goodness_on == "rate" else float(x.shape[0]))  # counts = T·rates
         self.weight.grad = delta.t() @ eps
         self.bias.grad = delta.sum(dim=0) * eps_b
         self.optimizer.step()

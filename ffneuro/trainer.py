@@ -30,7 +30,9 @@ from ffneuro.baselines import BASELINES, train_baseline
 from ffneuro.config import TrainConfig
 from ffneuro.data import Dataset, load_dataset
 from ffneuro.encoding import CodedBatch, choose_encoding, hard_wrong_labels, random_wrong_labels
-from ffneuro.events import EventLedger, forward_events, head_events, update_events
+from ffneuro.estimate import learning_history_steps
+from ffneuro.events import (EventLedger, forward_events, head_events, spike_forward_events, spike_update_events,
+                            update_events)
 from ffneuro.network import FFNetwork, default_inference_layers, gamma_members
 from ffneuro.onchip import ChipSpec, chip_spec
 from ffneuro.optim import lr_factor
@@ -130,7 +132,7 @@ def event_counter(ledger: EventLedger | None, phase: str, net: FFNetwork, head: 
         return None
 
     def on_layer(i: int, h_in: torch.Tensor, h_out: torch.Tensor) -> None:
-        ledger.add(phase, i, forward_events(step_rows(h_in), step_rows(h_out), binary_input=spike_input(net, i)))
+        ledger.add(phase, i, layer_events(net, i, h_in, h_out))
         if head and i in net.head_idx:
             ledger.add(phase, i, head_events(sample_rows(h_out), net.num_classes))
     return on_layer
@@ -140,15 +142,16 @@ def dense(x: torch.Tensor | CodedBatch) -> torch.Tensor:
     return x.dense() if isinstance(x, CodedBatch) else x
 
 
-def step_rows(x: torch.Tensor) -> torch.Tensor:
-    """Rows of one time step each: a spike train (T, N, D) becomes (T·N, D), so forward
-    events count every input spike and every neuron update at every step."""
-    return x.reshape(-1, x.shape[-1]) if x.dim() == 3 else x
-
-
 def sample_rows(x: torch.Tensor) -> torch.Tensor:
     """Rows of one sample each: a spike train (T, N, D) becomes its counts (N, D)."""
     return x.sum(dim=0) if x.dim() == 3 else x
+
+
+def layer_events(net: FFNetwork, i: int, h_in: torch.Tensor, h_out: torch.Tensor) -> dict[str, float]:
+    """Forward events of unit i: per time step for a spiking unit, else per sample."""
+    if net.spiking:
+        return spike_forward_events(h_in, h_out, binary_input=spike_input(net, i))
+    return forward_events(h_in, h_out, binary_input=False)
 
 
 def spike_input(net: FFNetwork, i: int) -> bool:
@@ -230,11 +233,14 @@ def train_step(net: FFNetwork, cfg: TrainConfig, x: torch.Tensor, y: torch.Tenso
             r = layer.local_step(h, gam_p, gam_n, generator)
             losses.append(r.loss)
             out, gp, gn = r.h, r.g_pos, r.g_neg
-            if ledger is not None:
+            if ledger is not None and net.spiking:          # per input spike / per step, by rule
+                ledger.add("train", i, spike_update_events(x_in[:, :b], x_in[:, b:], layer.out_features,
+                                                           update_batch, rule=cfg.spike_learning))
+            elif ledger is not None:
                 xs = sample_rows(x_in)
                 ledger.add("train", i, update_events(xs[:b], xs[b:], layer.out_features, update_batch))
         if ledger is not None:
-            ledger.add("train", i, forward_events(step_rows(x_in), step_rows(out), binary_input=spike_input(net, i)))
+            ledger.add("train", i, layer_events(net, i, x_in, out))
         if cfg.algo == "cff":
             gp_seen.append(gp)
             gn_seen.append(gn)
@@ -287,11 +293,13 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def check_budget(profile, layer_sizes: list[int], simulate_anyway: bool) -> dict:
-    """Memory check before training: the per-layer SRAM table against the chip's budget."""
+def check_budget(profile, layer_sizes: list[int], simulate_anyway: bool, history_steps: int = 0) -> dict:
+    """Memory check before training: the per-layer SRAM table against the chip's budget
+    (``history_steps``: see ``estimate.learning_history_steps``)."""
     from ffneuro.estimate import format_memory, optimizer_slots, sram_report
 
-    report = sram_report(layer_sizes, profile, optimizer_slots=optimizer_slots(profile))
+    report = sram_report(layer_sizes, profile, optimizer_slots=optimizer_slots(profile),
+                         learning_history_steps=history_steps)
     if not report["fits"] and not simulate_anyway:
         table = "\n".join(format_memory(report["layers"], report))
         raise BudgetError(f"model {layer_sizes} does not fit profile {profile.name!r} "
@@ -342,6 +350,8 @@ def train(cfg: TrainConfig, *, out: Path | None = None, resume: bool = False, pr
     if cfg.algo in BASELINES:
         if profile is not None:
             raise ValueError(f"--algo {cfg.algo} is a backprop baseline: it does not train under a profile")
+        if resume:
+            raise ValueError(f"--algo {cfg.algo} is a backprop baseline: it cannot --resume (train it again)")
         return train_baseline(cfg, out=out, data=data, progress=progress)
     dev = resolve_device(device)
     prof = load_profile(profile) if isinstance(profile, (str, Path)) else profile
@@ -354,7 +364,8 @@ def train(cfg: TrainConfig, *, out: Path | None = None, resume: bool = False, pr
     data = data if data is not None else load_dataset(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     net = build_network(cfg, data, gen, chip)
-    budget = check_budget(prof, net.layer_sizes, simulate_anyway) if prof is not None else None
+    budget = (check_budget(prof, net.layer_sizes, simulate_anyway, learning_history_steps(cfg.to_dict()))
+              if prof is not None else None)
     bs = min(cfg.batch_size, prof.streaming.max_batch) if prof is not None else cfg.batch_size
     count_events = (prof is not None) if count_events is None else count_events
     ledger = EventLedger() if count_events else None
@@ -463,7 +474,8 @@ def train(cfg: TrainConfig, *, out: Path | None = None, resume: bool = False, pr
         metrics["estimate"] = estimate(
             prof, layer_sizes=net.layer_sizes,
             events={"train": ledger.per_sample("train"), "infer": ledger.per_sample("infer")},
-            num_classes=net.num_classes, source="measured", optimizer_slots=optimizer_slots(prof), n_train=n)
+            num_classes=net.num_classes, source="measured", optimizer_slots=optimizer_slots(prof), n_train=n,
+            learning_history_steps=learning_history_steps(cfg.to_dict()))
     if budget is not None:
         metrics["sram_fits"] = budget["fits"]
     if out is not None:

@@ -1,18 +1,20 @@
 """Analysis: layer collaboration, the functional-entropy log, reports, comparison, baselines."""
 
 import json
+import math
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from ffneuro.analysis import (collaboration_table, entropy_record, finding, marginal_contributions,
+from ffneuro.analysis import (collaboration_table, entropy_record, entropy_rows, finding, marginal_contributions,
                               probe_goodness, probe_indices)
 from ffneuro.cli import app
 from ffneuro.config import TrainConfig
 from ffneuro.data import load_dataset
 from ffneuro.encoding import random_wrong_labels
 from ffneuro.goodness import entropy_decomposition
+from ffneuro.runio import write_json
 from ffneuro.trainer import load_run, train
 
 runner = CliRunner()
@@ -40,6 +42,29 @@ def test_marginal_contributions_and_finding_hand_computed():
     assert "all positive" in finding(cff)
 
 
+def test_entropy_record_hand_computed():
+    ln2, ln3 = math.log(2), math.log(3)
+    e = entropy_record(torch.tensor([[1.0, 3.0]]), torch.tensor([[1.0, 1.0]]))
+    # positive: h ∈ {1, 3}: E[h log h] − E[h] log E[h] = 3 ln3 / 2 − 2 ln 2, all of it across layers
+    assert e["positive"]["total"] == pytest.approx(1.5 * ln3 - 2 * ln2)
+    assert e["positive"]["across"] == pytest.approx(1.5 * ln3 - 2 * ln2) and e["positive"]["within"] == pytest.approx(0)
+    assert e["negative"] == {"total": 0.0, "across": 0.0, "within": 0.0, "mean": 1.0}
+    # both: layer 1 {1, 1}, layer 2 {3, 1}; across = Ent of the layer means (1, 2), within = Ent{3, 1} / 2
+    assert e["both"]["across"] == pytest.approx(ln2 - 1.5 * math.log(1.5))
+    assert e["both"]["within"] == pytest.approx((1.5 * ln3 - 2 * ln2) / 2)
+    assert e["both"]["mean"] == pytest.approx(1.5)
+    # negative goodness (neg-sumsq) is shifted by its minimum: {-3, -1} -> {0, 2}
+    assert entropy_record(torch.tensor([[-3.0, -1.0]]), torch.tensor([[0.0, 0.0]]))["positive"]["total"] == \
+        pytest.approx(ln2)
+
+
+def test_entropy_rows_keep_first_and_last():
+    hist = [{"epoch": e} for e in range(1, 51)]
+    rows = entropy_rows(hist, max_rows=5)
+    assert [r["epoch"] for r in rows] == [1, 13, 25, 38, 50]   # 1 + round(k · 49 / 4), half to even
+    assert entropy_rows(hist[:3]) == hist[:3]
+
+
 def test_entropy_log_matches_a_recomputation_on_the_same_probe(run, digits):
     metrics = json.loads((run / "metrics.json").read_text())
     logged = metrics["history"][-1]["entropy"]
@@ -55,7 +80,7 @@ def test_entropy_log_matches_a_recomputation_on_the_same_probe(run, digits):
         for part in ("total", "across", "within"):
             assert logged[kind][part] == pytest.approx(want[kind][part], rel=1e-6)
         assert logged[kind]["total"] == pytest.approx(logged[kind]["across"] + logged[kind]["within"], rel=1e-9)
-    assert want["positive"] == entropy_decomposition(g_pos.double())
+    assert want["positive"] == {**entropy_decomposition(g_pos.double()), "mean": pytest.approx(float(g_pos.mean()))}
     assert all("entropy" in r for r in metrics["history"])
 
 
@@ -74,6 +99,11 @@ def test_analyze_writes_plots_and_self_contained_reports(run, tmp_path):
         assert (out / name).stat().st_size > 500
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 4 and "Layer collaboration" in html
+    md = (out / "report.md").read_text()
+    logged = json.loads((run / "metrics.json").read_text())["history"]
+    for r in logged:            # the entropy log, one row per epoch: total (across + within) per kind
+        e = r["entropy"]["both"]
+        assert f"| {r['epoch']} | " in md and f"{e['total']:.4g} ({e['across']:.3g} + {e['within']:.3g}) |" in md
 
 
 def test_compare_lines_up_ff_and_baselines(run, tmp_path, digits):
@@ -85,6 +115,24 @@ def test_compare_lines_up_ff_and_baselines(run, tmp_path, digits):
     rows = json.loads(r.stdout)["runs"]
     assert [row["algo"] for row in rows] == ["ff", "bp"] and rows[1]["test_error"]["bp"] == pytest.approx(
         m["test_error"]["bp"])
+    assert (tmp_path / "c.png").stat().st_size > 500
+    r = runner.invoke(app, ["train", "--resume", "--out", str(bp)])      # a baseline has no resumable state
+    assert r.exit_code == 1 and r.output.startswith("error: ") and r.output.count("\n") == 1
+
+
+def test_compare_reads_energy_from_estimate_json(tmp_path):
+    run = tmp_path / "chip"
+    cfg = TrainConfig(layers=(8, 4)).to_dict()
+    write_json(run / "config.json", {"config": cfg, "dataset": "digits", "profile_name": "loihi-like"})
+    write_json(run / "metrics.json", {"test_error": {"multi_pass": 12.5}, "epochs": 3, "wall_s": 4.0})
+    write_json(run / "estimate.json", {"inference": {"energy_pj_per_sample": 2500.0},
+                                       "training": {"energy_pj_per_sample": 7000.0}})
+    r = runner.invoke(app, ["compare", str(run), "--out", str(tmp_path / "c.png")])
+    assert r.exit_code == 0, r.output
+    header, row = r.stdout.splitlines()[:2]
+    assert header.split()[-4:] == ["infer", "nJ", "train", "nJ"] and "layers" in header
+    assert row.split()[:7] == ["chip", "ff", "network", "8x4", "digits", "3", "4.0"]
+    assert row.split()[-3:] == ["12.50", "2.5", "7.0"]            # error %, inference nJ, training nJ
     assert (tmp_path / "c.png").stat().st_size > 500
 
 
