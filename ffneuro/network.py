@@ -105,7 +105,8 @@ class FFNetwork(nn.Module):
             lif = LIFSpec(cfg.beta, cfg.spike_threshold, cfg.reset, cfg.surrogate, cfg.spike_learning,
                           cfg.spike_goodness)
             units = [FFSpiking(widths[i], widths[i + 1], self._spec(cfg, i, widths[i + 1]), lif, generator=generator,
-                               chip=chip, steps=cfg.steps) for i in range(len(cfg.layers))]
+                               chip=chip, steps=cfg.steps, onchip_lr=cfg.onchip_lr)
+                     for i in range(len(cfg.layers))]
         else:
             units = [FFDense(widths[i], widths[i + 1], self._spec(cfg, i, widths[i + 1]), generator=generator,
                              chip=chip, onchip_lr=cfg.onchip_lr) for i in range(len(cfg.layers))]

@@ -356,10 +356,6 @@ def train(cfg: TrainConfig, *, out: Path | None = None, resume: bool = False, pr
     dev = resolve_device(device)
     prof = load_profile(profile) if isinstance(profile, (str, Path)) else profile
     chip = chip_spec(prof)
-    if chip is not None and cfg.neuron == "lif":
-        raise ValueError("spiking layers cannot train under a fixed-point profile yet: train them in float "
-                         "and export post-training (`ffneuro export RUN --profile NAME`) or estimate with "
-                         "`ffneuro estimate --run RUN --profile NAME`")
     torch.manual_seed(cfg.seed)
     data = data if data is not None else load_dataset(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)

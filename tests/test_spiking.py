@@ -126,8 +126,9 @@ def test_nir_export_loads_in_snntorch_and_spikes_identically(tmp_path, digits):
 
 
 def test_cli_errors_for_what_spiking_runs_cannot_do(tmp_path, digits):
-    r = runner.invoke(app, ["train", "--neuron", "lif", "--layers", "8", "--epochs", "1", "--profile", "loihi-like"])
-    assert r.exit_code == 1 and "spiking layers cannot train under a fixed-point profile" in r.output
+    r = runner.invoke(app, ["train", "--neuron", "lif", "--layers", "8", "--epochs", "1", "--spike-encoding", "direct",
+                            "--profile", "cmos-45nm"])
+    assert r.exit_code == 1 and "has no chip form" in r.output and r.output.count("\n") == 1
     out = tmp_path / "graded"
     train(TrainConfig(layers=(8,), epochs=1).validate(), out=out, data=digits, progress=False)
     r = runner.invoke(app, ["export", str(out), "--format", "nir", "-o", str(tmp_path / "x.nir")])
@@ -270,3 +271,28 @@ def test_spiking_run_under_a_float_profile_and_estimated_on_loihi(tmp_path, digi
     assert r.exit_code == 0, r.output
     assert (tmp_path / "spk" / "spikes_layer2.png").stat().st_size > 500
     assert [row["layer"] for row in json.loads(r.output)["layers"]] == ["input", "layer1", "layer2"]
+
+
+def test_spiking_units_learn_on_a_simulated_chip(digits):
+    m = train(TrainConfig(neuron="lif", spike_learning="eligibility", layers=(100, 100), epochs=3, lr=3e-3,
+                          batch_size=16, entropy_probe=0).validate(), data=digits, progress=False,
+              profile="cmos-45nm", simulate_anyway=True)
+    assert m["test_error"]["multi_pass"] < 30.0                  # chance: 90 %
+
+
+def test_chip_spiking_weights_stay_on_the_grid(digits):
+    from ffneuro.onchip import chip_spec
+    from ffneuro.profiles import load_profile
+    from ffneuro.trainer import calibrate
+    cfg = TrainConfig(neuron="lif", layers=(30,), batch_size=16, steps=4).validate()
+    gen = torch.Generator().manual_seed(0)
+    net = build_network(cfg, digits, gen, chip_spec(load_profile("cmos-45nm")))
+    x = net.prepare_input(digits.x_train[:64])
+    calibrate(net, x, digits.y_train[:64])
+    for s in range(0, 64, 16):
+        train_step(net, cfg, x[s:s + 16], digits.y_train[s:s + 16], [0], gen)
+    unit = net.layers[0]
+    q = unit.weight / unit.w_step
+    q = q.detach()
+    assert torch.equal(q, torch.round(q)) and float(q.abs().max()) <= 127
+    assert torch.equal(unit.bias / unit.w_step, torch.round(unit.bias / unit.w_step))
