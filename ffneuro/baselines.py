@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ffneuro import __version__, runio
+from ffneuro.augment import batch_transform
 from ffneuro.config import TrainConfig
 from ffneuro.data import Dataset, load_dataset
 from ffneuro.encoding import LabelEncoding, choose_encoding, random_wrong_labels
@@ -79,6 +80,7 @@ def train_baseline(cfg: TrainConfig, *, out: Path | None = None, data: Dataset |
         model = mlp([d, *cfg.layers], c)
     opt = make_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
     x, y = data.x_train, data.y_train
+    jitter = batch_transform(cfg.augment_shift, data)
     history, train_s = [], 0.0
     for epoch in range(cfg.epochs):
         set_lr(opt, cfg.lr * lr_factor(epoch, cfg.epochs, cfg.lr_schedule, cfg.milestones, cfg.lr_gamma))
@@ -88,7 +90,7 @@ def train_baseline(cfg: TrainConfig, *, out: Path | None = None, data: Dataset |
         for s in tqdm(range(0, x.shape[0], cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                       disable=not progress, leave=False, unit="batch", mininterval=0.5):
             idx = perm[s:s + cfg.batch_size]
-            loss = step_loss(model, enc, x[idx], y[idx], gen)
+            loss = step_loss(model, enc, jitter(x[idx], gen), y[idx], gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -81,6 +81,9 @@ def train(
     inference_layers: Annotated[Optional[str], typer.Option(help="1-based layers summed by multi-pass "
                                                                  "inference, e.g. 2,3")] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Evaluate every N epochs (0: at the end)")] = None,
+    augment_shift: Annotated[Optional[int], typer.Option(help="Image data: translate each training sample "
+                                                               "by up to N pixels per axis (Hinton's "
+                                                               "jitter; 0: off)")] = None,
     neuron: Annotated[Optional[str], typer.Option(help="relu (graded units) | lif (spiking LIF units)")] = None,
     steps: Annotated[Optional[int], typer.Option(help="lif: time steps T per sample")] = None,
     spike_encoding: Annotated[Optional[str], typer.Option(help="lif: input spike encoder rate | latency | "
@@ -113,6 +116,7 @@ def train(
                      momentum=momentum, weight_decay=weight_decay,
                      lr_schedule=lr_schedule, milestones=milestones, epochs=epochs, batch_size=batch_size,
                      seed=seed, head=head, inference_layers=inference_layers, eval_every=eval_every,
+                     augment_shift=augment_shift,
                      neuron=neuron, steps=steps, spike_encoding=spike_encoding, beta=beta,
                      spike_threshold=spike_threshold, reset=reset, spike_learning=spike_learning,
                      spike_goodness=spike_goodness, surrogate=surrogate)

@@ -75,6 +75,8 @@ class TrainConfig:
     head_lr: float = 1e-3
     inference_layers: tuple[int, ...] | None = None   # None: skip layer 1 (FF, L>1) / all (CFF)
     val_fraction: float = 0.0
+    augment_shift: int = 0                # image data: random translations of up to N pixels per
+                                          # axis each time a sample is drawn (Hinton's jitter); 0: off
     eval_every: int = 1                   # evaluate the test set every N epochs (0: only at end)
     neuron: str = "relu"                  # relu (graded units) | lif (spiking units, ffneuro/spiking.py)
     steps: int = 8                        # lif: time steps T per sample
@@ -132,6 +134,8 @@ class TrainConfig:
             bad = [i for i in self.inference_layers if not 1 <= i <= len(self.layers)]
             if bad or not self.inference_layers:
                 raise ConfigError(f"inference_layers must be 1-based indices in 1..{len(self.layers)}, got {bad}")
+        if not 0 <= self.augment_shift <= 8:
+            raise ConfigError(f"augment_shift = {self.augment_shift} must be in 0..8 pixels")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError("val_fraction must be in [0, 1)")
         return self

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from ffneuro import __version__, runio
 from ffneuro.analysis import entropy_record, probe_goodness, probe_indices
+from ffneuro.augment import batch_transform
 from ffneuro.baselines import BASELINES, train_baseline
 from ffneuro.config import TrainConfig
 from ffneuro.data import Dataset, load_dataset
@@ -386,6 +387,7 @@ def train(cfg: TrainConfig, *, out: Path | None = None, resume: bool = False, pr
     x_train, y_train = net.prepare_input(data.x_train.to(dev)), data.y_train.to(dev)
     x_test, y_test = net.prepare_input(data.x_test.to(dev)), data.y_test.to(dev)
     inference_layers = default_inference_layers(cfg)
+    jitter = batch_transform(cfg.augment_shift, data, fill=net.prepare_input(torch.zeros(1, 1, device=dev)).item())
     n = x_train.shape[0]
     total = total_epochs(cfg)
     last_eval: dict = {}
@@ -414,7 +416,7 @@ def train(cfg: TrainConfig, *, out: Path | None = None, resume: bool = False, pr
                        leave=False, unit="batch", mininterval=0.5)
             for start in bar:
                 idx = perm[start:start + bs]
-                st = train_step(net, cfg, x_train[idx], y_train[idx], active, gen, ledger, bs)
+                st = train_step(net, cfg, jitter(x_train[idx], gen), y_train[idx], active, gen, ledger, bs)
                 if ledger is not None:
                     ledger.add_samples("train", idx.shape[0])
                 sums = st["loss"] if sums is None else [a + b for a, b in zip(sums, st["loss"])]
