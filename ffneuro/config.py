@@ -172,13 +172,17 @@ PRESETS: dict[str, dict] = {
                                  lr=1e-3, batch_size=200, epochs=150, lr_schedule="constant"),
     "cff-paper-cff": dict(layers=(500, 500, 500), algo="cff", gamma="all", schedule="network",
                           optimizer="adam", lr=1e-3, batch_size=200, epochs=150, lr_schedule="constant"),
-    # Hinton's ffcode as reproduced by loeweX/Forward-Forward: 3×1000, peer norm 0.03,
-    # SGD momentum 0.9, lr constant for half the epochs then linear decay, hard negatives.
+    # Hinton's ffcode recipe: 3×1000, peer norm 0.03, SGD momentum 0.9, lr constant for half
+    # the epochs then linear decay, hard negatives (his code; loeweX/Forward-Forward, which
+    # reports 1.45 % one-pass, samples random wrong labels instead).
     "hinton": dict(layers=(1000, 1000, 1000), algo="ff", schedule="network", optimizer="sgd",
                    lr=1e-3, momentum=0.9, weight_decay=3e-4, lr_schedule="linear-decay",
                    peer_norm=0.03, negatives="hard", batch_size=100, epochs=100, head_lr=1e-2,
                    norm="rms", relu_grad="full"),
 }
+# The same with Hinton's jitter (translations of up to 1 pixel here; 2 learned slower in a
+# 20k-sample pilot): 1.13 % MNIST test error after 100 epochs (bench/hinton_jitter.json).
+PRESETS["hinton-jitter"] = {**PRESETS["hinton"], "augment_shift": 1}
 
 
 def preset(name: str) -> dict:

@@ -29,7 +29,9 @@ def mnist_rows() -> list[str]:
                                ("cff_network.json", "CFF, γ all, network, θ rescaled (default)", "paper 2.1"),
                                ("cff_network_own_theta.json", "CFF, γ all, network, own θ", "paper 2.1"),
                                ("hinton.json", "Hinton recipe, 60 epochs", "loeweX 1.45"),
-                               ("hinton100.json", "Hinton recipe (3×1000, peer norm, hard negatives)", "loeweX 1.45")):
+                               ("hinton100.json", "Hinton recipe (3×1000, peer norm, hard negatives)", "loeweX 1.45"),
+                               ("hinton_jitter.json", "Hinton recipe + 1-pixel jitter (`--preset hinton-jitter`)",
+                                "target ≤ 1.4")):
         d = load(name)
         if d is None:
             continue
@@ -44,7 +46,7 @@ def mnist_rows() -> list[str]:
 
 def time_to_rows() -> list[str]:
     rows = []
-    for name in ("ff_layer.json", "cff_network.json", "hinton100.json"):
+    for name in ("ff_layer.json", "cff_network.json", "hinton100.json", "hinton_jitter.json"):
         d = load(name)
         if d is None:
             continue

@@ -85,3 +85,12 @@ def test_cli_flag_reaches_the_config(tmp_path):
     assert saved["config"]["augment_shift"] == 1
     bad = CliRunner().invoke(app, ["train", "--augment-shift", "20", "--no-progress"])
     assert bad.exit_code != 0 and "augment_shift" in bad.output
+
+
+def test_every_preset_is_a_valid_config_and_hinton_jitter_only_adds_the_shift():
+    from ffneuro.config import PRESETS, preset
+
+    for name in PRESETS:
+        TrainConfig(**preset(name)).validate()
+    jitter, plain = preset("hinton-jitter"), preset("hinton")
+    assert jitter.pop("augment_shift") == 1 and jitter == plain
