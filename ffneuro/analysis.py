@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import io
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -46,20 +47,44 @@ def probe_indices(n: int, size: int, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7919))[:min(size, n)]
 
 
-def probe_goodness(net, x: torch.Tensor, y: torch.Tensor, y_neg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+class Probe(NamedTuple):
+    """What one streamed pass of the probe set yields: goodness (N, L) of every layer for
+    the positive and the negative pairs, and each layer's fraction of silent units."""
+
+    g_pos: torch.Tensor
+    g_neg: torch.Tensor
+    silent: list[float]
+
+
+def silent_fraction(h: torch.Tensor) -> float:
+    """Fraction of a layer's units (the last axis) whose activity is zero on every input
+    in ``h`` (N, units) or (T, N, units): dead ReLUs, or LIF neurons that never spike.
+    With ``h`` = 0 a squared goodness has zero gradient, so such a unit does not recover
+    on its own (peer normalisation's pull on the mean activity is what revives it).
+
+    >>> silent_fraction(torch.tensor([[0.0, 2.0, 0.0], [0.0, 0.0, 1.0]]))
+    0.3333333432674408
+    """
+    active = h.reshape(-1, h.shape[-1]).ne(0).any(dim=0)
+    return float((~active).float().mean())
+
+
+def probe_goodness(net, x: torch.Tensor, y: torch.Tensor, y_neg: torch.Tensor) -> Probe:
     """Goodness (N, L) of every layer for the positive and the negative pairs of a probe
-    set, in one streamed pass (the two label codes travel together, as in training)."""
+    set, and the silent units of each layer on both, in one streamed pass (the two label
+    codes travel together, as in training)."""
     n = x.shape[0]
     with torch.no_grad():
         h = net.encoding.coded(x, [y, y_neg])
         if net.spiking:
             h = net.to_spikes(h.dense(), torch.Generator().manual_seed(0))
-        gs = []
+        gs, silent = [], []
         for layer in net.layers:
             h = layer(h)
             gs.append(layer.goodness(h).float().cpu())
+            silent.append(silent_fraction(h))
     g = torch.stack(gs, dim=1)
-    return g[:n], g[n:]
+    return Probe(g[:n], g[n:], silent)
 
 
 def entropy_record(g_pos: torch.Tensor, g_neg: torch.Tensor) -> dict[str, dict[str, float]]:
@@ -155,6 +180,22 @@ def plot_entropy(history: list[dict], path: Path) -> Path | None:
         ax.set_xlabel("epoch")
     axes[0].set_ylabel("functional entropy of goodness")
     axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_silent_units(history: list[dict], path: Path) -> Path | None:
+    """Fraction of silent units per layer over epochs (logged with the entropy probe)."""
+    pts = [r for r in history if "silent_units" in r]
+    if not pts:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for i in range(len(pts[0]["silent_units"])):
+        ax.plot([r["epoch"] for r in pts], [100 * r["silent_units"][i] for r in pts], label=f"layer {i + 1}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("silent units on the probe [%]")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -310,7 +351,9 @@ def _markdown(summary: dict, images: dict[str, str]) -> str:
              "|---|---|---|---|"]
     for r in summary["collaboration"]:
         lines.append(f"| {r['layer']} | {r['alone']:.2f} | {r['cumulative']:.2f} | {_fmt(r['marginal'])} |")
-    lines += ["", summary["finding"], ""]
+    lines += ["", summary["finding"], "",
+              "Silent units (zero activity on every probe pair, positive and negative): " +
+              ", ".join(f"layer {i + 1} {100 * f:.1f} %" for i, f in enumerate(summary["silent_units"])) + ".", ""]
     if summary.get("entropy"):
         lines += [f"## Functional entropy of the trained network ({summary['probe']} held-out samples)", "",
                   "| pairs | total | across layers | within layers |", "|---|---|---|---|"]
@@ -403,7 +446,7 @@ def analyze_run(run_dir: Path, out: Path | None = None, probe: int = 2000) -> di
     idx = probe_indices(ds.x_test.shape[0], probe, cfg.seed)
     x, y = net.prepare_input(ds.x_test[idx]), ds.y_test[idx]
     y_neg = random_wrong_labels(y, net.num_classes, torch.Generator().manual_seed(cfg.seed))
-    g_pos, g_neg = probe_goodness(net, x, y, y_neg)
+    g_pos, g_neg, silent = probe_goodness(net, x, y, y_neg)
     history = metrics.get("history", [])
     images = {"Training curves": plot_training_curves(history, out / "training_curves.png").name,
               "Per-layer and cumulative error (Figure 2)":
@@ -411,6 +454,9 @@ def analyze_run(run_dir: Path, out: Path | None = None, probe: int = 2000) -> di
     ent = plot_entropy(history, out / "entropy.png")
     if ent is not None:
         images["Functional entropy over epochs (Figure 4)"] = ent.name
+    dead = plot_silent_units(history, out / "silent_units.png")
+    if dead is not None:
+        images["Silent units over epochs"] = dead.name
     images["Goodness of positive vs negative pairs"] = plot_goodness_histograms(g_pos, g_neg, out / "goodness_hist.png").name
     if net.spiking:
         images["Spike rasters and firing rates"] = plot_spikes(net, x[:200], y[:200], out / "spikes.png").name
@@ -419,6 +465,7 @@ def analyze_run(run_dir: Path, out: Path | None = None, probe: int = 2000) -> di
                "test_error": metrics.get("test_error", {}), "collaboration": table, "finding": finding(table),
                "probe": int(x.shape[0]), "entropy": entropy_record(g_pos, g_neg),
                "entropy_history": [{"epoch": r["epoch"], **r["entropy"]} for r in history if "entropy" in r],
+               "silent_units": silent,
                "files": {}}
     md = _markdown(summary, images)
     runio.atomic_write_bytes(out / "report.md", md.encode())
@@ -438,6 +485,8 @@ def format_analysis(s: dict) -> str:
     e = s["entropy"]
     lines.append("  entropy (probe): " + ", ".join(
         f"{k} {e[k]['total']:.3g} (across {e[k]['across']:.3g}, within {e[k]['within']:.3g})" for k in ENTROPY_KINDS))
+    lines.append("  silent units (probe): " + ", ".join(f"L{i + 1} {100 * f:.1f} %"
+                                                      for i, f in enumerate(s["silent_units"])))
     lines.append(f"  report: {s['files'].get('report_html')}")
     return "\n".join(lines)
 

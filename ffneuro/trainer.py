@@ -429,7 +429,9 @@ def train(cfg: TrainConfig, *, out: Path | None = None, resume: bool = False, pr
                       "loss": {f"layer{active[0] + i + 1}": v / max(count, 1) for i, v in enumerate(sums or [])}}
             if probe is not None:
                 net.eval()
-                record["entropy"] = entropy_record(*probe_goodness(net, *probe))
+                seen = probe_goodness(net, *probe)
+                record["entropy"] = entropy_record(seen.g_pos, seen.g_neg)
+                record["silent_units"] = seen.silent
             is_last = state.epoch == total
             if is_last or (cfg.eval_every and state.epoch % cfg.eval_every == 0):
                 net.eval()

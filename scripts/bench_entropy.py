@@ -38,7 +38,7 @@ def probe_call_s(cfg: TrainConfig, data, calls: int) -> float:
     times = []
     for _ in range(calls):
         t0 = time.perf_counter()
-        entropy_record(*probe_goodness(net, *probe))
+        entropy_record(*probe_goodness(net, *probe)[:2])
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 

@@ -8,12 +8,13 @@ import torch
 from typer.testing import CliRunner
 
 from ffneuro.analysis import (collaboration_table, entropy_record, entropy_rows, finding, marginal_contributions,
-                              probe_goodness, probe_indices)
+                              probe_goodness, probe_indices, silent_fraction)
 from ffneuro.cli import app
 from ffneuro.config import TrainConfig
 from ffneuro.data import load_dataset
 from ffneuro.encoding import random_wrong_labels
 from ffneuro.goodness import entropy_decomposition
+from ffneuro.network import FFNetwork
 from ffneuro.runio import write_json
 from ffneuro.trainer import load_run, train
 
@@ -73,8 +74,9 @@ def test_entropy_log_matches_a_recomputation_on_the_same_probe(run, digits):
     x, y = net.prepare_input(digits.x_test[idx]), digits.y_test[idx]
     y_neg = random_wrong_labels(y, 10, torch.Generator().manual_seed(cfg.seed))
     assert bool((y_neg != y).all())
-    g_pos, g_neg = probe_goodness(net, x, y, y_neg)
+    g_pos, g_neg, silent = probe_goodness(net, x, y, y_neg)
     assert g_pos.shape == (120, 3)
+    assert metrics["history"][-1]["silent_units"] == silent
     want = entropy_record(g_pos, g_neg)
     for kind in ("positive", "negative", "both"):
         for part in ("total", "across", "within"):
@@ -82,6 +84,25 @@ def test_entropy_log_matches_a_recomputation_on_the_same_probe(run, digits):
         assert logged[kind]["total"] == pytest.approx(logged[kind]["across"] + logged[kind]["within"], rel=1e-9)
     assert want["positive"] == {**entropy_decomposition(g_pos.double()), "mean": pytest.approx(float(g_pos.mean()))}
     assert all("entropy" in r for r in metrics["history"])
+
+
+def test_silent_fraction_counts_units_zero_on_every_input():
+    h = torch.tensor([[0.0, 2.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
+    assert silent_fraction(h) == 0.5
+    assert silent_fraction(h.unsqueeze(0).repeat(3, 1, 1)) == 0.5        # spike trains (T, N, units)
+    assert silent_fraction(torch.zeros(5, 7)) == 1.0
+
+
+def test_a_killed_layer_is_reported_silent(digits):
+    net = FFNetwork(TrainConfig(layers=(16, 8)).validate(), digits.x_train.shape[1], 10, "concat", 0.0, 1.0,
+                    generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        net.layers[1].bias.fill_(-1e6)                                   # every pre-activation < 0
+    x = net.prepare_input(digits.x_test[:50])
+    y = digits.y_test[:50]
+    _, g_neg, silent = probe_goodness(net, x, y, (y + 1) % 10)
+    assert silent[1] == 1.0 and silent[0] < 1.0
+    assert float(g_neg[:, 1].abs().max()) == 0.0
 
 
 def test_entropy_log_can_be_turned_off(digits):
@@ -95,10 +116,12 @@ def test_analyze_writes_plots_and_self_contained_reports(run, tmp_path):
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)
     assert [row["layer"] for row in rep["collaboration"]] == [1, 2, 3]
-    for name in ("training_curves.png", "collaboration.png", "entropy.png", "goodness_hist.png", "report.md"):
+    for name in ("training_curves.png", "collaboration.png", "entropy.png", "goodness_hist.png", "silent_units.png",
+                 "report.md"):
         assert (out / name).stat().st_size > 500
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4 and "Layer collaboration" in html
+    assert html.count("data:image/png;base64,") == 5 and "Layer collaboration" in html
+    assert len(rep["silent_units"]) == 3 and "Silent units" in html
     md = (out / "report.md").read_text()
     logged = json.loads((run / "metrics.json").read_text())["history"]
     for r in logged:            # the entropy log, one row per epoch: total (across + within) per kind
