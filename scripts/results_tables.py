@@ -28,6 +28,7 @@ def mnist_rows() -> list[str]:
                                ("ff_network.json", "FF, network schedule", "paper 3.4"),
                                ("cff_network.json", "CFF, γ all, network, θ rescaled (default)", "paper 2.1"),
                                ("cff_network_own_theta.json", "CFF, γ all, network, own θ", "paper 2.1"),
+                               ("cff_network_peer.json", "CFF, γ all, network, + peer normalisation 0.03", "paper 2.1"),
                                ("hinton.json", "Hinton recipe, 60 epochs", "loeweX 1.45"),
                                ("hinton100.json", "Hinton recipe (3×1000, peer norm, hard negatives)", "loeweX 1.45"),
                                ("hinton_jitter.json", "Hinton recipe + 1-pixel jitter (`--preset hinton-jitter`)",
