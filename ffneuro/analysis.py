@@ -237,9 +237,8 @@ def firing_stats(s: torch.Tensor) -> dict:
     >>> firing_stats(torch.tensor([[[1.0, 0.0]], [[1.0, 0.0]]]))["silent_fraction"]
     0.5
     """
-    per_unit = s.mean(dim=(0, 1))
     return {"units": int(s.shape[2]), "rate": float(s.mean()), "spikes_per_sample": float(s.sum() / s.shape[1]),
-            "silent_fraction": float((per_unit == 0).float().mean()),
+            "silent_fraction": silent_fraction(s),
             "rate_per_step": [float(v) for v in s.mean(dim=(1, 2))]}
 
 

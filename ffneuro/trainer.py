@@ -361,8 +361,8 @@ def train(cfg: TrainConfig, *, out: Path | None = None, resume: bool = False, pr
     data = data if data is not None else load_dataset(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     net = build_network(cfg, data, gen, chip)
-    budget = (check_budget(prof, net.layer_sizes, simulate_anyway, learning_history_steps(cfg.to_dict()))
-              if prof is not None else None)
+    history_steps = learning_history_steps(cfg.to_dict())
+    budget = check_budget(prof, net.layer_sizes, simulate_anyway, history_steps) if prof is not None else None
     bs = min(cfg.batch_size, prof.streaming.max_batch) if prof is not None else cfg.batch_size
     count_events = (prof is not None) if count_events is None else count_events
     ledger = EventLedger() if count_events else None
@@ -475,7 +475,7 @@ def train(cfg: TrainConfig, *, out: Path | None = None, resume: bool = False, pr
             prof, layer_sizes=net.layer_sizes,
             events={"train": ledger.per_sample("train"), "infer": ledger.per_sample("infer")},
             num_classes=net.num_classes, source="measured", optimizer_slots=optimizer_slots(prof), n_train=n,
-            learning_history_steps=learning_history_steps(cfg.to_dict()))
+            learning_history_steps=history_steps)
     if budget is not None:
         metrics["sram_fits"] = budget["fits"]
     if out is not None:

@@ -29,8 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from ffneuro.runio import write_json  # noqa: E402
+from ffneuro.runio import write_json
 
 SHIM_INIT = "from . import datasets, transforms  # noqa: F401\n"
 SHIM_TRANSFORMS = "class ToTensor:\n    def __call__(self, x):\n        return x\n"
@@ -88,7 +87,7 @@ def run(repo: Path, epochs: int, cpu: int | None, log: Path, mnist: str) -> str:
         for name, text in (("__init__.py", SHIM_INIT), ("transforms.py", SHIM_TRANSFORMS),
                            ("datasets.py", SHIM_DATASETS)):
             (shim / name).write_text(text)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([tmp, str(Path(__file__).resolve().parent.parent)]),
+        env = dict(os.environ, PYTHONPATH=tmp,
                    FFNEURO_MNIST_DIR=str(Path(mnist).resolve()))
         cmd = [sys.executable, "-m", "main", "device=cpu", "training.val_idx=1", "training.epochs=100"]
         if cpu is not None:
