@@ -63,6 +63,9 @@ def train(
     loss: Annotated[Optional[str], typer.Option(help="ff (softplus, θ) | symba (α) | entropy")] = None,
     theta: Annotated[Optional[float], typer.Option(help="FF threshold θ (default: layer width)")] = None,
     alpha: Annotated[Optional[float], typer.Option(help="SymBa α")] = None,
+    temperature: Annotated[Optional[float], typer.Option(help="Logit temperature τ: the FF loss is "
+                                                              "σ((g + γ − θ)/τ), SymBa α(g⁺ − g⁻)/τ (default 1: "
+                                                              "Hinton's Σh² − θ)")] = None,
     peer_norm: Annotated[Optional[float], typer.Option(help="Peer normalisation weight (Hinton: 0.03)")] = None,
     optimizer: Annotated[Optional[str], typer.Option(help="adam | sgd (momentum)")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Learning rate")] = None,
@@ -111,7 +114,8 @@ def train(
     """Train an FF network. Example: ffneuro train --profile loihi-like"""
     overrides = dict(data=data, layers=layers, algo=algo, gamma=gamma, cff_theta=cff_theta, schedule=schedule,
                      label_encoding=label_encoding, label_scale=label_scale, negatives=negatives, norm=norm,
-                     goodness=goodness, loss=loss, theta=theta, alpha=alpha, peer_norm=peer_norm,
+                     goodness=goodness, loss=loss, theta=theta, alpha=alpha, temperature=temperature,
+                     peer_norm=peer_norm,
                      optimizer=optimizer, lr=lr, onchip_lr=onchip_lr, standardize=standardize,
                      momentum=momentum, weight_decay=weight_decay,
                      lr_schedule=lr_schedule, milestones=milestones, epochs=epochs, batch_size=batch_size,

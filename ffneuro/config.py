@@ -58,6 +58,7 @@ class TrainConfig:
     loss: str = "ff"
     theta: float | None = None            # None: number of units of the layer (Hinton's Σh² − n)
     alpha: float = 4.0                    # SymBa
+    temperature: float = 1.0              # τ of the FF/SymBa logit, σ((g + γ − θ)/τ); 1: Hinton's Σh² − θ
     peer_norm: float = 0.0                # Hinton: 0.03
     peer_momentum: float = 0.9
     optimizer: str = "adam"
@@ -126,6 +127,8 @@ class TrainConfig:
             raise ConfigError("epochs and batch_size must be >= 1")
         if self.lr <= 0 or self.head_lr <= 0:
             raise ConfigError("learning rates must be > 0")
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature = {self.temperature} must be > 0")
         if self.loss == "entropy" and self.goodness == "neg-sumsq":
             raise ConfigError("loss = 'entropy' needs non-negative goodness (sumsq, meansq or sum)")
         if self.negatives == "hard" and not self.head:

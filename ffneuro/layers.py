@@ -61,19 +61,23 @@ class UnitSpec:
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 0.0
-    collective: int = 1          # CFF "mean" θ rule: (g + γ) is divided by the number of layers in it
+    temperature: float = 1.0     # τ: the loss compares (g + γ − θ)/τ (FF) or α(g⁺ − g⁻)/τ (SymBa)
 
 
 def unit_loss(spec: UnitSpec, g_pos: torch.Tensor, g_neg: torch.Tensor, gamma_pos: torch.Tensor | None = None,
               gamma_neg: torch.Tensor | None = None) -> torch.Tensor:
     """A unit's local loss: its goodness plus CFF's detached γ (a per-sample constant),
-    divided by ``spec.collective`` (CFF ``--cff-theta mean``: the mean goodness of the
-    collective against the unit's own θ), into the chosen loss."""
+    with goodness and θ measured in units of the temperature τ, into the chosen loss.
+
+    FF: ``softplus((θ − g⁺ − γ⁺)/τ) + softplus((g⁻ + γ⁻ − θ)/τ)``. τ = 1 is Hinton's logit
+    Σh² − θ; a larger τ is a softer sigmoid (the entropy loss is scale-free: τ does nothing).
+    Inference (argmax of summed goodness) does not depend on τ."""
     sp = g_pos if gamma_pos is None else g_pos + gamma_pos.detach()
     sn = g_neg if gamma_neg is None else g_neg + gamma_neg.detach()
-    if spec.collective > 1:
-        sp, sn = sp / spec.collective, sn / spec.collective
-    return layer_loss(spec.loss, sp, sn, theta=spec.theta, alpha=spec.alpha)
+    tau = spec.temperature
+    if tau != 1.0:
+        sp, sn = sp / tau, sn / tau
+    return layer_loss(spec.loss, sp, sn, theta=spec.theta / tau, alpha=spec.alpha)
 
 
 @dataclass

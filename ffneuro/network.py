@@ -44,7 +44,7 @@ def unit_spec(cfg: TrainConfig, width: int) -> UnitSpec:
     return UnitSpec(norm=cfg.norm, goodness=cfg.goodness, loss=cfg.loss, theta=theta, alpha=cfg.alpha,
                     peer_norm=cfg.peer_norm, peer_momentum=cfg.peer_momentum, relu_grad=cfg.relu_grad,
                     optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,
-                    weight_decay=cfg.weight_decay)
+                    weight_decay=cfg.weight_decay, temperature=cfg.temperature)
 
 
 def gamma_members(kind: str, i: int, n_layers: int) -> list[int]:
@@ -129,8 +129,10 @@ class FFNetwork(nn.Module):
             theta = sum(unit_spec(cfg, cfg.layers[j]).theta for j in members)
             spec = dataclasses.replace(spec, theta=theta)
         if cfg.algo == "cff" and cfg.cff_theta == "mean":
-            # the collective's mean goodness against the unit's own θ: a 1/|members| softer sigmoid
-            spec = dataclasses.replace(spec, collective=len(members))
+            # the collective's mean goodness against the unit's own θ: (g + γ)/k − θ = (g + γ − kθ)/k,
+            # i.e. θ k times the own θ at a k times higher temperature (k = |members|)
+            k = len(members)
+            spec = dataclasses.replace(spec, theta=spec.theta * k, temperature=spec.temperature * k)
         return spec
 
     # -- data path ---------------------------------------------------------------------

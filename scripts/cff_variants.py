@@ -9,6 +9,8 @@ after 150 epochs (scripts/bench_mnist.py does that).
     python scripts/cff_variants.py --subset 10000 --epochs 15 --out bench/cff_variants_10k.json
     python scripts/cff_variants.py --subset 60000 --epochs 10 --variants base,ff,concat,lr3e-3 \
         --out bench/cff_variants_60k.json
+    python scripts/cff_variants.py --subset 20000 --epochs 20 \
+        --variants base,ff,tau10,tau100,tau300,ff-tau100,later,later-tau100 --out bench/cff_tau_20k.json
 """
 
 from __future__ import annotations
@@ -40,6 +42,16 @@ VARIANTS = {   # name: overrides of the cff-paper-cff preset
     "lr3e-4": dict(lr=3e-4),
     "lr3e-3": dict(lr=3e-3),
     "batch50": dict(batch_size=50),
+    # logit temperature τ: σ((G − θ)/τ); the three units push the same collective logit at once
+    "tau10": dict(temperature=10.0),
+    "tau100": dict(temperature=100.0),
+    "tau300": dict(temperature=300.0),
+    "tau100-lindecay": dict(temperature=100.0, lr_schedule="linear-decay"),
+    "tau100-hard": dict(temperature=100.0, negatives="hard"),
+    "ff-tau100": dict(algo="ff", temperature=100.0),
+    "later": dict(gamma="later"),
+    "later-tau100": dict(gamma="later", temperature=100.0),
+    "lindecay": dict(lr_schedule="linear-decay"),
 }
 
 

@@ -167,6 +167,39 @@ def test_cff_theta_rescaled_by_gamma_members_by_default_or_own():
     assert default_inference_layers(TrainConfig(layers=(10, 20, 30))) == [1, 2]
 
 
+def test_temperature_divides_goodness_gamma_and_theta():
+    # softplus((θ − g⁺ − γ⁺)/τ) + softplus((g⁻ + γ⁻ − θ)/τ), by hand: θ = 10, τ = 2
+    from ffneuro.layers import UnitSpec, unit_loss
+
+    g_pos, g_neg = torch.tensor([12.0]), torch.tensor([8.0])
+    sp = lambda v: torch.log1p(torch.exp(torch.tensor(v))).item()  # noqa: E731
+    got = unit_loss(UnitSpec(theta=10.0, temperature=2.0), g_pos, g_neg)
+    assert got.item() == pytest.approx(2 * sp(-1.0), rel=1e-6)            # 0.6265
+    got = unit_loss(UnitSpec(theta=10.0, temperature=2.0), g_pos, g_neg, torch.tensor([2.0]), torch.tensor([1.0]))
+    assert got.item() == pytest.approx(sp(-2.0) + sp(-0.5), rel=1e-6)
+    assert unit_loss(UnitSpec(theta=10.0), g_pos, g_neg).item() == pytest.approx(2 * sp(-2.0), rel=1e-6)
+    # SymBa: softplus(−α (g⁺ − g⁻)/τ); the entropy loss is scale-free
+    assert unit_loss(UnitSpec(loss="symba", alpha=0.5, temperature=4.0), g_pos, g_neg).item() == \
+        pytest.approx(sp(-0.5), rel=1e-6)
+    ent = [unit_loss(UnitSpec(loss="entropy", temperature=t), g_pos, g_neg).item() for t in (1.0, 7.0)]
+    assert ent[0] == pytest.approx(ent[1], rel=1e-6)
+    with pytest.raises(ConfigError, match="temperature"):
+        TrainConfig(temperature=0.0).validate()
+
+
+def test_cff_theta_mean_is_the_collective_mean_against_the_own_theta():
+    # (g + γ)/k against θ_own, k = |{i} ∪ J(i)|: for γ = all over 3 layers, k = 3
+    cfg = TrainConfig(layers=(10, 10, 10), algo="cff", gamma="all", cff_theta="mean", temperature=2.0)
+    net = FFNetwork(cfg, 64, 10, "concat", 0.0, 1.0, generator=torch.Generator().manual_seed(0))
+    spec = net.layers[1].spec
+    g_pos, g_neg, gam_p, gam_n = torch.tensor([9.0]), torch.tensor([4.0]), torch.tensor([15.0]), torch.tensor([14.0])
+    from ffneuro.layers import unit_loss
+
+    sp = lambda v: torch.log1p(torch.exp(torch.tensor(v))).item()  # noqa: E731
+    expect = sp((10.0 - (9 + 15) / 3) / 2) + sp(((4 + 14) / 3 - 10.0) / 2)      # θ_own = 10, τ = 2
+    assert unit_loss(spec, g_pos, g_neg, gam_p, gam_n).item() == pytest.approx(expect, rel=1e-6)
+
+
 def test_config_validation_errors():
     with pytest.raises(ConfigError, match="algo"):
         TrainConfig(algo="backprop").validate()
