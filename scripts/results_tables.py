@@ -26,7 +26,11 @@ def mnist_rows() -> list[str]:
             "train time |", "|---|---|---|---|---|---|"]
     for name, label, paper in (("ff_layer.json", "FF, layer schedule", "paper 3.3"),
                                ("ff_network.json", "FF, network schedule", "paper 3.4"),
-                               ("cff_network.json", "CFF, γ all, network, θ rescaled (default)", "paper 2.1"),
+                               ("cff_network_tau100.json", "CFF, γ all, network, τ = 100 (`--preset cff-paper-cff`)",
+                                "paper 2.1"),
+                               ("cff_network_tau100_lindecay.json", "CFF, γ all, network, τ = 100, linear-decay lr",
+                                "paper 2.1"),
+                               ("cff_network.json", "CFF, γ all, network, τ = 1 (Hinton's logit)", "paper 2.1"),
                                ("cff_network_own_theta.json", "CFF, γ all, network, own θ", "paper 2.1"),
                                ("cff_network_peer.json", "CFF, γ all, network, + peer normalisation 0.03", "paper 2.1"),
                                ("hinton.json", "Hinton recipe, 60 epochs", "loeweX 1.45"),
@@ -47,7 +51,8 @@ def mnist_rows() -> list[str]:
 
 def time_to_rows() -> list[str]:
     rows = []
-    for name in ("ff_layer.json", "cff_network.json", "hinton100.json", "hinton_jitter.json"):
+    for name in ("ff_layer.json", "cff_network_tau100.json", "cff_network.json", "hinton100.json",
+                 "hinton_jitter.json"):
         d = load(name)
         if d is None:
             continue
