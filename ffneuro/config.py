@@ -127,8 +127,8 @@ class TrainConfig:
             raise ConfigError("epochs and batch_size must be >= 1")
         if self.lr <= 0 or self.head_lr <= 0:
             raise ConfigError("learning rates must be > 0")
-        if not self.temperature > 0:
-            raise ConfigError(f"temperature = {self.temperature} must be > 0")
+        if not 0 < self.temperature < float("inf"):
+            raise ConfigError(f"temperature = {self.temperature} must be a finite number > 0")
         if self.loss == "entropy" and self.goodness == "neg-sumsq":
             raise ConfigError("loss = 'entropy' needs non-negative goodness (sumsq, meansq or sum)")
         if self.negatives == "hard" and not self.head:

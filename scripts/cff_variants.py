@@ -54,6 +54,7 @@ VARIANTS = {   # name: overrides of the cff-paper-cff preset
     "later-tau100": dict(gamma="later", temperature=100.0),
     "later-tau10": dict(gamma="later", temperature=10.0),
     "later-mean": dict(gamma="later", cff_theta="mean"),     # τ = |members|: 3, 2, 1
+    "earlier": dict(gamma="earlier"),                        # the other reading of Table 1's "γ variant" row
     "lindecay": dict(lr_schedule="linear-decay"),
 }
 
