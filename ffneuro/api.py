@@ -55,7 +55,8 @@ def train_run(*, preset: str | None = None, overrides: dict | None = None, profi
             raise ConfigError("--resume needs --out RUN_DIR")
         saved = runio.read_json(Path(out) / runio.CONFIG)
         cfg = TrainConfig.from_dict(saved["config"])
-        profile = saved.get("profile_name", profile)
+        refuse_changes_on_resume(cfg, saved.get("profile_name"), preset, overrides or {}, profile, out)
+        profile = saved.get("profile_name")
     else:
         cfg = build_config(preset, overrides or {})
         if out is not None and (Path(out) / runio.CHECKPOINT).exists():
@@ -71,6 +72,26 @@ def train_run(*, preset: str | None = None, overrides: dict | None = None, profi
 
 
 SMALL_BATCH = 8
+
+
+def refuse_changes_on_resume(cfg: TrainConfig, saved_profile: str | None, preset: str | None, overrides: dict,
+                             profile: str | None, out: Path) -> None:
+    """`--resume` continues a run exactly as its config.json says; an option that would
+    change it is an error, not silently ignored (options equal to the saved values pass)."""
+    asked = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        changed = sorted(k for k in asked if getattr(build_config(None, {**cfg.to_dict(), k: asked[k]}), k)
+                         != getattr(cfg, k))
+    except ConfigError:
+        changed = sorted(asked)
+    if preset is not None:
+        changed.insert(0, "preset")
+    if profile is not None and profile != saved_profile:
+        changed.append("profile")
+    if changed:
+        flags = ", ".join("--" + k.replace("_", "-") for k in changed)
+        raise ConfigError(f"--resume continues {out} as saved in its config.json; drop {flags} "
+                          "(or train a new run with another --out)")
 
 
 def applied_batch(cfg: TrainConfig, profile: str | None) -> int:

@@ -43,8 +43,8 @@ def _emit(obj, as_json: bool, text: str) -> None:
 
 @app.command()
 def train(
-    data: Annotated[str, typer.Option(help="digits (embedded default) | mnist:DIR | fashion-mnist:DIR | "
-                                           "cifar10:DIR | npz:FILE")] = "digits",
+    data: Annotated[Optional[str], typer.Option(help="digits (embedded default; the default) | mnist:DIR | "
+                                                     "fashion-mnist:DIR | cifar10:DIR | npz:FILE")] = None,
     preset: Annotated[Optional[str], typer.Option(help="Named recipe: " + ", ".join(api.preset_names()))] = None,
     layers: Annotated[Optional[str], typer.Option(help="Hidden widths, e.g. 500,500,500")] = None,
     algo: Annotated[Optional[str], typer.Option(help="ff | cff (collaborative FF) | bp (backprop MLP, "

@@ -30,6 +30,14 @@ def test_train_json_and_eval(tmp_path):
     assert r.exit_code == 1 and "already holds a run" in r.output
     r = invoke("train", "--out", out, "--resume", "--json", "--no-progress")
     assert r.exit_code == 0 and json.loads(r.stdout)["test_error"] == m["test_error"]
+    # options equal to the saved run pass; one that would change it is refused, not ignored
+    r = invoke("train", "--out", out, "--resume", "--epochs", "2", "--layers", "64,64", "--json", "--no-progress")
+    assert r.exit_code == 0 and json.loads(r.stdout)["epochs"] == 2
+    r = invoke("train", "--out", out, "--resume", "--epochs", "5", "--temperature", "3", "--no-progress")
+    assert r.exit_code == 1 and r.output.count("\n") == 1
+    assert "drop --epochs, --temperature" in r.output and "Traceback" not in r.output
+    r = invoke("train", "--out", out, "--resume", "--preset", "hinton", "--profile", "loihi-like", "--no-progress")
+    assert r.exit_code == 1 and "drop --preset, --profile" in r.output
 
 
 @pytest.mark.parametrize("args,needle", [
