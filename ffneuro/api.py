@@ -80,8 +80,8 @@ def refuse_changes_on_resume(cfg: TrainConfig, saved_profile: str | None, preset
     change it is an error, not silently ignored (options equal to the saved values pass)."""
     asked = {k: v for k, v in overrides.items() if v is not None}
     try:
-        changed = sorted(k for k in asked if getattr(build_config(None, {**cfg.to_dict(), k: asked[k]}), k)
-                         != getattr(cfg, k))
+        merged = build_config(None, {**cfg.to_dict(), **asked})
+        changed = sorted(k for k in asked if getattr(merged, k) != getattr(cfg, k))
     except ConfigError:
         changed = sorted(asked)
     if preset is not None:

@@ -75,9 +75,7 @@ def unit_loss(spec: UnitSpec, g_pos: torch.Tensor, g_neg: torch.Tensor, gamma_po
     sp = g_pos if gamma_pos is None else g_pos + gamma_pos.detach()
     sn = g_neg if gamma_neg is None else g_neg + gamma_neg.detach()
     tau = spec.temperature
-    if tau != 1.0:
-        sp, sn = sp / tau, sn / tau
-    return layer_loss(spec.loss, sp, sn, theta=spec.theta / tau, alpha=spec.alpha)
+    return layer_loss(spec.loss, sp / tau, sn / tau, theta=spec.theta / tau, alpha=spec.alpha)
 
 
 @dataclass

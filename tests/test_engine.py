@@ -10,6 +10,7 @@ from ffneuro import runio
 from ffneuro.config import ConfigError, TrainConfig
 from ffneuro.data import load_dataset
 from ffneuro.encoding import LabelEncoding, choose_encoding, hard_wrong_labels, random_wrong_labels
+from ffneuro.layers import UnitSpec, unit_loss
 from ffneuro.network import FFNetwork, default_inference_layers, gamma_members
 from ffneuro.trainer import build_network, scout_goodness, train, train_step
 
@@ -167,12 +168,14 @@ def test_cff_theta_rescaled_by_gamma_members_by_default_or_own():
     assert default_inference_layers(TrainConfig(layers=(10, 20, 30))) == [1, 2]
 
 
+def sp(v: float) -> float:
+    """softplus of a plain number, for hand-computed expectations."""
+    return torch.log1p(torch.exp(torch.tensor(v))).item()
+
+
 def test_temperature_divides_goodness_gamma_and_theta():
     # softplus((θ − g⁺ − γ⁺)/τ) + softplus((g⁻ + γ⁻ − θ)/τ), by hand: θ = 10, τ = 2
-    from ffneuro.layers import UnitSpec, unit_loss
-
     g_pos, g_neg = torch.tensor([12.0]), torch.tensor([8.0])
-    sp = lambda v: torch.log1p(torch.exp(torch.tensor(v))).item()  # noqa: E731
     got = unit_loss(UnitSpec(theta=10.0, temperature=2.0), g_pos, g_neg)
     assert got.item() == pytest.approx(2 * sp(-1.0), rel=1e-6)            # 0.6265
     got = unit_loss(UnitSpec(theta=10.0, temperature=2.0), g_pos, g_neg, torch.tensor([2.0]), torch.tensor([1.0]))
@@ -183,8 +186,9 @@ def test_temperature_divides_goodness_gamma_and_theta():
         pytest.approx(sp(-0.5), rel=1e-6)
     ent = [unit_loss(UnitSpec(loss="entropy", temperature=t), g_pos, g_neg).item() for t in (1.0, 7.0)]
     assert ent[0] == pytest.approx(ent[1], rel=1e-6)
-    with pytest.raises(ConfigError, match="temperature"):
-        TrainConfig(temperature=0.0).validate()
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="temperature"):
+            TrainConfig(temperature=bad).validate()
 
 
 def test_cff_theta_mean_is_the_collective_mean_against_the_own_theta():
@@ -193,9 +197,6 @@ def test_cff_theta_mean_is_the_collective_mean_against_the_own_theta():
     net = FFNetwork(cfg, 64, 10, "concat", 0.0, 1.0, generator=torch.Generator().manual_seed(0))
     spec = net.layers[1].spec
     g_pos, g_neg, gam_p, gam_n = torch.tensor([9.0]), torch.tensor([4.0]), torch.tensor([15.0]), torch.tensor([14.0])
-    from ffneuro.layers import unit_loss
-
-    sp = lambda v: torch.log1p(torch.exp(torch.tensor(v))).item()  # noqa: E731
     expect = sp((10.0 - (9 + 15) / 3) / 2) + sp(((4 + 14) / 3 - 10.0) / 2)      # θ_own = 10, τ = 2
     assert unit_loss(spec, g_pos, g_neg, gam_p, gam_n).item() == pytest.approx(expect, rel=1e-6)
 
