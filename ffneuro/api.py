@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ffneuro import runio
-from ffneuro.config import PRESETS, ConfigError, TrainConfig, preset as preset_overrides
+from ffneuro.runs import files as runio
+from ffneuro.config.run import PRESETS, ConfigError, TrainConfig, preset as preset_overrides
 
 
 def preset_names() -> list[str]:
@@ -48,7 +48,7 @@ def train_run(*, preset: str | None = None, overrides: dict | None = None, profi
     """
     import torch
 
-    from ffneuro.trainer import train
+    from ffneuro.train.loop import train
 
     if resume:
         if out is None:
@@ -98,14 +98,14 @@ def applied_batch(cfg: TrainConfig, profile: str | None) -> int:
     """The batch a run will use: the config's, capped at the profile's streaming limit."""
     if profile is None:
         return cfg.batch_size
-    from ffneuro.profiles import load_profile
+    from ffneuro.hw.profiles import load_profile
 
     return min(cfg.batch_size, load_profile(profile).streaming.max_batch)
 
 
 def eval_run(run_dir: Path, *, data: str | None = None) -> dict:
     """`ffneuro eval`: rebuild the network from a run dir and evaluate it."""
-    from ffneuro.trainer import evaluate_run
+    from ffneuro.train.loop import evaluate_run
 
     return evaluate_run(Path(run_dir), data=data)
 
@@ -140,7 +140,7 @@ def estimate_run(*, profile: str, run: Path | None = None, layers: str | None = 
                  input_activity: float = 0.2, num_classes: int = 10, inference: str = "one-pass",
                  plot: Path | None = None) -> dict:
     """`ffneuro estimate`: from a run dir's measured events, or analytically from sizes."""
-    from ffneuro.estimate import estimate_from_layers, estimate_from_run, plot_report
+    from ffneuro.hw.estimate import estimate_from_layers, estimate_from_run, plot_report
 
     if (run is None) == (layers is None):
         raise ConfigError("give exactly one of --run RUN_DIR or --layers SIZES")
@@ -162,14 +162,14 @@ def estimate_run(*, profile: str, run: Path | None = None, layers: str | None = 
 
 
 def format_estimate(report: dict) -> str:
-    from ffneuro.estimate import format_report
+    from ffneuro.hw.estimate import format_report
 
     return format_report(report) + (f"\nplot written to {report['plot']}" if report.get("plot") else "")
 
 
 # -- profiles -----------------------------------------------------------------------------
 def profile_rows() -> list[dict]:
-    from ffneuro.profiles import list_profiles, load_profile
+    from ffneuro.hw.profiles import list_profiles, load_profile
 
     rows = []
     for name in list_profiles():
@@ -189,7 +189,7 @@ def format_profile_rows(rows: list[dict]) -> str:
 
 
 def profile_dict(name_or_path: str) -> dict:
-    from ffneuro.profiles import load_profile, profile_to_dict
+    from ffneuro.hw.profiles import load_profile, profile_to_dict
 
     return profile_to_dict(load_profile(name_or_path))
 
@@ -212,11 +212,11 @@ def export(run_dir: Path, out: Path, *, profile: str | None = None, vectors: int
            fmt: str = "hdf5") -> dict:
     """`ffneuro export`: the run's chip model as HDF5 integer tables (or NIR)."""
     if fmt == "hdf5":
-        from ffneuro.export import export_run
+        from ffneuro.export.hdf5 import export_run
 
         return export_run(Path(run_dir), Path(out), profile=profile, vectors=vectors, data=data)
     if fmt == "nir":
-        from ffneuro.nir_export import export_nir
+        from ffneuro.export.nir import export_nir
 
         return export_nir(Path(run_dir), Path(out))
     raise ConfigError(f"--format {fmt!r}: choose hdf5 or nir")
@@ -224,7 +224,7 @@ def export(run_dir: Path, out: Path, *, profile: str | None = None, vectors: int
 
 def inspect_export(path: Path) -> dict:
     """`ffneuro inspect`: a summary of an exported file."""
-    from ffneuro.golden import inspect
+    from ffneuro.export.golden import inspect
 
     return inspect(Path(path))
 
@@ -253,11 +253,11 @@ def format_inspect(r: dict) -> str:
 def verify_export(path: Path, *, data: str | None = None, use_data: bool = True) -> dict:
     """`ffneuro verify`: golden integer replay of the stored vectors (and accuracy on a
     dataset: ``data``, else the one recorded in the file)."""
-    from ffneuro import golden
+    from ffneuro.export import golden
 
     x = y = None
     if use_data:
-        from ffneuro.data import load_dataset
+        from ffneuro.data.loaders import load_dataset
 
         spec = data or (golden.provenance(Path(path)).get("config") or {}).get("data")
         if spec:
@@ -284,38 +284,38 @@ def format_verify(r: dict) -> str:
 # -- analysis -------------------------------------------------------------------------------
 def analyze(run_dir: Path, *, out: Path | None = None, probe: int = 2000) -> dict:
     """`ffneuro analyze`: collaboration, entropy, plots and reports for a run dir."""
-    from ffneuro.analysis import analyze_run
+    from ffneuro.analysis.report import analyze_run
 
     return analyze_run(Path(run_dir), out, probe=probe)
 
 
 def format_analysis(r: dict) -> str:
-    from ffneuro.analysis import format_analysis as fmt
+    from ffneuro.analysis.report import format_analysis as fmt
 
     return fmt(r)
 
 
 def spikes(run_dir: Path, *, out: Path | None = None, samples: int = 200) -> dict:
     """`ffneuro spikes`: per-layer spike rasters, rates per step and firing-rate histograms."""
-    from ffneuro.analysis import spike_report
+    from ffneuro.analysis.report import spike_report
 
     return spike_report(Path(run_dir), Path(out) if out is not None else Path(run_dir) / "spikes", samples)
 
 
 def format_spikes(r: dict) -> str:
-    from ffneuro.analysis import format_spike_report
+    from ffneuro.analysis.report import format_spike_report
 
     return format_spike_report(r)
 
 
 def compare(run_dirs: list[Path], *, plot: Path | None = None) -> dict:
     """`ffneuro compare`: one row per run dir."""
-    from ffneuro.analysis import compare_runs
+    from ffneuro.analysis.report import compare_runs
 
     return compare_runs([Path(r) for r in run_dirs], plot)
 
 
 def format_compare(r: dict) -> str:
-    from ffneuro.analysis import format_compare as fmt
+    from ffneuro.analysis.report import format_compare as fmt
 
     return fmt(r)

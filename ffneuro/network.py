@@ -12,11 +12,11 @@ import math
 import torch
 import torch.nn as nn
 
-from ffneuro.config import TrainConfig
-from ffneuro.encoding import LabelEncoding
-from ffneuro.layers import FFDense, LinearHead, UnitSpec
-from ffneuro.onchip import INPUT_LEVELS, int_spike_encode, integer_input, round_half_up_div
-from ffneuro.spiking import FFSpiking, LIFSpec, encode
+from ffneuro.config.run import TrainConfig
+from ffneuro.functional.encoding import LabelEncoding
+from ffneuro.units.dense import FFDense, LinearHead, UnitSpec
+from ffneuro.functional.fixed import INPUT_LEVELS, int_spike_encode, integer_input, round_half_up_div
+from ffneuro.units.lif import FFSpiking, LIFSpec, encode
 
 SPIKE_THETA = 0.05        # default θ of a spiking layer per unit (tuned on the digits)
 INFERENCE_SEED = 12345    # spike encoding at inference is random (rate code): a fixed seed keeps it reproducible

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import torch
 
-from ffneuro.analysis import entropy_record, probe_goodness, probe_indices
-from ffneuro.config import TrainConfig
-from ffneuro.data import load_dataset
-from ffneuro.encoding import random_wrong_labels
-from ffneuro.runio import write_json
-from ffneuro.trainer import build_network, train
+from ffneuro.analysis.report import entropy_record, probe_goodness, probe_indices
+from ffneuro.config.run import TrainConfig
+from ffneuro.data.loaders import load_dataset
+from ffneuro.functional.encoding import random_wrong_labels
+from ffneuro.runs.files import write_json
+from ffneuro.train.loop import build_network, train
 
 
 def probe_call_s(cfg: TrainConfig, data, calls: int) -> float:

@@ -26,14 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ffneuro import golden
-from ffneuro.config import TrainConfig
-from ffneuro.data import load_dataset
-from ffneuro.export import chip_network, export_run
+from ffneuro.export import golden
+from ffneuro.config.run import TrainConfig
+from ffneuro.data.loaders import load_dataset
+from ffneuro.export.hdf5 import chip_network, export_run
 from ffneuro.network import default_inference_layers
-from ffneuro.profiles import list_profiles, load_profile
-from ffneuro.runio import write_json
-from ffneuro.trainer import multipass_scores, train
+from ffneuro.hw.profiles import list_profiles, load_profile
+from ffneuro.runs.files import write_json
+from ffneuro.train.loop import multipass_scores, train
 
 
 def compare(run_dir: Path, profile: str, data, folder: Path) -> dict:

@@ -29,13 +29,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ffneuro.runio import write_json
+from ffneuro.runs.files import write_json
 
 SHIM_INIT = "from . import datasets, transforms  # noqa: F401\n"
 SHIM_TRANSFORMS = "class ToTensor:\n    def __call__(self, x):\n        return x\n"
 SHIM_DATASETS = '''import os
 import torch
-from ffneuro.data import load_dataset
+from ffneuro.data.loaders import load_dataset
 
 class MNIST(torch.utils.data.Dataset):
     """train=True: first 50,000 training images, then the 10,000 test images."""

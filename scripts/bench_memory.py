@@ -31,9 +31,9 @@ def rss_kib() -> int:
 
 
 def child(method: str, depth: int, width: int, batch: int, steps: int) -> dict:
-    from ffneuro.config import TrainConfig
-    from ffneuro.data import Dataset
-    from ffneuro.trainer import build_network, train_step
+    from ffneuro.config.run import TrainConfig
+    from ffneuro.data.loaders import Dataset
+    from ffneuro.train.loop import build_network, train_step
 
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
@@ -99,7 +99,7 @@ def main() -> None:
             r = rows[-1]
             print(f"{method:<9} depth {depth:>2}: weights {r['weight_bytes'] / 2**20:7.1f} MiB, training working "
                   f"memory {r['training_peak_over_base_bytes'] / 2**20:7.1f} MiB", flush=True)
-    from ffneuro.runio import write_json
+    from ffneuro.runs.files import write_json
     write_json(Path(args.out), {"note": "training working memory = peak RSS - RSS before the timed steps",
                                 "rows": rows})
 

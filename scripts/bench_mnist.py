@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from ffneuro.api import build_config
-from ffneuro.data import load_dataset
-from ffneuro.runio import write_json
-from ffneuro.trainer import train
+from ffneuro.data.loaders import load_dataset
+from ffneuro.runs.files import write_json
+from ffneuro.train.loop import train
 
 REPO = Path(__file__).resolve().parent.parent
 

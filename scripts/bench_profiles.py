@@ -23,11 +23,11 @@ from pathlib import Path
 
 import torch
 
-from ffneuro.config import TrainConfig
-from ffneuro.data import load_dataset
-from ffneuro.profiles import list_profiles
-from ffneuro.runio import write_json
-from ffneuro.trainer import train
+from ffneuro.config.run import TrainConfig
+from ffneuro.data.loaders import load_dataset
+from ffneuro.hw.profiles import list_profiles
+from ffneuro.runs.files import write_json
+from ffneuro.train.loop import train
 
 REPO = Path(__file__).resolve().parent.parent
 

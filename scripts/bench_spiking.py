@@ -33,11 +33,11 @@ from pathlib import Path
 
 import torch
 
-from ffneuro.config import TrainConfig
-from ffneuro.data import load_dataset
-from ffneuro.estimate import estimate_from_run
-from ffneuro.runio import write_json
-from ffneuro.trainer import load_run, train
+from ffneuro.config.run import TrainConfig
+from ffneuro.data.loaders import load_dataset
+from ffneuro.hw.estimate import estimate_from_run
+from ffneuro.runs.files import write_json
+from ffneuro.train.loop import load_run, train
 
 
 @torch.no_grad()
@@ -53,8 +53,8 @@ def firing_rates(run_dir: Path, x: torch.Tensor, y: torch.Tensor) -> list[float]
 
 def chip_replay(run_dir: Path, profile: str, h5: Path, data: str, x: torch.Tensor, y: torch.Tensor) -> dict:
     """Post-training quantisation to ``profile`` and the golden integer replay's test error."""
-    from ffneuro import golden
-    from ffneuro.export import export_run
+    from ffneuro.export import golden
+    from ffneuro.export.hdf5 import export_run
 
     export_run(run_dir, h5, profile=profile, vectors=4, data=data)
     rep = golden.verify(h5, x.numpy(), y.numpy())
@@ -72,8 +72,8 @@ def energy(run_dir: Path, profile: str, n_train: int) -> dict:
 
 def goodness_study(out: Path) -> None:
     from ffneuro import network
-    from ffneuro.goodness import goodness
-    from ffneuro.spiking import FFSpiking, lif_step
+    from ffneuro.functional.goodness import goodness
+    from ffneuro.units.lif import FFSpiking, lif_step
 
     class MembraneUnit(FFSpiking):
         """Measurement only: goodness on the membrane U' (last step or mean over steps)."""

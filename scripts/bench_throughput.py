@@ -20,13 +20,13 @@ from pathlib import Path
 
 import torch
 
-from ffneuro.config import TrainConfig
-from ffneuro.data import Dataset, load_dataset
-from ffneuro.events import EventLedger
-from ffneuro.onchip import chip_spec
-from ffneuro.profiles import load_profile
-from ffneuro.runio import write_json
-from ffneuro.trainer import build_network, calibrate, train_step
+from ffneuro.config.run import TrainConfig
+from ffneuro.data.loaders import Dataset, load_dataset
+from ffneuro.hw.events import EventLedger
+from ffneuro.functional.fixed import chip_spec
+from ffneuro.hw.profiles import load_profile
+from ffneuro.runs.files import write_json
+from ffneuro.train.loop import build_network, calibrate, train_step
 
 REPO = Path(__file__).resolve().parent.parent
 

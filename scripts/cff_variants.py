@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-from ffneuro.config import TrainConfig, preset
-from ffneuro.data import load_dataset
-from ffneuro.runio import write_json
-from ffneuro.trainer import train
+from ffneuro.config.run import TrainConfig, preset
+from ffneuro.data.loaders import load_dataset
+from ffneuro.runs.files import write_json
+from ffneuro.train.loop import train
 
 VARIANTS = {   # name: overrides of the cff-paper-cff preset
     "base": {},

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-from ffneuro.analysis import marginal_contributions
-from ffneuro.config import TrainConfig
-from ffneuro.data import load_dataset
-from ffneuro.runio import atomic_write_bytes, write_json
-from ffneuro.trainer import train
+from ffneuro.analysis.report import marginal_contributions
+from ffneuro.config.run import TrainConfig
+from ffneuro.data.loaders import load_dataset
+from ffneuro.runs.files import atomic_write_bytes, write_json
+from ffneuro.train.loop import train
 
 PAPER = {   # SPEC §2, Table 1: test error %, mean of 5 runs
     "bp-pairwise": {"mnist": 2.0, "fashion-mnist": 10.7, "cifar10": 45.4},

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ffneuro.data import Dataset, load_dataset
+from ffneuro.data.loaders import Dataset, load_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -7,16 +7,16 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from ffneuro.analysis import (collaboration_table, entropy_record, entropy_rows, finding, marginal_contributions,
+from ffneuro.analysis.report import (collaboration_table, entropy_record, entropy_rows, finding, marginal_contributions,
                               probe_goodness, probe_indices, silent_fraction)
 from ffneuro.cli import app
-from ffneuro.config import TrainConfig
-from ffneuro.data import load_dataset
-from ffneuro.encoding import random_wrong_labels
-from ffneuro.goodness import entropy_decomposition
+from ffneuro.config.run import TrainConfig
+from ffneuro.data.loaders import load_dataset
+from ffneuro.functional.encoding import random_wrong_labels
+from ffneuro.functional.goodness import entropy_decomposition
 from ffneuro.network import FFNetwork
-from ffneuro.runio import write_json
-from ffneuro.trainer import load_run, train
+from ffneuro.runs.files import write_json
+from ffneuro.train.loop import load_run, train
 
 runner = CliRunner()
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from ffneuro.augment import batch_transform, random_shift, shift_images
+from ffneuro.data.augment import batch_transform, random_shift, shift_images
 from ffneuro.cli import app
-from ffneuro.config import ConfigError, TrainConfig
-from ffneuro.data import load_dataset
-from ffneuro.trainer import train
+from ffneuro.config.run import ConfigError, TrainConfig
+from ffneuro.data.loaders import load_dataset
+from ffneuro.train.loop import train
 
 
 def test_shift_moves_pixels_and_fills_the_border():
@@ -88,7 +88,7 @@ def test_cli_flag_reaches_the_config(tmp_path):
 
 
 def test_every_preset_is_a_valid_config_and_hinton_jitter_only_adds_the_shift():
-    from ffneuro.config import PRESETS, preset
+    from ffneuro.config.run import PRESETS, preset
 
     for name in PRESETS:
         TrainConfig(**preset(name)).validate()

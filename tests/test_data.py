@@ -1,4 +1,4 @@
-"""Tests for ffneuro.data: the embedded digits, real MNIST, and small synthetic files per format."""
+"""Tests for ffneuro.data.loaders: the embedded digits, real MNIST, and small synthetic files per format."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from ffneuro.data import (
+from ffneuro.data.loaders import (
     DEFAULT_DATASET,
     DataError,
     Dataset,

@@ -6,13 +6,13 @@ import json
 import pytest
 import torch
 
-from ffneuro import runio
-from ffneuro.config import ConfigError, TrainConfig
-from ffneuro.data import load_dataset
-from ffneuro.encoding import LabelEncoding, choose_encoding, hard_wrong_labels, random_wrong_labels
-from ffneuro.layers import UnitSpec, unit_loss
+from ffneuro.runs import files as runio
+from ffneuro.config.run import ConfigError, TrainConfig
+from ffneuro.data.loaders import load_dataset
+from ffneuro.functional.encoding import LabelEncoding, choose_encoding, hard_wrong_labels, random_wrong_labels
+from ffneuro.units.dense import UnitSpec, unit_loss
 from ffneuro.network import FFNetwork, default_inference_layers, gamma_members
-from ffneuro.trainer import build_network, scout_goodness, train, train_step
+from ffneuro.train.loop import build_network, scout_goodness, train, train_step
 
 
 @pytest.fixture(scope="module")

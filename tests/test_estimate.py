@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from ffneuro.estimate import (
+from ffneuro.hw.estimate import (
     EstimateError,
     energy_breakdown,
     estimate,
@@ -24,7 +24,7 @@ from ffneuro.estimate import (
     sram_report,
     training_energy_pj_per_epoch,
 )
-from ffneuro.events import (
+from ffneuro.hw.events import (
     EVENT_KINDS,
     EventLedger,
     EventsError,
@@ -33,11 +33,11 @@ from ffneuro.events import (
     head_events,
     update_events,
 )
-from ffneuro.profiles import Energy, Learning, Memory, Precision, Profile, Streaming
+from ffneuro.hw.profiles import Energy, Learning, Memory, Precision, Profile, Streaming
 
 
 def make_profile(name="hand", *, precision=None, memory=None, streaming=None, learning=None, energy=None):
-    """A profile with hand-picked round numbers (same schema as ffneuro.profiles.Profile)."""
+    """A profile with hand-picked round numbers (same schema as ffneuro.hw.profiles.Profile)."""
     sections = {
         "precision": dict(format="fixed", weight_bits=3, weight_signed=True, scale_rule="pow2",
                           activation_bits=8, state_bits=12, accumulator_bits=16, learning_bits=16,

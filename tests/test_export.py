@@ -11,16 +11,16 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from ffneuro import golden
+from ffneuro.export import golden
 from ffneuro.cli import app
-from ffneuro.config import TrainConfig
-from ffneuro.data import load_dataset
-from ffneuro.export import chip_network, export_run, smallest_int_dtype
+from ffneuro.config.run import TrainConfig
+from ffneuro.data.loaders import load_dataset
+from ffneuro.export.hdf5 import chip_network, export_run, smallest_int_dtype
 from ffneuro.network import default_inference_layers
-from ffneuro.onchip import GAIN_FRAC_BITS, int_normalize, isqrt, norm_gain
-from ffneuro.profiles import list_profiles, load_profile
-from ffneuro.quant import FixedPoint
-from ffneuro.trainer import multipass_scores, train
+from ffneuro.functional.fixed import GAIN_FRAC_BITS, int_normalize, isqrt, norm_gain
+from ffneuro.hw.profiles import list_profiles, load_profile
+from ffneuro.functional.quant import FixedPoint
+from ffneuro.train.loop import multipass_scores, train
 
 runner = CliRunner()
 INTEGER_PROFILES = [p for p in list_profiles() if load_profile(p).precision.format != "float"]
@@ -80,7 +80,7 @@ def test_smallest_int_dtype():
 
 
 def test_golden_imports_no_training_code():
-    code = "import sys, ffneuro.golden; bad = [m for m in ('torch', 'ffneuro.layers', 'ffneuro.trainer') " \
+    code = "import sys, ffneuro.export.golden; bad = [m for m in ('torch', 'ffneuro.units.dense', 'ffneuro.train.loop') " \
            "if m in sys.modules]; assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -201,7 +201,7 @@ def test_export_errors_and_no_half_written_file(tmp_path, float_run, monkeypatch
     assert r.exit_code == 1 and "trained in float" in r.output
     r = runner.invoke(app, ["export", str(float_run), "--profile", "float32", "-o", str(tmp_path / "a.h5")])
     assert r.exit_code == 1 and "floating point" in r.output
-    import ffneuro.export as ex
+    import ffneuro.export.hdf5 as ex
 
     def boom(*a, **k):
         raise RuntimeError("disk full")

@@ -6,12 +6,12 @@ import dataclasses
 import pytest
 import torch
 
-from ffneuro.config import TrainConfig
-from ffneuro.data import load_dataset
-from ffneuro.onchip import ChipSpec, chip_lr, chip_spec, fixed_update_
-from ffneuro.profiles import load_profile
-from ffneuro.quant import FixedPoint
-from ffneuro.trainer import train
+from ffneuro.config.run import TrainConfig
+from ffneuro.data.loaders import load_dataset
+from ffneuro.functional.fixed import ChipSpec, chip_lr, chip_spec, fixed_update_
+from ffneuro.hw.profiles import load_profile
+from ffneuro.functional.quant import FixedPoint
+from ffneuro.train.loop import train
 
 
 def spec(**kw):
@@ -76,7 +76,7 @@ def test_training_under_profile_keeps_weights_on_grid_and_honours_limits():
 
 
 def test_trained_chip_network_is_integer(tmp_path):
-    from ffneuro.trainer import load_run
+    from ffneuro.train.loop import load_run
 
     data = load_dataset("digits")
     train(TrainConfig(layers=(32, 32), epochs=2, batch_size=64), data=data, progress=False,

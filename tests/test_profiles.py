@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ffneuro.profiles import (
+from ffneuro.hw.profiles import (
     CONFIDENCES, SCHEMA, Profile, ProfileError, Source, list_profiles, load_profile, profile_dir,
     profile_to_dict,
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ffneuro.quant import FixedPoint, fixed_point_for, pow2_step, stochastic_round
+from ffneuro.functional.quant import FixedPoint, fixed_point_for, pow2_step, stochastic_round
 
 
 # --- pow2_step ------------------------------------------------------------------------------

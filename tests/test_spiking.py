@@ -8,12 +8,12 @@ import torch
 from typer.testing import CliRunner
 
 from ffneuro.cli import app
-from ffneuro.config import TrainConfig
-from ffneuro.data import load_dataset
-from ffneuro.events import spike_forward_events
-from ffneuro.layers import UnitSpec
-from ffneuro.spiking import FFSpiking, LIFSpec, direct_encode, latency_encode, rate_encode
-from ffneuro.trainer import build_network, load_run, train, train_step
+from ffneuro.config.run import TrainConfig
+from ffneuro.data.loaders import load_dataset
+from ffneuro.hw.events import spike_forward_events
+from ffneuro.units.dense import UnitSpec
+from ffneuro.units.lif import FFSpiking, LIFSpec, direct_encode, latency_encode, rate_encode
+from ffneuro.train.loop import build_network, load_run, train, train_step
 
 runner = CliRunner()
 
@@ -166,7 +166,7 @@ def test_eligibility_rule_learns_the_digits(digits):
 def test_lif_step_equals_snntorch_leaky_for_reset_zero():
     import snntorch as snn
 
-    from ffneuro.spiking import lif_step
+    from ffneuro.units.lif import lif_step
 
     g = torch.Generator().manual_seed(0)
     current = torch.rand(30, 4, 9, generator=g) * 1.5
@@ -184,7 +184,7 @@ def test_reset_by_subtraction_follows_the_documented_equation():
     # once U stays above θ, and would fire less; see lif_step.)
     u = unit(beta=1.0, reset="subtract")
     assert u(torch.full((3, 1, 1), 2.5)).view(-1).tolist() == [1, 1, 1]
-    from ffneuro.spiking import lif_step
+    from ffneuro.units.lif import lif_step
 
     m, seen = torch.zeros(1), []
     for _ in range(3):
@@ -224,7 +224,7 @@ def test_eligibility_rule_equals_bptt_for_one_step_on_rates_and_counts(goodness_
 
 # ------------------------------------------------------------------ estimation
 def test_learning_events_of_a_spiking_update_hand_counted():
-    from ffneuro.events import spike_update_events
+    from ffneuro.hw.events import spike_update_events
 
     # T = 2, B = 1, fan_in 3, fan_out 4. Positive: spikes at (t0, i0), (t1, i0), (t1, i2);
     # negative: (t0, i1). Spikes 4; counts: pos [2, 0, 1], neg [0, 1, 0] -> nnz 3.
@@ -242,8 +242,8 @@ def test_learning_events_of_a_spiking_update_hand_counted():
 
 
 def test_bptt_history_is_charged_in_sram_and_eligibility_fits_loihi():
-    from ffneuro.estimate import learning_history_steps, sram_report
-    from ffneuro.profiles import load_profile
+    from ffneuro.hw.estimate import learning_history_steps, sram_report
+    from ffneuro.hw.profiles import load_profile
 
     prof = load_profile("loihi-like")                           # state 24 bit, spikes 1 bit, batch 1, no shared SRAM
     none = sram_report([4, 3, 2], prof, optimizer_slots=0)
@@ -257,7 +257,7 @@ def test_bptt_history_is_charged_in_sram_and_eligibility_fits_loihi():
 
 
 def test_spiking_run_under_a_float_profile_and_estimated_on_loihi(tmp_path, digits):
-    from ffneuro.estimate import estimate_from_run
+    from ffneuro.hw.estimate import estimate_from_run
 
     out = tmp_path / "run"
     m = train(TrainConfig(neuron="lif", layers=(16, 12), epochs=1, steps=3, lr=3e-3, entropy_probe=0).validate(),
@@ -281,9 +281,9 @@ def test_spiking_units_learn_on_a_simulated_chip(digits):
 
 
 def test_chip_spiking_weights_stay_on_the_grid(digits):
-    from ffneuro.onchip import chip_spec
-    from ffneuro.profiles import load_profile
-    from ffneuro.trainer import calibrate
+    from ffneuro.functional.fixed import chip_spec
+    from ffneuro.hw.profiles import load_profile
+    from ffneuro.train.loop import calibrate
     cfg = TrainConfig(neuron="lif", layers=(30,), batch_size=16, steps=4).validate()
     gen = torch.Generator().manual_seed(0)
     net = build_network(cfg, digits, gen, chip_spec(load_profile("cmos-45nm")))

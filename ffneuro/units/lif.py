@@ -42,12 +42,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from snntorch import surrogate
 
-from ffneuro.config import SPIKE_ENCODINGS, SPIKE_GOODNESS
-from ffneuro.goodness import goodness
-from ffneuro.layers import StepResult, UnitSpec, int_goodness, unit_loss
-from ffneuro.onchip import DECAY_FRAC_BITS, chip_lr, fixed_update_, int_matmul, weight_format
-from ffneuro.quant import FixedPoint
-from ffneuro.optim import make_optimizer, set_lr
+from ffneuro.config.run import SPIKE_ENCODINGS, SPIKE_GOODNESS
+from ffneuro.functional.goodness import goodness
+from ffneuro.units.dense import StepResult, UnitSpec, int_goodness, unit_loss
+from ffneuro.functional.fixed import DECAY_FRAC_BITS, chip_lr, fixed_update_, int_matmul, weight_format
+from ffneuro.functional.quant import FixedPoint
+from ffneuro.units.optim import make_optimizer, set_lr
 
 
 
@@ -186,7 +186,7 @@ class FFSpiking(nn.Module):
 
     Example (runs as is)::
 
-        >>> from ffneuro.layers import UnitSpec
+        >>> from ffneuro.units.dense import UnitSpec
         >>> g = torch.Generator().manual_seed(0)
         >>> unit = FFSpiking(20, 8, UnitSpec(theta=0.4), LIFSpec(beta=0.9, threshold=1.0), generator=g, steps=8)
         >>> x = rate_encode(torch.rand(6, 20, generator=g), 8, g)     # (T, 2B, in): 3 positives, 3 negatives

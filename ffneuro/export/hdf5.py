@@ -1,7 +1,7 @@
 """Export a trained run for chip bring-up: per-layer integer tables in HDF5, with test vectors.
 
 ``export_run`` writes everything a chip team needs to reproduce inference bit for bit
-from the file alone (schema in the README, replayed by :mod:`ffneuro.golden`):
+from the file alone (schema in the README, replayed by :mod:`ffneuro.export.golden`):
 
 - ``/`` attributes: format, schema version, ffneuro version, number of layers/classes,
   the default inference mode;
@@ -33,9 +33,9 @@ import numpy as np
 import torch
 
 from ffneuro import __version__
-from ffneuro.golden import SCHEMA, SCHEMA_VERSION, sha256
-from ffneuro.layers import int_goodness
-from ffneuro.onchip import DECAY_FRAC_BITS, GAIN_FRAC_BITS, INPUT_LEVELS
+from ffneuro.export.golden import SCHEMA, SCHEMA_VERSION, sha256
+from ffneuro.units.dense import int_goodness
+from ffneuro.functional.fixed import DECAY_FRAC_BITS, GAIN_FRAC_BITS, INPUT_LEVELS
 
 CALIBRATION_SAMPLES = 256
 
@@ -89,8 +89,8 @@ def _format_attrs(group, prefix: str, bits: int, signed: bool, step: float) -> N
 # ----------------------------------------------------------------------------------------
 def chip_network(run_dir: Path, profile: str | None):
     """(cfg, saved, net, quantisation) with ``net`` on the target profile's integer grid."""
-    from ffneuro.data import load_dataset
-    from ffneuro.trainer import calibrate, load_run
+    from ffneuro.data.loaders import load_dataset
+    from ffneuro.train.loop import calibrate, load_run
 
     saved_profile = _saved_profile(run_dir)
     target = profile or saved_profile
@@ -110,7 +110,7 @@ def chip_network(run_dir: Path, profile: str | None):
 
 
 def _saved_profile(run_dir: Path) -> str | None:
-    from ffneuro import runio
+    from ffneuro.runs import files as runio
 
     return runio.read_json(Path(run_dir) / runio.CONFIG).get("profile_name")
 
@@ -118,7 +118,7 @@ def _saved_profile(run_dir: Path) -> str | None:
 @torch.no_grad()
 def test_vectors(net, x: torch.Tensor, y: torch.Tensor, inference_layers: list[int]) -> dict[str, np.ndarray]:
     """Expected integer activities, goodness, scores and predictions for data x (N, D)."""
-    from ffneuro.trainer import multipass_scores
+    from ffneuro.train.loop import multipass_scores
 
     a0 = net.prepare_input(x)
     n, c = a0.shape[0], net.num_classes
@@ -296,10 +296,10 @@ def export_run(run_dir: Path, out: Path, *, profile: str | None = None, vectors:
                data: str | None = None) -> dict:
     """Write ``out`` (HDF5) for the run in ``run_dir`` on ``profile`` (default: the run's)
     with ``vectors`` test vectors from the run's test set (or ``data``'s). Returns a summary."""
-    from ffneuro import runio
-    from ffneuro.data import load_dataset
+    from ffneuro.runs import files as runio
+    from ffneuro.data.loaders import load_dataset
     from ffneuro.network import default_inference_layers
-    from ffneuro.profiles import load_profile, profile_to_dict
+    from ffneuro.hw.profiles import load_profile, profile_to_dict
 
     run_dir = Path(run_dir)
     if vectors < 0:

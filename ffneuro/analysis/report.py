@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import torch
 
-from ffneuro.goodness import entropy_decomposition
+from ffneuro.functional.goodness import entropy_decomposition
 
 ENTROPY_KINDS = ("positive", "negative", "both")
 
@@ -115,7 +115,7 @@ def _plt():
 
 
 def _save(fig, path: Path) -> Path:
-    from ffneuro.runio import atomic_write_bytes
+    from ffneuro.runs.files import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
@@ -269,9 +269,9 @@ def spike_report(run_dir: Path, out: Path, samples: int = 200) -> dict:
     """`ffneuro spikes`: per layer (input encoder included) a PNG of raster, rate per step
     and firing-rate histogram, and ``spikes.json`` with the sparsity of each layer, for
     ``samples`` test samples with their true label."""
-    from ffneuro import runio
-    from ffneuro.data import load_dataset
-    from ffneuro.trainer import load_run
+    from ffneuro.runs import files as runio
+    from ffneuro.data.loaders import load_dataset
+    from ffneuro.train.loop import load_run
 
     run_dir, out = Path(run_dir), Path(out)
     cfg, _, net = load_run(run_dir)
@@ -425,10 +425,10 @@ def finding(table: list[dict]) -> str:
 
 def analyze_run(run_dir: Path, out: Path | None = None, probe: int = 2000) -> dict:
     """`ffneuro analyze`: collaboration table, entropy, plots and reports for a run dir."""
-    from ffneuro import runio
-    from ffneuro.data import load_dataset
-    from ffneuro.encoding import random_wrong_labels
-    from ffneuro.trainer import load_run
+    from ffneuro.runs import files as runio
+    from ffneuro.data.loaders import load_dataset
+    from ffneuro.functional.encoding import random_wrong_labels
+    from ffneuro.train.loop import load_run
 
     run_dir = Path(run_dir)
     if probe < 1:
@@ -494,7 +494,7 @@ def format_analysis(s: dict) -> str:
 # Comparing runs
 # ----------------------------------------------------------------------------------------
 def compare_row(run_dir: Path) -> dict:
-    from ffneuro import runio
+    from ffneuro.runs import files as runio
 
     run_dir = Path(run_dir)
     saved = runio.read_json(run_dir / runio.CONFIG)

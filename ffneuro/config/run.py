@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from ffneuro.goodness import GOODNESS_KINDS, LOSS_KINDS, NORM_KINDS
+from ffneuro.functional.goodness import GOODNESS_KINDS, LOSS_KINDS, NORM_KINDS
 
 
 class ConfigError(ValueError):

@@ -45,7 +45,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from ffneuro.events import (
+from ffneuro.hw.events import (
     EVENT_KINDS,
     EventLedger,
     analytic_events,
@@ -401,7 +401,7 @@ def estimate(
     """The full JSON-able report: energy per sample (training, inference), SRAM, fit.
 
     ``events``: ``{"train": [per-layer counts per sample], "infer": [...]}`` from
-    :func:`ffneuro.events.analytic_events` or ``EventLedger.per_sample``; ``source``:
+    :func:`ffneuro.hw.events.analytic_events` or ``EventLedger.per_sample``; ``source``:
     ``"measured"`` or ``"analytic"``. With ``n_train`` the report also carries the
     training energy of one epoch. ``learning_history_steps``: see :func:`sram_report`.
     """
@@ -444,7 +444,7 @@ def estimate(
 
 def _resolve_profile(profile):
     if isinstance(profile, str):
-        from ffneuro.profiles import load_profile  # the profile engineer's module
+        from ffneuro.hw.profiles import load_profile  # the profile engineer's module
 
         return load_profile(profile)
     return profile
@@ -504,7 +504,7 @@ def learning_history_steps(run_config: dict) -> int:
 def estimate_from_run(run_dir: str | Path, profile, *, n_train: int | None = None) -> dict[str, Any]:
     """Estimate from a finished run: ``config.json`` ("layer_sizes", "num_classes") and
     ``events.json`` (``EventLedger.to_dict()``); counts are per sample as measured."""
-    from ffneuro.runio import read_json
+    from ffneuro.runs.files import read_json
 
     run_dir = Path(run_dir)
     config = read_json(run_dir / "config.json")
@@ -640,7 +640,7 @@ def plot_report(report: dict, path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ffneuro.runio import atomic_write_bytes
+    from ffneuro.runs.files import atomic_write_bytes
 
     path = Path(path)
     n = len(report["layers"])

@@ -21,12 +21,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ffneuro import __version__, runio
-from ffneuro.augment import batch_transform
-from ffneuro.config import TrainConfig
-from ffneuro.data import Dataset, load_dataset
-from ffneuro.encoding import LabelEncoding, choose_encoding, random_wrong_labels
-from ffneuro.optim import lr_factor, make_optimizer, set_lr
+from ffneuro import __version__
+from ffneuro.runs import files as runio
+from ffneuro.data.augment import batch_transform
+from ffneuro.config.run import TrainConfig
+from ffneuro.data.loaders import Dataset, load_dataset
+from ffneuro.functional.encoding import LabelEncoding, choose_encoding, random_wrong_labels
+from ffneuro.units.optim import lr_factor, make_optimizer, set_lr
 
 BASELINES = ("bp", "bp-pairwise")
 

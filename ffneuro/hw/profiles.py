@@ -295,7 +295,7 @@ def profile_dir() -> Path:
         for entry in res.iterdir():
             if isinstance(entry, Path) and entry.name.endswith(".toml"):
                 return entry.parent
-    return Path(__file__).resolve().parent.parent / "hw_profiles"
+    return Path(__file__).resolve().parents[2] / "hw_profiles"
 
 
 def list_profiles() -> list[str]:

@@ -17,12 +17,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ffneuro.encoding import CodedBatch
-from ffneuro.goodness import goodness, layer_loss, normalize, norm_factor, peer_norm_loss
-from ffneuro.onchip import (ChipSpec, activation_format, chip_lr, fixed_update_, int_matmul, int_normalize,
+from ffneuro.functional.encoding import CodedBatch
+from ffneuro.functional.goodness import goodness, layer_loss, normalize, norm_factor, peer_norm_loss
+from ffneuro.functional.fixed import (ChipSpec, activation_format, chip_lr, fixed_update_, int_matmul, int_normalize,
                             norm_gain, weight_format)
-from ffneuro.optim import make_optimizer, set_lr
-from ffneuro.quant import FixedPoint, fixed_point_for
+from ffneuro.units.optim import make_optimizer, set_lr
+from ffneuro.functional.quant import FixedPoint, fixed_point_for
 
 
 class _ReLUFullGrad(torch.autograd.Function):

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ffneuro.quant import FixedPoint, pow2_step, stochastic_round
+from ffneuro.functional.quant import FixedPoint, pow2_step, stochastic_round
 
 INPUT_LEVELS = 255        # network input integerised to floor(x · 255 + ½): 8-bit pixels, exactly
 GAIN_FRAC_BITS = 16       # fractional bits of the fixed-point normalisation gain
@@ -149,7 +149,7 @@ def _updated(codes: torch.Tensor, grad: torch.Tensor, fmt: FixedPoint, lr: float
 
 
 # ----------------------------------------------------------------------------------------
-# Integer-exact inference (the golden model in ffneuro/golden.py re-implements these in numpy)
+# Integer-exact inference (the golden model in ffneuro/export/golden.py re-implements these in numpy)
 # ----------------------------------------------------------------------------------------
 def integer_input(x: torch.Tensor) -> torch.Tensor:
     """The chip's integer view of a data sample in [0, 1]: floor(x · INPUT_LEVELS + ½),

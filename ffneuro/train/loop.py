@@ -24,19 +24,20 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ffneuro import __version__, runio
-from ffneuro.analysis import entropy_record, probe_goodness, probe_indices
-from ffneuro.augment import batch_transform
-from ffneuro.baselines import BASELINES, train_baseline
-from ffneuro.config import TrainConfig
-from ffneuro.data import Dataset, load_dataset
-from ffneuro.encoding import CodedBatch, choose_encoding, hard_wrong_labels, random_wrong_labels
-from ffneuro.estimate import learning_history_steps
-from ffneuro.events import (EventLedger, forward_events, head_events, spike_forward_events, spike_update_events,
+from ffneuro import __version__
+from ffneuro.runs import files as runio
+from ffneuro.analysis.report import entropy_record, probe_goodness, probe_indices
+from ffneuro.data.augment import batch_transform
+from ffneuro.train.baselines import BASELINES, train_baseline
+from ffneuro.config.run import TrainConfig
+from ffneuro.data.loaders import Dataset, load_dataset
+from ffneuro.functional.encoding import CodedBatch, choose_encoding, hard_wrong_labels, random_wrong_labels
+from ffneuro.hw.estimate import learning_history_steps
+from ffneuro.hw.events import (EventLedger, forward_events, head_events, spike_forward_events, spike_update_events,
                             update_events)
 from ffneuro.network import FFNetwork, default_inference_layers, gamma_members
-from ffneuro.onchip import ChipSpec, chip_spec
-from ffneuro.optim import lr_factor
+from ffneuro.functional.fixed import ChipSpec, chip_spec
+from ffneuro.units.optim import lr_factor
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +298,7 @@ def resolve_device(device: str) -> torch.device:
 def check_budget(profile, layer_sizes: list[int], simulate_anyway: bool, history_steps: int = 0) -> dict:
     """Memory check before training: the per-layer SRAM table against the chip's budget
     (``history_steps``: see ``estimate.learning_history_steps``)."""
-    from ffneuro.estimate import format_memory, optimizer_slots, sram_report
+    from ffneuro.hw.estimate import format_memory, optimizer_slots, sram_report
 
     report = sram_report(layer_sizes, profile, optimizer_slots=optimizer_slots(profile),
                          learning_history_steps=history_steps)
@@ -345,7 +346,7 @@ def train(cfg: TrainConfig, *, out: Path | None = None, resume: bool = False, pr
     events (default: when a profile is given). ``on_epoch(record)`` is called after every
     epoch with that epoch's history record (benchmarks use it to save partial curves).
     """
-    from ffneuro.profiles import load_profile, profile_to_dict
+    from ffneuro.hw.profiles import load_profile, profile_to_dict
 
     cfg = cfg.validate()
     if cfg.algo in BASELINES:
@@ -469,7 +470,7 @@ def train(cfg: TrainConfig, *, out: Path | None = None, resume: bool = False, pr
     if ledger is not None:
         metrics["inference_events_mode"] = count_inference(net, x_test[:INFER_EVENT_SAMPLES], ledger)
     if prof is not None and ledger is not None:
-        from ffneuro.estimate import estimate, optimizer_slots
+        from ffneuro.hw.estimate import estimate, optimizer_slots
 
         metrics["estimate"] = estimate(
             prof, layer_sizes=net.layer_sizes,
@@ -494,7 +495,7 @@ def load_run(run_dir: Path, profile: str | None = None) -> tuple[TrainConfig, di
     *not* calibrated (their trained weights are the run's, off any grid): call
     ``calibrate`` on data to quantise them (post-training quantisation).
     """
-    from ffneuro.profiles import load_profile
+    from ffneuro.hw.profiles import load_profile
 
     saved = runio.read_json(Path(run_dir) / runio.CONFIG)
     cfg = TrainConfig.from_dict(saved["config"])

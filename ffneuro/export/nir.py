@@ -57,7 +57,7 @@ def export_nir(run_dir: Path, out: Path) -> dict:
 
     import nir
 
-    from ffneuro.trainer import load_run
+    from ffneuro.train.loop import load_run
 
     cfg, saved, net = load_run(Path(run_dir))
     if not net.spiking:

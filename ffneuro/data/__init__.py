@@ -1,0 +1,1 @@
+"""Datasets (embedded digits, MNIST, CIFAR-10, npz/csv files) and training-time augmentation."""
