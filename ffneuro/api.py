@@ -8,11 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ffneuro.runs import files as runio
-from ffneuro.config.run import PRESETS, ConfigError, TrainConfig, preset as preset_overrides
+from ffneuro.config import ConfigError, RunConfig, preset as preset_config, preset_names as _preset_names
 
 
 def preset_names() -> list[str]:
-    return sorted(PRESETS)
+    return _preset_names()
 
 
 def _int_list(name: str, value) -> tuple[int, ...] | None:
@@ -24,16 +24,17 @@ def _int_list(name: str, value) -> tuple[int, ...] | None:
         raise ConfigError(f"--{name.replace('_', '-')} must be comma-separated integers, got {value!r}") from None
 
 
-def build_config(preset: str | None, overrides: dict) -> TrainConfig:
+def build_config(preset: str | None, overrides: dict) -> RunConfig:
     """Preset (if any), then every override that is not None, validated."""
-    values = preset_overrides(preset) if preset else {}
+    base = preset_config(preset) if preset else RunConfig()
+    values = {}
     for k, v in overrides.items():
         if v is None:
             continue
         if k in ("layers", "milestones", "inference_layers"):
             v = _int_list(k, v)
         values[k] = v
-    return TrainConfig(**values).validate()
+    return base.with_flat(**values)
 
 
 def train_run(*, preset: str | None = None, overrides: dict | None = None, profile: str | None = None,
@@ -54,7 +55,7 @@ def train_run(*, preset: str | None = None, overrides: dict | None = None, profi
         if out is None:
             raise ConfigError("--resume needs --out RUN_DIR")
         saved = runio.read_json(Path(out) / runio.CONFIG)
-        cfg = TrainConfig.from_dict(saved["config"])
+        cfg = RunConfig.from_dict(saved["config"])
         refuse_changes_on_resume(cfg, saved.get("profile_name"), preset, overrides or {}, profile, out)
         profile = saved.get("profile_name")
     else:
@@ -74,14 +75,15 @@ def train_run(*, preset: str | None = None, overrides: dict | None = None, profi
 SMALL_BATCH = 8
 
 
-def refuse_changes_on_resume(cfg: TrainConfig, saved_profile: str | None, preset: str | None, overrides: dict,
+def refuse_changes_on_resume(cfg: RunConfig, saved_profile: str | None, preset: str | None, overrides: dict,
                              profile: str | None, out: Path) -> None:
     """`--resume` continues a run exactly as its config.json says; an option that would
     change it is an error, not silently ignored (options equal to the saved values pass)."""
     asked = {k: v for k, v in overrides.items() if v is not None}
     try:
-        merged = build_config(None, {**cfg.to_dict(), **asked})
-        changed = sorted(k for k in asked if getattr(merged, k) != getattr(cfg, k))
+        merged = cfg.with_flat(**{k: _int_list(k, v) if k in ("layers", "milestones", "inference_layers") else v
+                                  for k, v in asked.items()})
+        changed = sorted(k for k in asked if merged.flat()[k] != cfg.flat()[k])
     except ConfigError:
         changed = sorted(asked)
     if preset is not None:
@@ -94,13 +96,13 @@ def refuse_changes_on_resume(cfg: TrainConfig, saved_profile: str | None, preset
                           "(or train a new run with another --out)")
 
 
-def applied_batch(cfg: TrainConfig, profile: str | None) -> int:
+def applied_batch(cfg: RunConfig, profile: str | None) -> int:
     """The batch a run will use: the config's, capped at the profile's streaming limit."""
     if profile is None:
-        return cfg.batch_size
+        return cfg.loop.batch_size
     from ffneuro.hw.profiles import load_profile
 
-    return min(cfg.batch_size, load_profile(profile).streaming.max_batch)
+    return min(cfg.loop.batch_size, load_profile(profile).streaming.max_batch)
 
 
 def eval_run(run_dir: Path, *, data: str | None = None) -> dict:
@@ -259,7 +261,8 @@ def verify_export(path: Path, *, data: str | None = None, use_data: bool = True)
     if use_data:
         from ffneuro.data.loaders import load_dataset
 
-        spec = data or (golden.provenance(Path(path)).get("config") or {}).get("data")
+        saved = golden.provenance(Path(path)).get("config")
+        spec = data or (RunConfig.from_dict(saved).data.name if saved else None)
         if spec:
             ds = load_dataset(spec)
             x, y = ds.x_test.numpy(), ds.y_test.numpy()

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn as nn
 
-from ffneuro.config.run import TrainConfig
+from ffneuro.config import RunConfig
 from ffneuro.functional.encoding import LabelEncoding
 from ffneuro.units.dense import FFDense, LinearHead, UnitSpec
 from ffneuro.functional.fixed import INPUT_LEVELS, int_spike_encode, integer_input, round_half_up_div
@@ -22,7 +22,7 @@ SPIKE_THETA = 0.05        # default θ of a spiking layer per unit (tuned on the
 INFERENCE_SEED = 12345    # spike encoding at inference is random (rate code): a fixed seed keeps it reproducible
 
 
-def unit_spec(cfg: TrainConfig, width: int) -> UnitSpec:
+def unit_spec(cfg: RunConfig, width: int) -> UnitSpec:
     """The local learning rule of one layer, derived from the run config.
 
     θ defaults to the layer width (Hinton's logit Σh² − n_units) for ``sumsq``, to 1 for
@@ -35,16 +35,16 @@ def unit_spec(cfg: TrainConfig, width: int) -> UnitSpec:
     150 epochs: sum 3.27 %, own ≈ 3.9 % (a 10k-sample, 15-epoch run had favoured own).
     """
     base = {"sumsq": float(width), "meansq": 1.0, "sum": float(width), "neg-sumsq": -width / 4.0}
-    if cfg.neuron == "lif":     # goodness of firing rates r in [0, 1]: Σr² ≤ width
+    if cfg.units.neuron == "lif":     # goodness of firing rates r in [0, 1]: Σr² ≤ width
         base = {"sumsq": width * SPIKE_THETA, "meansq": SPIKE_THETA, "sum": width * SPIKE_THETA,
                 "neg-sumsq": -width * SPIKE_THETA / 4.0}
-        if cfg.spike_goodness == "count":     # counts c = T·r: the same θ in count units
-            base = {k: v * (cfg.steps if k == "sum" else cfg.steps ** 2) for k, v in base.items()}
-    theta = cfg.theta if cfg.theta is not None else base[cfg.goodness]
-    return UnitSpec(norm=cfg.norm, goodness=cfg.goodness, loss=cfg.loss, theta=theta, alpha=cfg.alpha,
-                    peer_norm=cfg.peer_norm, peer_momentum=cfg.peer_momentum, relu_grad=cfg.relu_grad,
-                    optimizer=cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum,
-                    weight_decay=cfg.weight_decay, temperature=cfg.temperature)
+        if cfg.units.spike_goodness == "count":     # counts c = T·r: the same θ in count units
+            base = {k: v * (cfg.units.steps if k == "sum" else cfg.units.steps ** 2) for k, v in base.items()}
+    theta = cfg.units.theta if cfg.units.theta is not None else base[cfg.units.goodness]
+    return UnitSpec(norm=cfg.units.norm, goodness=cfg.units.goodness, loss=cfg.units.loss, theta=theta, alpha=cfg.units.alpha,
+                    peer_norm=cfg.units.peer_norm, peer_momentum=cfg.units.peer_momentum, relu_grad=cfg.units.relu_grad,
+                    optimizer=cfg.optim.optimizer, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                    weight_decay=cfg.optim.weight_decay, temperature=cfg.units.temperature)
 
 
 def gamma_members(kind: str, i: int, n_layers: int) -> list[int]:
@@ -63,13 +63,13 @@ def head_layers(n_layers: int) -> list[int]:
     return list(range(1, n_layers)) if n_layers > 1 else [0]
 
 
-def default_inference_layers(cfg: TrainConfig) -> list[int]:
+def default_inference_layers(cfg: RunConfig) -> list[int]:
     """0-based layers summed by multi-pass inference: the config's, else all for CFF and
     2..L for FF (Hinton skips the first hidden layer)."""
-    n = len(cfg.layers)
-    if cfg.inference_layers is not None:
-        return [i - 1 for i in cfg.inference_layers]
-    if cfg.algo == "cff" or n == 1:
+    n = len(cfg.units.layers)
+    if cfg.inference.layers is not None:
+        return [i - 1 for i in cfg.inference.layers]
+    if cfg.loop.algo == "cff" or n == 1:
         return list(range(n))
     return list(range(1, n))
 
@@ -81,7 +81,7 @@ class FFNetwork(nn.Module):
     floor(x · INPUT_LEVELS + ½), the label code floor(scale · INPUT_LEVELS + ½) and the
     neutral code that divided by C, rounded half up (see ``prepare_input``)."""
 
-    def __init__(self, cfg: TrainConfig, data_features: int, num_classes: int, encoding_mode: str,
+    def __init__(self, cfg: RunConfig, data_features: int, num_classes: int, encoding_mode: str,
                  data_mean: float, data_std: float, *, generator: torch.Generator, chip=None,
                  label_scale: float = 1.0):
         super().__init__()
@@ -89,7 +89,7 @@ class FFNetwork(nn.Module):
         self.chip = chip
         self.label_scale = label_scale      # in data units (the chip's integer code is derived)
         if chip is not None:
-            if cfg.standardize:
+            if cfg.data.standardize:
                 raise ValueError("--standardize is not available under a fixed-point profile: "
                                  "the chip receives integer inputs (floor(x * 255 + 1/2))")
             code = int(math.floor(label_scale * INPUT_LEVELS + 0.5))
@@ -97,38 +97,38 @@ class FFNetwork(nn.Module):
                                           float(round_half_up_div(code, num_classes)))
         else:
             self.encoding = LabelEncoding(encoding_mode, num_classes, label_scale)
-        widths = [self.encoding.input_features(data_features), *cfg.layers]
+        widths = [self.encoding.input_features(data_features), *cfg.units.layers]
         self.layer_sizes = widths
-        self.spiking = cfg.neuron == "lif"
-        self.steps, self.spike_encoding = cfg.steps, cfg.spike_encoding
+        self.spiking = cfg.units.neuron == "lif"
+        self.steps, self.spike_encoding = cfg.units.steps, cfg.units.spike_encoding
         if self.spiking:
-            lif = LIFSpec(cfg.beta, cfg.spike_threshold, cfg.reset, cfg.surrogate, cfg.spike_learning,
-                          cfg.spike_goodness)
+            lif = LIFSpec(cfg.units.beta, cfg.units.spike_threshold, cfg.units.reset, cfg.units.surrogate, cfg.units.spike_learning,
+                          cfg.units.spike_goodness)
             units = [FFSpiking(widths[i], widths[i + 1], self._spec(cfg, i, widths[i + 1]), lif, generator=generator,
-                               chip=chip, steps=cfg.steps, onchip_lr=cfg.onchip_lr)
-                     for i in range(len(cfg.layers))]
+                               chip=chip, steps=cfg.units.steps, onchip_lr=cfg.hardware.onchip_lr)
+                     for i in range(len(cfg.units.layers))]
         else:
             units = [FFDense(widths[i], widths[i + 1], self._spec(cfg, i, widths[i + 1]), generator=generator,
-                             chip=chip, onchip_lr=cfg.onchip_lr) for i in range(len(cfg.layers))]
+                             chip=chip, onchip_lr=cfg.hardware.onchip_lr) for i in range(len(cfg.units.layers))]
         self.layers = nn.ModuleList(units)
-        self.head_idx = head_layers(len(cfg.layers))
+        self.head_idx = head_layers(len(cfg.units.layers))
         self.head = None
-        if cfg.head:
-            self.head = LinearHead([cfg.layers[i] for i in self.head_idx], num_classes, norm=cfg.norm,
-                                   lr=cfg.head_lr, optimizer=cfg.optimizer, momentum=cfg.momentum,
-                                   weight_decay=cfg.weight_decay * 10, chip=chip)
+        if cfg.inference.head:
+            self.head = LinearHead([cfg.units.layers[i] for i in self.head_idx], num_classes, norm=cfg.units.norm,
+                                   lr=cfg.optim.head_lr, optimizer=cfg.optim.optimizer, momentum=cfg.optim.momentum,
+                                   weight_decay=cfg.optim.weight_decay * 10, chip=chip)
         self.register_buffer("data_mean", torch.tensor(float(data_mean)))
         self.register_buffer("data_std", torch.tensor(float(data_std)))
 
     @staticmethod
-    def _spec(cfg: TrainConfig, i: int, width: int) -> UnitSpec:
+    def _spec(cfg: RunConfig, i: int, width: int) -> UnitSpec:
         spec = unit_spec(cfg, width)
-        members = [i, *gamma_members(cfg.gamma, i, len(cfg.layers))]
-        if cfg.algo == "cff" and cfg.theta is None and cfg.cff_theta == "sum":
+        members = [i, *gamma_members(cfg.cff.gamma, i, len(cfg.units.layers))]
+        if cfg.loop.algo == "cff" and cfg.units.theta is None and cfg.cff.theta == "sum":
             # θ_i rescaled to the sum of the default θs of unit i and of the units in J(i).
-            theta = sum(unit_spec(cfg, cfg.layers[j]).theta for j in members)
+            theta = sum(unit_spec(cfg, cfg.units.layers[j]).theta for j in members)
             spec = dataclasses.replace(spec, theta=theta)
-        if cfg.algo == "cff" and cfg.cff_theta == "mean":
+        if cfg.loop.algo == "cff" and cfg.cff.theta == "mean":
             # the collective's mean goodness against the unit's own θ: (g + γ)/k − θ = (g + γ − kθ)/k,
             # i.e. θ k times the own θ at a k times higher temperature (k = |members|)
             k = len(members)

@@ -21,20 +21,20 @@ from pathlib import Path
 import torch
 
 from ffneuro.analysis.report import entropy_record, probe_goodness, probe_indices
-from ffneuro.config.run import TrainConfig
+from ffneuro.config import RunConfig
 from ffneuro.data.loaders import load_dataset
 from ffneuro.functional.encoding import random_wrong_labels
 from ffneuro.runs.files import write_json
 from ffneuro.train.loop import build_network, train
 
 
-def probe_call_s(cfg: TrainConfig, data, calls: int) -> float:
+def probe_call_s(cfg: RunConfig, data, calls: int) -> float:
     """Median wall time of one epoch-end entropy log (probe pass + decomposition)."""
-    net = build_network(cfg, data, torch.Generator().manual_seed(cfg.seed)).eval()
+    net = build_network(cfg, data, torch.Generator().manual_seed(cfg.loop.seed)).eval()
     x_test = net.prepare_input(data.x_test)
-    idx = probe_indices(x_test.shape[0], cfg.entropy_probe, cfg.seed)
+    idx = probe_indices(x_test.shape[0], cfg.loop.entropy_probe, cfg.loop.seed)
     y = data.y_test[idx]
-    probe = (x_test[idx], y, random_wrong_labels(y, net.num_classes, torch.Generator().manual_seed(cfg.seed)))
+    probe = (x_test[idx], y, random_wrong_labels(y, net.num_classes, torch.Generator().manual_seed(cfg.loop.seed)))
     times = []
     for _ in range(calls):
         t0 = time.perf_counter()
@@ -62,7 +62,7 @@ def main() -> None:
     train_s: list[float] = []              # training loop only (no probe, no evaluation), probe off
     for _ in range(a.repeats):
         for mode, probe in (("off", 0), ("on", a.probe)):
-            cfg = TrainConfig(data=data.name, epochs=a.epochs, eval_every=0, head=False, entropy_probe=probe).validate()
+            cfg = RunConfig.from_flat(data=data.name, epochs=a.epochs, eval_every=0, head=False, entropy_probe=probe).validate()
             t0 = time.perf_counter()
             m = train(cfg, data=data, progress=False)
             times[mode].append(time.perf_counter() - t0)

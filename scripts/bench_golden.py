@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ffneuro.export import golden
-from ffneuro.config.run import TrainConfig
+from ffneuro.config import RunConfig
 from ffneuro.data.loaders import load_dataset
 from ffneuro.export.hdf5 import chip_network, export_run
 from ffneuro.network import default_inference_layers
@@ -83,7 +83,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         float_run = tmp / "float"
-        cfg = TrainConfig(data=f"mnist:{a.mnist}", epochs=a.epochs, eval_every=0)
+        cfg = RunConfig.from_flat(data=f"mnist:{a.mnist}", epochs=a.epochs, eval_every=0)
         m = train(cfg, out=float_run, progress=False)
         results["runs"]["float"] = {"train_s": m["wall_s"], "test_error": m["test_error"], "export": {}}
         for p in integer:
@@ -92,7 +92,7 @@ def main() -> None:
             write_json(a.out, results)
         chip_run = tmp / "chip"
         sub = dataclasses.replace(data, x_train=data.x_train[:a.chip_subset], y_train=data.y_train[:a.chip_subset])
-        cfg = TrainConfig(data=f"mnist:{a.mnist}", epochs=1, eval_every=0)
+        cfg = RunConfig.from_flat(data=f"mnist:{a.mnist}", epochs=1, eval_every=0)
         m = train(cfg, out=chip_run, progress=False, profile="loihi-like", data=sub)
         results["runs"]["loihi-like on chip"] = {"train_s": m["wall_s"], "test_error": m["test_error"],
                                                  "n_train": a.chip_subset,

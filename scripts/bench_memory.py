@@ -31,7 +31,7 @@ def rss_kib() -> int:
 
 
 def child(method: str, depth: int, width: int, batch: int, steps: int) -> dict:
-    from ffneuro.config.run import TrainConfig
+    from ffneuro.config import RunConfig
     from ffneuro.data.loaders import Dataset
     from ffneuro.train.loop import build_network, train_step
 
@@ -55,7 +55,7 @@ def child(method: str, depth: int, width: int, batch: int, steps: int) -> dict:
         weights = sum(p.numel() for p in model.parameters())
     else:
         head = method == "ff+head"
-        cfg = TrainConfig(layers=(width,) * depth, head=head, batch_size=batch)
+        cfg = RunConfig.from_flat(layers=(width,) * depth, head=head, batch_size=batch)
         ds = Dataset("synthetic", x, y, x, y, 10, (784,))
         net = build_network(cfg, ds, g)
 

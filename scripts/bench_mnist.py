@@ -63,7 +63,7 @@ def main() -> None:
         except json.JSONDecodeError:
             overrides[k] = v                      # plain strings: --set negatives=hard
     cfg = build_config(args.preset, overrides)
-    data = load_dataset(cfg.data, seed=cfg.seed)
+    data = load_dataset(cfg.data.name, seed=cfg.loop.seed)
     t0 = time.time()
     partial: list[dict] = []
 

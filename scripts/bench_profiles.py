@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from ffneuro.config.run import TrainConfig
+from ffneuro.config import RunConfig
 from ffneuro.data.loaders import load_dataset
 from ffneuro.hw.profiles import list_profiles
 from ffneuro.runs.files import write_json
@@ -32,7 +32,7 @@ from ffneuro.train.loop import train
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run(cfg: TrainConfig, data, profile) -> dict:
+def run(cfg: RunConfig, data, profile) -> dict:
     t0 = time.time()
     m = train(cfg, data=data, progress=False, profile=profile, simulate_anyway=True)
     return {"test_error": m["test_error"], "per_layer_error": m["per_layer_error"], "wall_s": round(time.time() - t0, 1),
@@ -58,7 +58,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--train-subset", type=int, default=10000)
-    ap.add_argument("--onchip-lr", type=float, default=TrainConfig.onchip_lr)
+    ap.add_argument("--onchip-lr", type=float, default=RunConfig.onchip_lr)
     ap.add_argument("--bits", default="2,3,4,6,8,10,12,16")
     ap.add_argument("--profiles", default="all", help="comma-separated names, all, or none")
     ap.add_argument("--bits-base", default="cmos-45nm", help="profile the weight-bit sweep extends")
@@ -70,7 +70,7 @@ def main() -> None:
     full = load_dataset(f"mnist:{args.mnist}")
     n = args.train_subset or full.x_train.shape[0]
     data = dataclasses.replace(full, x_train=full.x_train[:n], y_train=full.y_train[:n])
-    cfg = TrainConfig(data="mnist", layers=tuple(int(w) for w in args.layers.split(",")), epochs=args.epochs,
+    cfg = RunConfig.from_flat(data="mnist", layers=tuple(int(w) for w in args.layers.split(",")), epochs=args.epochs,
                       batch_size=args.batch, onchip_lr=args.onchip_lr, eval_every=0)
     result = {"config": cfg.to_dict(), "train_samples": n, "profiles": {}, "references": {}, "bits": {},
               "bits_base": args.bits_base}

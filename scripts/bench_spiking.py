@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from ffneuro.config.run import TrainConfig
+from ffneuro.config import RunConfig
 from ffneuro.data.loaders import load_dataset
 from ffneuro.hw.estimate import estimate_from_run
 from ffneuro.runs.files import write_json
@@ -93,13 +93,13 @@ def goodness_study(out: Path) -> None:
             return goodness(self.membrane, self.spec.goodness)
 
     data = load_dataset("digits")
-    base = TrainConfig(neuron="lif", layers=(200, 200), epochs=10, lr=3e-3, steps=8, entropy_probe=0)
+    base = RunConfig.from_flat(neuron="lif", layers=(200, 200), epochs=10, lr=3e-3, steps=8, entropy_probe=0)
     rows = []
 
-    def run(name: str, cfg: TrainConfig) -> None:
+    def run(name: str, cfg: RunConfig) -> None:
         t0 = time.perf_counter()
         m = train(cfg.validate(), data=data, progress=False)
-        rows.append({"variant": name, "test_error": m["test_error"], "theta": cfg.theta,
+        rows.append({"variant": name, "test_error": m["test_error"], "theta": cfg.units.theta,
                      "train_s": round(time.perf_counter() - t0, 1)})
         write_json(out, {"setup": "digits, 200x200 LIF, T = 8, 10 epochs, Adam 3e-3, rate code, 1 thread",
                          "rows": rows})
@@ -163,7 +163,7 @@ def main() -> None:
     x_test, y_test = data.x_test, data.y_test
     with tempfile.TemporaryDirectory() as tmp:
         spk_dir, mlp_dir = Path(tmp) / "spiking", Path(tmp) / "graded"
-        cfg = TrainConfig(data=f"mnist:{a.mnist}", layers=layers, neuron="lif", steps=a.steps, spike_encoding="rate",
+        cfg = RunConfig.from_flat(data=f"mnist:{a.mnist}", layers=layers, neuron="lif", steps=a.steps, spike_encoding="rate",
                           epochs=a.epochs, lr=a.lr, batch_size=a.batch, algo=a.algo, negatives=a.negatives,
                           spike_learning=a.spike_learning, inference_layers=inference, eval_every=a.eval_every,
                           entropy_probe=0).validate()
@@ -178,7 +178,7 @@ def main() -> None:
                                                              f"mnist:{a.mnist}", x_test, y_test)
         write_json(a.out, result)
         if not a.no_graded:
-            cfg = TrainConfig(data=f"mnist:{a.mnist}", layers=layers, epochs=a.epochs, lr=1e-3, batch_size=a.batch,
+            cfg = RunConfig.from_flat(data=f"mnist:{a.mnist}", layers=layers, epochs=a.epochs, lr=1e-3, batch_size=a.batch,
                               algo=a.algo, negatives=a.negatives, inference_layers=inference,
                               eval_every=0, entropy_probe=0).validate()
             t0 = time.time()

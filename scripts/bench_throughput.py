@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ffneuro.config.run import TrainConfig
+from ffneuro.config import RunConfig
 from ffneuro.data.loaders import Dataset, load_dataset
 from ffneuro.hw.events import EventLedger
 from ffneuro.functional.fixed import chip_spec
@@ -48,27 +48,27 @@ def backprop_epoch(x, y, sizes, bs, gen) -> float:
     return time.perf_counter() - t0
 
 
-def ff_epoch(data: Dataset, cfg: TrainConfig, gen) -> float:
+def ff_epoch(data: Dataset, cfg: RunConfig, gen) -> float:
     net = build_network(cfg, data, gen)
     x, y = net.prepare_input(data.x_train), data.y_train
-    active = list(range(len(cfg.layers)))
+    active = list(range(len(cfg.units.layers)))
     perm = torch.randperm(x.shape[0], generator=gen)
     t0 = time.perf_counter()
-    for s in range(0, x.shape[0], cfg.batch_size):
-        idx = perm[s:s + cfg.batch_size]
+    for s in range(0, x.shape[0], cfg.loop.batch_size):
+        idx = perm[s:s + cfg.loop.batch_size]
         train_step(net, cfg, x[idx], y[idx], active, gen)
     return time.perf_counter() - t0
 
 
-def step_time(data: Dataset, cfg: TrainConfig, profile, steps: int, count: bool, gen) -> float:
+def step_time(data: Dataset, cfg: RunConfig, profile, steps: int, count: bool, gen) -> float:
     chip = chip_spec(profile) if profile is not None else None
     net = build_network(cfg, data, gen, chip)
     x, y = net.prepare_input(data.x_train), data.y_train
     if chip is not None:
         calibrate(net, x[:256], y[:256])
     ledger = EventLedger() if count else None
-    active = list(range(len(cfg.layers)))
-    bs = cfg.batch_size
+    active = list(range(len(cfg.units.layers)))
+    bs = cfg.loop.batch_size
     t0 = time.perf_counter()
     for s in range(steps):
         idx = torch.arange(s * bs, (s + 1) * bs) % x.shape[0]
@@ -91,11 +91,11 @@ def main() -> None:
     data = load_dataset(f"mnist:{args.mnist}")
     widths = tuple(int(w) for w in args.layers.split(","))
     gen = torch.Generator().manual_seed(0)
-    base = TrainConfig(data="mnist", layers=widths, batch_size=args.batch)
+    base = RunConfig.from_flat(data="mnist", layers=widths, batch_size=args.batch)
     epoch = {
         "backprop_s": best(lambda: backprop_epoch(data.x_train, data.y_train, [784, *widths], args.batch, gen),
                            args.repeats),
-        "ff_s": best(lambda: ff_epoch(data, base.replace(head=False), gen), args.repeats),
+        "ff_s": best(lambda: ff_epoch(data, base.with_flat(head=False), gen), args.repeats),
         "ff_head_s": best(lambda: ff_epoch(data, base, gen), args.repeats),
     }
     epoch["ff_over_backprop"] = epoch["ff_s"] / epoch["backprop_s"]
@@ -105,7 +105,7 @@ def main() -> None:
     steps = {}
     for name, bs, n in (("cmos-45nm", 16, 200), ("loihi-like", 1, 1000)):
         prof = load_profile(name)
-        cfg = base.replace(batch_size=bs)
+        cfg = base.with_flat(batch_size=bs)
         row = {"batch": bs,
                "float_step_s": best(lambda: step_time(data, cfg, None, n, False, gen), args.repeats),
                "chip_step_s": best(lambda: step_time(data, cfg, prof, n, False, gen), args.repeats),

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ffneuro.config.run import TrainConfig, preset
+from ffneuro.config import RunConfig, preset
 from ffneuro.data.loaders import load_dataset
 from ffneuro.runs.files import write_json
 from ffneuro.train.loop import train
@@ -76,7 +76,7 @@ def main() -> None:
         p = preset("cff-paper-cff")
         p.update(data=f"mnist:{a.mnist}", epochs=a.epochs, eval_every=0, entropy_probe=0, temperature=1.0)
         p.update(VARIANTS[name])
-        cfg = TrainConfig(**p).validate()
+        cfg = RunConfig.from_flat(**p).validate()
         t0 = time.time()
         m = train(cfg, data=data, progress=False)
         rows.append({"variant": name, "overrides": VARIANTS[name], "test_error": m["test_error"],

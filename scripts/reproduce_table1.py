@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ffneuro.analysis.report import marginal_contributions
-from ffneuro.config.run import TrainConfig
+from ffneuro.config import RunConfig
 from ffneuro.data.loaders import load_dataset
 from ffneuro.runs.files import atomic_write_bytes, write_json
 from ffneuro.train.loop import train
@@ -59,7 +59,7 @@ SETUP = dict(layers=(500, 500, 500), optimizer="adam", lr=1e-3, batch_size=200, 
 
 
 def run_row(key: str, data, spec: str, epochs: int, seed: int) -> dict:
-    cfg = TrainConfig(data=spec, epochs=epochs, seed=seed, **SETUP, **ROWS[key][1]).validate()
+    cfg = RunConfig.from_flat(data=spec, epochs=epochs, seed=seed, **SETUP, **ROWS[key][1]).validate()
     t0 = time.time()
     m = train(cfg, data=data, progress=False)
     err = next(iter(m["test_error"].values())) if key.startswith("bp") else m["test_error"]["multi_pass"]

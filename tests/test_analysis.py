@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from ffneuro.analysis.report import (collaboration_table, entropy_record, entropy_rows, finding, marginal_contributions,
                               probe_goodness, probe_indices, silent_fraction)
 from ffneuro.cli import app
-from ffneuro.config.run import TrainConfig
+from ffneuro.config import RunConfig
 from ffneuro.data.loaders import load_dataset
 from ffneuro.functional.encoding import random_wrong_labels
 from ffneuro.functional.goodness import entropy_decomposition
@@ -29,7 +29,7 @@ def digits():
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, digits):
     out = tmp_path_factory.mktemp("runs") / "ff"
-    train(TrainConfig(layers=(32, 32, 32), epochs=2, entropy_probe=120).validate(), out=out, data=digits,
+    train(RunConfig.from_flat(layers=(32, 32, 32), epochs=2, entropy_probe=120).validate(), out=out, data=digits,
           progress=False)
     return out
 
@@ -70,9 +70,9 @@ def test_entropy_log_matches_a_recomputation_on_the_same_probe(run, digits):
     metrics = json.loads((run / "metrics.json").read_text())
     logged = metrics["history"][-1]["entropy"]
     cfg, _, net = load_run(run)
-    idx = probe_indices(digits.x_test.shape[0], 120, cfg.seed)
+    idx = probe_indices(digits.x_test.shape[0], 120, cfg.loop.seed)
     x, y = net.prepare_input(digits.x_test[idx]), digits.y_test[idx]
-    y_neg = random_wrong_labels(y, 10, torch.Generator().manual_seed(cfg.seed))
+    y_neg = random_wrong_labels(y, 10, torch.Generator().manual_seed(cfg.loop.seed))
     assert bool((y_neg != y).all())
     g_pos, g_neg, silent = probe_goodness(net, x, y, y_neg)
     assert g_pos.shape == (120, 3)
@@ -94,7 +94,7 @@ def test_silent_fraction_counts_units_zero_on_every_input():
 
 
 def test_a_killed_layer_is_reported_silent(digits):
-    net = FFNetwork(TrainConfig(layers=(16, 8)).validate(), digits.x_train.shape[1], 10, "concat", 0.0, 1.0,
+    net = FFNetwork(RunConfig.from_flat(layers=(16, 8)).validate(), digits.x_train.shape[1], 10, "concat", 0.0, 1.0,
                     generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         net.layers[1].bias.fill_(-1e6)                                   # every pre-activation < 0
@@ -106,7 +106,7 @@ def test_a_killed_layer_is_reported_silent(digits):
 
 
 def test_entropy_log_can_be_turned_off(digits):
-    m = train(TrainConfig(layers=(16,), epochs=1, entropy_probe=0).validate(), data=digits, progress=False)
+    m = train(RunConfig.from_flat(layers=(16,), epochs=1, entropy_probe=0).validate(), data=digits, progress=False)
     assert "entropy" not in m["history"][0]
 
 
@@ -131,7 +131,7 @@ def test_analyze_writes_plots_and_self_contained_reports(run, tmp_path):
 
 def test_compare_lines_up_ff_and_baselines(run, tmp_path, digits):
     bp = tmp_path / "bp"
-    m = train(TrainConfig(algo="bp", layers=(64, 64), epochs=10).validate(), out=bp, data=digits, progress=False)
+    m = train(RunConfig.from_flat(algo="bp", layers=(64, 64), epochs=10).validate(), out=bp, data=digits, progress=False)
     assert m["test_error"]["bp"] < 10.0
     r = runner.invoke(app, ["compare", str(run), str(bp), "--plot", str(tmp_path / "c.png"), "--json"])
     assert r.exit_code == 0, r.output
@@ -145,7 +145,7 @@ def test_compare_lines_up_ff_and_baselines(run, tmp_path, digits):
 
 def test_compare_reads_energy_from_estimate_json(tmp_path):
     run = tmp_path / "chip"
-    cfg = TrainConfig(layers=(8, 4)).to_dict()
+    cfg = RunConfig.from_flat(layers=(8, 4)).to_dict()
     write_json(run / "config.json", {"config": cfg, "dataset": "digits", "profile_name": "loihi-like"})
     write_json(run / "metrics.json", {"test_error": {"multi_pass": 12.5}, "epochs": 3, "wall_s": 4.0})
     write_json(run / "estimate.json", {"inference": {"energy_pj_per_sample": 2500.0},
@@ -160,7 +160,7 @@ def test_compare_reads_energy_from_estimate_json(tmp_path):
 
 
 def test_pairwise_baseline_learns_the_digits(digits):
-    m = train(TrainConfig(algo="bp-pairwise", layers=(64, 64), epochs=10).validate(), data=digits, progress=False)
+    m = train(RunConfig.from_flat(algo="bp-pairwise", layers=(64, 64), epochs=10).validate(), data=digits, progress=False)
     assert m["test_error"]["bp-pairwise"] < 10.0
 
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from ffneuro.data.augment import batch_transform, random_shift, shift_images
 from ffneuro.cli import app
-from ffneuro.config.run import ConfigError, TrainConfig
+from ffneuro.config import ConfigError, RunConfig
 from ffneuro.data.loaders import load_dataset
 from ffneuro.train.loop import train
 
@@ -63,13 +63,13 @@ def test_shift_needs_image_data():
         batch_transform(1, type("D", (), {"feature_shape": (64,), "name": "npz"})())
     assert batch_transform(1, digits)(torch.ones(2, 64), torch.Generator()).shape == (2, 64)
     with pytest.raises(ConfigError, match="augment_shift"):
-        TrainConfig(augment_shift=-1).validate()
+        RunConfig.from_flat(augment_shift=-1).validate()
 
 
 def test_training_with_shift_differs_and_resumes_exactly(tmp_path):
     digits = load_dataset("digits")
-    cfg = TrainConfig(layers=(64, 64), epochs=2, batch_size=64, seed=3, augment_shift=1).validate()
-    plain = train(cfg.replace(augment_shift=0), progress=False, data=digits)
+    cfg = RunConfig.from_flat(layers=(64, 64), epochs=2, batch_size=64, seed=3, augment_shift=1).validate()
+    plain = train(cfg.with_flat(augment_shift=0), progress=False, data=digits)
     full = train(cfg, out=tmp_path / "full", progress=False, data=digits)
     assert full["test_error"] != plain["test_error"]
     train(cfg, out=tmp_path / "cut", progress=False, data=digits, stop_after=1)
@@ -82,15 +82,15 @@ def test_cli_flag_reaches_the_config(tmp_path):
                                  "--no-progress", "--out", str(tmp_path / "r")])
     assert r.exit_code == 0, r.output
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert saved["config"]["augment_shift"] == 1
+    assert saved["config"]["data"]["augment_shift"] == 1
     bad = CliRunner().invoke(app, ["train", "--augment-shift", "20", "--no-progress"])
     assert bad.exit_code != 0 and "augment_shift" in bad.output
 
 
 def test_every_preset_is_a_valid_config_and_hinton_jitter_only_adds_the_shift():
-    from ffneuro.config.run import PRESETS, preset
+    from ffneuro.config import preset, preset_names
 
-    for name in PRESETS:
-        TrainConfig(**preset(name)).validate()
+    for name in preset_names():
+        preset(name).validate()
     jitter, plain = preset("hinton-jitter"), preset("hinton")
-    assert jitter.pop("augment_shift") == 1 and jitter == plain
+    assert jitter.data.augment_shift == 1 and jitter.replace(data={"augment_shift": 0}) == plain

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ffneuro.runs import files as runio
-from ffneuro.config.run import ConfigError, TrainConfig
+from ffneuro.config import ConfigError, RunConfig
 from ffneuro.data.loaders import load_dataset
 from ffneuro.functional.encoding import LabelEncoding, choose_encoding, hard_wrong_labels, random_wrong_labels
 from ffneuro.units.dense import UnitSpec, unit_loss
@@ -23,7 +23,7 @@ def digits():
 def small_cfg(**kw):
     base = dict(data="digits", layers=(64, 64, 64), epochs=2, batch_size=64, seed=3)
     base.update(kw)
-    return TrainConfig(**base).validate()
+    return RunConfig.from_flat(**base).validate()
 
 
 # -- encoding and negatives --------------------------------------------------------------
@@ -67,7 +67,7 @@ def test_hard_negatives_never_true_even_when_model_is_sure():
 
 # -- locality -----------------------------------------------------------------------------
 def _net(cfg, data):
-    return build_network(cfg, data, torch.Generator().manual_seed(cfg.seed))
+    return build_network(cfg, data, torch.Generator().manual_seed(cfg.loop.seed))
 
 
 @pytest.mark.parametrize("gamma", ["all", "earlier", "later"])
@@ -141,7 +141,7 @@ def test_factored_first_unit_matches_dense_path(mode, norm):
     """The first unit multiplies the shared data part once for all label codes: same
     activities and the same update as feeding it the dense encoded batch."""
     g = torch.Generator().manual_seed(0)
-    cfg = TrainConfig(layers=(16,), norm=norm)
+    cfg = RunConfig.from_flat(layers=(16,), norm=norm)
     make = lambda: FFNetwork(cfg, 20, 4, mode, 0.0, 1.0, generator=torch.Generator().manual_seed(1),
                              label_scale=2.0).layers[0]
     x = torch.rand(6, 20, generator=g)
@@ -158,14 +158,14 @@ def test_factored_first_unit_matches_dense_path(mode, norm):
 
 
 def test_cff_theta_rescaled_by_gamma_members_by_default_or_own():
-    cfg = TrainConfig(layers=(10, 20, 30), algo="cff", gamma="earlier", cff_theta="own")
+    cfg = RunConfig.from_flat(layers=(10, 20, 30), algo="cff", gamma="earlier", cff_theta="own")
     net = FFNetwork(cfg, 64, 10, "concat", 0.0, 1.0, generator=torch.Generator().manual_seed(0))
     assert [layer.spec.theta for layer in net.layers] == [10.0, 20.0, 30.0]
-    cfg = TrainConfig(layers=(10, 20, 30), algo="cff", gamma="earlier")
+    cfg = RunConfig.from_flat(layers=(10, 20, 30), algo="cff", gamma="earlier")
     net = FFNetwork(cfg, 64, 10, "concat", 0.0, 1.0, generator=torch.Generator().manual_seed(0))
     assert [layer.spec.theta for layer in net.layers] == [10.0, 30.0, 60.0]
     assert default_inference_layers(cfg) == [0, 1, 2]
-    assert default_inference_layers(TrainConfig(layers=(10, 20, 30))) == [1, 2]
+    assert default_inference_layers(RunConfig.from_flat(layers=(10, 20, 30))) == [1, 2]
 
 
 def sp(v: float) -> float:
@@ -188,12 +188,12 @@ def test_temperature_divides_goodness_gamma_and_theta():
     assert ent[0] == pytest.approx(ent[1], rel=1e-6)
     for bad in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ConfigError, match="temperature"):
-            TrainConfig(temperature=bad).validate()
+            RunConfig.from_flat(temperature=bad).validate()
 
 
 def test_cff_theta_mean_is_the_collective_mean_against_the_own_theta():
     # (g + γ)/k against θ_own, k = |{i} ∪ J(i)|: for γ = all over 3 layers, k = 3
-    cfg = TrainConfig(layers=(10, 10, 10), algo="cff", gamma="all", cff_theta="mean", temperature=2.0)
+    cfg = RunConfig.from_flat(layers=(10, 10, 10), algo="cff", gamma="all", cff_theta="mean", temperature=2.0)
     net = FFNetwork(cfg, 64, 10, "concat", 0.0, 1.0, generator=torch.Generator().manual_seed(0))
     spec = net.layers[1].spec
     g_pos, g_neg, gam_p, gam_n = torch.tensor([9.0]), torch.tensor([4.0]), torch.tensor([15.0]), torch.tensor([14.0])
@@ -203,12 +203,12 @@ def test_cff_theta_mean_is_the_collective_mean_against_the_own_theta():
 
 def test_config_validation_errors():
     with pytest.raises(ConfigError, match="algo"):
-        TrainConfig(algo="backprop").validate()
-    with pytest.raises(ConfigError, match="inference_layers"):
-        TrainConfig(layers=(5, 5), inference_layers=(3,)).validate()
+        RunConfig.from_flat(algo="backprop").validate()
+    with pytest.raises(ConfigError, match="inference.layers"):
+        RunConfig.from_flat(layers=(5, 5), inference_layers=(3,)).validate()
     with pytest.raises(ConfigError, match="entropy"):
-        TrainConfig(loss="entropy", goodness="neg-sumsq").validate()
-    assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
+        RunConfig.from_flat(loss="entropy", goodness="neg-sumsq").validate()
+    assert RunConfig.from_dict(RunConfig.from_flat().to_dict()) == RunConfig.from_flat()
 
 
 # -- whole runs ------------------------------------------------------------------------
@@ -226,7 +226,7 @@ def test_resume_ends_where_uninterrupted_run_ends(tmp_path, digits, kw):
     cfg = small_cfg(**kw)
     full = train(cfg, out=tmp_path / "full", progress=False, data=digits)
     train(cfg, out=tmp_path / "cut", progress=False, data=digits, stop_after=1)
-    assert TrainConfig.from_dict(json.loads((tmp_path / "cut" / "config.json").read_text())["config"]) == cfg
+    assert RunConfig.from_dict(json.loads((tmp_path / "cut" / "config.json").read_text())["config"]) == cfg
     resumed = train(cfg, out=tmp_path / "cut", resume=True, progress=False, data=digits)
     assert resumed["test_error"] == full["test_error"]
     assert resumed["per_layer_error"] == full["per_layer_error"]
@@ -261,7 +261,7 @@ def test_every_loss_learns_on_digits(digits, loss, goodness):
 
 def test_default_digits_run_reaches_90_percent(digits):
     """The embedded default: ffneuro train with no options must reach ≥ 90 % accuracy."""
-    m = train(TrainConfig(), progress=False, data=digits)
+    m = train(RunConfig.from_flat(), progress=False, data=digits)
     assert m["test_error"]["one_pass"] <= 10.0
 
 
@@ -272,6 +272,6 @@ def test_short_real_mnist_run_learns(mnist):
 
     small = dataclasses.replace(mnist, x_train=mnist.x_train[:10000], y_train=mnist.y_train[:10000],
                                 x_test=mnist.x_test[:2000], y_test=mnist.y_test[:2000])
-    m = train(TrainConfig(data="mnist", layers=(256,), epochs=2, batch_size=50, lr=3e-3, lr_schedule="constant"),
+    m = train(RunConfig.from_flat(data="mnist", layers=(256,), epochs=2, batch_size=50, lr=3e-3, lr_schedule="constant"),
               progress=False, data=small)
     assert m["test_error"]["multi_pass"] <= 20.0, m["test_error"]

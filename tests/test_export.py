@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from ffneuro.export import golden
 from ffneuro.cli import app
-from ffneuro.config.run import TrainConfig
+from ffneuro.config import RunConfig
 from ffneuro.data.loaders import load_dataset
 from ffneuro.export.hdf5 import chip_network, export_run, smallest_int_dtype
 from ffneuro.network import default_inference_layers
@@ -34,14 +34,14 @@ def digits():
 @pytest.fixture(scope="module")
 def float_run(tmp_path_factory, digits):
     out = tmp_path_factory.mktemp("runs") / "float"
-    train(TrainConfig(layers=(48, 40), epochs=2, seed=1).validate(), out=out, data=digits, progress=False)
+    train(RunConfig.from_flat(layers=(48, 40), epochs=2, seed=1).validate(), out=out, data=digits, progress=False)
     return out
 
 
 @pytest.fixture(scope="module")
 def chip_run(tmp_path_factory, digits):
     out = tmp_path_factory.mktemp("runs") / "chip"
-    train(TrainConfig(layers=(48, 40), epochs=1, batch_size=8).validate(), out=out, data=digits,
+    train(RunConfig.from_flat(layers=(48, 40), epochs=1, batch_size=8).validate(), out=out, data=digits,
           profile="cortex-m7-int8", progress=False)
     return out
 
@@ -213,7 +213,7 @@ def test_export_errors_and_no_half_written_file(tmp_path, float_run, monkeypatch
 
 def test_spiking_run_exports_integer_lif_layers_that_replay_exactly(tmp_path, digits):
     run = tmp_path / "snn"
-    train(TrainConfig(neuron="lif", layers=(40, 30), epochs=2, lr=3e-3, entropy_probe=0).validate(), out=run,
+    train(RunConfig.from_flat(neuron="lif", layers=(40, 30), epochs=2, lr=3e-3, entropy_probe=0).validate(), out=run,
           data=digits, progress=False)
     path = tmp_path / "snn.h5"
     export_run(run, path, profile="loihi-like", vectors=3)

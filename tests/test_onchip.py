@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 import torch
 
-from ffneuro.config.run import TrainConfig
+from ffneuro.config import RunConfig
 from ffneuro.data.loaders import load_dataset
 from ffneuro.functional.fixed import ChipSpec, chip_lr, chip_spec, fixed_update_
 from ffneuro.hw.profiles import load_profile
@@ -69,7 +69,7 @@ def test_sparse_support_path_equals_dense_path():
 
 def test_training_under_profile_keeps_weights_on_grid_and_honours_limits():
     data = load_dataset("digits")
-    cfg = TrainConfig(layers=(32, 32), epochs=1, batch_size=64)
+    cfg = RunConfig.from_flat(layers=(32, 32), epochs=1, batch_size=64)
     metrics = train(cfg, data=data, progress=False, profile="cmos-45nm")
     assert metrics["batch_size_applied"] == 16           # cmos-45nm learns from 16 samples at a time
     assert metrics["estimate"]["training"]["energy_pj_per_sample"] > 0
@@ -79,7 +79,7 @@ def test_trained_chip_network_is_integer(tmp_path):
     from ffneuro.train.loop import load_run
 
     data = load_dataset("digits")
-    train(TrainConfig(layers=(32, 32), epochs=2, batch_size=64), data=data, progress=False,
+    train(RunConfig.from_flat(layers=(32, 32), epochs=2, batch_size=64), data=data, progress=False,
           profile="loihi-like", out=tmp_path / "run")
     _, saved, net = load_run(tmp_path / "run")
     assert saved["profile_name"] == "loihi-like"
@@ -95,6 +95,6 @@ def test_trained_chip_network_is_integer(tmp_path):
 
 def test_profile_run_without_event_counting_still_reports_the_memory_check():
     data = load_dataset("digits")
-    m = train(TrainConfig(layers=(16,), epochs=1, batch_size=16).validate(), data=data, progress=False,
+    m = train(RunConfig.from_flat(layers=(16,), epochs=1, batch_size=16).validate(), data=data, progress=False,
               profile="cmos-45nm", count_events=False)
     assert "estimate" not in m and m["sram_fits"] is True

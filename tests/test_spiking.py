@@ -8,7 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from ffneuro.cli import app
-from ffneuro.config.run import TrainConfig
+from ffneuro.config import RunConfig
 from ffneuro.data.loaders import load_dataset
 from ffneuro.hw.events import spike_forward_events
 from ffneuro.units.dense import UnitSpec
@@ -59,7 +59,7 @@ def test_goodness_on_firing_rates_hand_computed():
 
 
 def test_training_is_local_and_streams(digits):
-    cfg = TrainConfig(neuron="lif", layers=(20, 20, 20), batch_size=16, steps=4, algo="cff", gamma="all").validate()
+    cfg = RunConfig.from_flat(neuron="lif", layers=(20, 20, 20), batch_size=16, steps=4, algo="cff", gamma="all").validate()
     gen = torch.Generator().manual_seed(0)
     net = build_network(cfg, digits, gen)
     seen = []
@@ -92,7 +92,7 @@ def test_events_count_actual_spikes():
 
 def test_short_digits_run_learns(digits):
     # measured: 6.9 % multi-pass, 10.8 % one-pass (chance: 90 %)
-    m = train(TrainConfig(neuron="lif", layers=(200, 200), epochs=10, lr=3e-3, steps=8, entropy_probe=0).validate(),
+    m = train(RunConfig.from_flat(neuron="lif", layers=(200, 200), epochs=10, lr=3e-3, steps=8, entropy_probe=0).validate(),
               data=digits, progress=False)
     assert m["test_error"]["multi_pass"] < 15.0 and m["test_error"]["one_pass"] < 15.0
 
@@ -102,7 +102,7 @@ def test_nir_export_loads_in_snntorch_and_spikes_identically(tmp_path, digits):
     import nir
 
     out = tmp_path / "run"
-    train(TrainConfig(neuron="lif", layers=(40, 30), epochs=1, lr=3e-3, entropy_probe=0).validate(), out=out,
+    train(RunConfig.from_flat(neuron="lif", layers=(40, 30), epochs=1, lr=3e-3, entropy_probe=0).validate(), out=out,
           data=digits, progress=False)
     r = runner.invoke(app, ["export", str(out), "--format", "nir", "-o", str(tmp_path / "m.nir")])
     assert r.exit_code == 0, r.output
@@ -130,7 +130,7 @@ def test_cli_errors_for_what_spiking_runs_cannot_do(tmp_path, digits):
                             "--profile", "cmos-45nm"])
     assert r.exit_code == 1 and "has no chip form" in r.output and r.output.count("\n") == 1
     out = tmp_path / "graded"
-    train(TrainConfig(layers=(8,), epochs=1).validate(), out=out, data=digits, progress=False)
+    train(RunConfig.from_flat(layers=(8,), epochs=1).validate(), out=out, data=digits, progress=False)
     r = runner.invoke(app, ["export", str(out), "--format", "nir", "-o", str(tmp_path / "x.nir")])
     assert r.exit_code == 1 and "NIR export needs a spiking run" in r.output
     r = runner.invoke(app, ["spikes", str(out)])
@@ -157,7 +157,7 @@ def test_eligibility_rule_equals_bptt_for_one_step():
 
 def test_eligibility_rule_learns_the_digits(digits):
     # measured: 6.4 % multi-pass, 8.1 % one-pass (BPTT: 6.9 %, 10.8 %)
-    m = train(TrainConfig(neuron="lif", spike_learning="eligibility", layers=(200, 200), epochs=10, lr=3e-3,
+    m = train(RunConfig.from_flat(neuron="lif", spike_learning="eligibility", layers=(200, 200), epochs=10, lr=3e-3,
                           entropy_probe=0).validate(), data=digits, progress=False)
     assert m["test_error"]["multi_pass"] < 15.0 and m["test_error"]["one_pass"] < 15.0
 
@@ -199,12 +199,12 @@ def test_goodness_on_spike_counts_hand_computed():
                   steps=4)
     assert u.goodness(s).item() == 3 ** 2 + 1 ** 2
     assert u.goodness_scale() == 1.0 and unit(1, 2).goodness_scale() == 1 / 8 ** 2     # rates: counts / T
-    cfg = TrainConfig(neuron="lif", layers=(10,), steps=4, spike_goodness="count").validate()
+    cfg = RunConfig.from_flat(neuron="lif", layers=(10,), steps=4, spike_goodness="count").validate()
     from ffneuro.network import unit_spec
 
     assert unit_spec(cfg, 10).theta == pytest.approx(10 * 0.05 * 4 ** 2)                 # θ in count units
     with pytest.raises(ValueError, match="spike_goodness"):
-        TrainConfig(spike_goodness="membrane").validate()
+        RunConfig.from_flat(spike_goodness="membrane").validate()
 
 
 @pytest.mark.parametrize("goodness_on", ["rate", "count"])
@@ -260,7 +260,7 @@ def test_spiking_run_under_a_float_profile_and_estimated_on_loihi(tmp_path, digi
     from ffneuro.hw.estimate import estimate_from_run
 
     out = tmp_path / "run"
-    m = train(TrainConfig(neuron="lif", layers=(16, 12), epochs=1, steps=3, lr=3e-3, entropy_probe=0).validate(),
+    m = train(RunConfig.from_flat(neuron="lif", layers=(16, 12), epochs=1, steps=3, lr=3e-3, entropy_probe=0).validate(),
               out=out, data=digits, progress=False, profile="float32")
     assert m["estimate"]["memory"]["learning_history_steps"] == 3
     est = estimate_from_run(out, "loihi-like")
@@ -274,7 +274,7 @@ def test_spiking_run_under_a_float_profile_and_estimated_on_loihi(tmp_path, digi
 
 
 def test_spiking_units_learn_on_a_simulated_chip(digits):
-    m = train(TrainConfig(neuron="lif", spike_learning="eligibility", layers=(100, 100), epochs=3, lr=3e-3,
+    m = train(RunConfig.from_flat(neuron="lif", spike_learning="eligibility", layers=(100, 100), epochs=3, lr=3e-3,
                           batch_size=16, entropy_probe=0).validate(), data=digits, progress=False,
               profile="cmos-45nm", simulate_anyway=True)
     assert m["test_error"]["multi_pass"] < 30.0                  # chance: 90 %
@@ -284,7 +284,7 @@ def test_chip_spiking_weights_stay_on_the_grid(digits):
     from ffneuro.functional.fixed import chip_spec
     from ffneuro.hw.profiles import load_profile
     from ffneuro.train.loop import calibrate
-    cfg = TrainConfig(neuron="lif", layers=(30,), batch_size=16, steps=4).validate()
+    cfg = RunConfig.from_flat(neuron="lif", layers=(30,), batch_size=16, steps=4).validate()
     gen = torch.Generator().manual_seed(0)
     net = build_network(cfg, digits, gen, chip_spec(load_profile("cmos-45nm")))
     x = net.prepare_input(digits.x_train[:64])

@@ -279,7 +279,7 @@ def spike_report(run_dir: Path, out: Path, samples: int = 200) -> dict:
         raise ValueError(f"{run_dir}: not a spiking run (--neuron lif): it has no spikes to plot")
     if samples < 1:
         raise ValueError(f"--samples {samples}: must be >= 1")
-    ds = load_dataset(cfg.data, seed=cfg.seed)
+    ds = load_dataset(cfg.data.name, seed=cfg.loop.seed)
     x, y = net.prepare_input(ds.x_test[:samples]), ds.y_test[:samples]
     out.mkdir(parents=True, exist_ok=True)
     layers = []
@@ -441,15 +441,15 @@ def analyze_run(run_dir: Path, out: Path | None = None, probe: int = 2000) -> di
     out = Path(out) if out is not None else run_dir / "analysis"
     out.mkdir(parents=True, exist_ok=True)
     table = collaboration_table(metrics)
-    ds = load_dataset(cfg.data, seed=cfg.seed)
-    idx = probe_indices(ds.x_test.shape[0], probe, cfg.seed)
+    ds = load_dataset(cfg.data.name, seed=cfg.loop.seed)
+    idx = probe_indices(ds.x_test.shape[0], probe, cfg.loop.seed)
     x, y = net.prepare_input(ds.x_test[idx]), ds.y_test[idx]
-    y_neg = random_wrong_labels(y, net.num_classes, torch.Generator().manual_seed(cfg.seed))
+    y_neg = random_wrong_labels(y, net.num_classes, torch.Generator().manual_seed(cfg.loop.seed))
     g_pos, g_neg, silent = probe_goodness(net, x, y, y_neg)
     history = metrics.get("history", [])
     images = {"Training curves": plot_training_curves(history, out / "training_curves.png").name,
               "Per-layer and cumulative error (Figure 2)":
-                  plot_collaboration(table, f"{cfg.algo} {saved.get('dataset', '')}", out / "collaboration.png").name}
+                  plot_collaboration(table, f"{cfg.loop.algo} {saved.get('dataset', '')}", out / "collaboration.png").name}
     ent = plot_entropy(history, out / "entropy.png")
     if ent is not None:
         images["Functional entropy over epochs (Figure 4)"] = ent.name
@@ -459,8 +459,8 @@ def analyze_run(run_dir: Path, out: Path | None = None, probe: int = 2000) -> di
     images["Goodness of positive vs negative pairs"] = plot_goodness_histograms(g_pos, g_neg, out / "goodness_hist.png").name
     if net.spiking:
         images["Spike rasters and firing rates"] = plot_spikes(net, x[:200], y[:200], out / "spikes.png").name
-    summary = {"run_dir": str(run_dir), "algo": cfg.algo + (f" (γ {cfg.gamma})" if cfg.algo == "cff" else ""),
-               "dataset": saved.get("dataset"), "layers": list(cfg.layers), "epochs": metrics.get("epochs"),
+    summary = {"run_dir": str(run_dir), "algo": cfg.loop.algo + (f" (γ {cfg.cff.gamma})" if cfg.loop.algo == "cff" else ""),
+               "dataset": saved.get("dataset"), "layers": list(cfg.units.layers), "epochs": metrics.get("epochs"),
                "test_error": metrics.get("test_error", {}), "collaboration": table, "finding": finding(table),
                "probe": int(x.shape[0]), "entropy": entropy_record(g_pos, g_neg),
                "entropy_history": [{"epoch": r["epoch"], **r["entropy"]} for r in history if "entropy" in r],
@@ -499,7 +499,9 @@ def compare_row(run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     saved = runio.read_json(run_dir / runio.CONFIG)
     m = runio.read_json(run_dir / runio.METRICS)
-    cfg = saved["config"]
+    from ffneuro.config import RunConfig
+
+    cfg = RunConfig.from_dict(saved["config"]).flat()
     est = None
     if (run_dir / "estimate.json").exists():
         est = runio.read_json(run_dir / "estimate.json")

@@ -1,199 +1,265 @@
-"""Run configuration as one frozen dataclass, plus the named presets.
+"""``RunConfig``: the seven sections together, their cross-checks, and every way a run's
+config is written down: nested dicts (``config.json``), TOML files (``--config``, the
+shipped presets), ``section.key=value`` assignments (``--set``) and the flat keys of
+run dirs and benchmark files written before the config had sections.
 
-A config is plain data: it round-trips through JSON (``to_dict``/``from_dict``) so a
-run dir fully describes how it was produced, and a sweep is just a list of configs.
+A config is plain data: it round-trips through JSON (``to_dict``/``from_dict``) so a run
+dir fully describes how it was produced, and a sweep is just a list of configs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
 
-from ffneuro.functional.goodness import GOODNESS_KINDS, LOSS_KINDS, NORM_KINDS
+from ffneuro.config.sections import (SECTIONS, CFFConfig, ConfigError, DataConfig, HardwareConfig,
+                                     InferenceConfig, LoopConfig, OptimConfig, UnitsConfig)
+
+# Flat (pre-section) key → (section, field) where the names differ; every other flat key is
+# the field of the same name in the one section that has it.
+FLAT_RENAMES = {"data": ("data", "name"), "cff_theta": ("cff", "theta"), "gamma": ("cff", "gamma"),
+                "inference_layers": ("inference", "layers"), "head": ("inference", "head")}
 
 
-class ConfigError(ValueError):
-    """A config value outside what ffneuro supports (one-line message)."""
+def _flat_table() -> dict[str, tuple[str, str]]:
+    table = dict(FLAT_RENAMES)
+    taken = {v for v in FLAT_RENAMES.values()}
+    for sec, cls in SECTIONS.items():
+        for f in fields(cls):
+            if (sec, f.name) not in taken:
+                assert f.name not in table, f"flat key {f.name} is ambiguous"
+                table[f.name] = (sec, f.name)
+    return table
 
 
-ALGOS = ("ff", "cff", "bp", "bp-pairwise")   # bp*: backprop baselines (ffneuro/baselines.py)
-SCHEDULES = ("layer", "network")
-GAMMA_KINDS = ("all", "earlier", "later")
-CFF_THETAS = ("sum", "own", "mean")
-NEURONS = ("relu", "lif")
-SPIKE_ENCODINGS = ("rate", "latency", "direct")
-SPIKE_GOODNESS = ("rate", "count")
-SPIKE_LEARNING = ("bptt", "eligibility")
-RESETS = ("zero", "subtract")
-SURROGATES = ("fast_sigmoid", "atan")
-NEGATIVES = ("random", "hard")
-ENCODINGS = ("auto", "overlay", "concat")
-OPTIMIZERS = ("adam", "sgd")
-LR_SCHEDULES = ("constant", "linear-decay", "multistep")
-INFERENCE = ("multi-pass", "one-pass")
-RELU_GRADS = ("full", "standard")
+FLAT_KEYS: dict[str, tuple[str, str]] = _flat_table()
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Everything that determines a run (besides the data and the profile).
+class RunConfig:
+    """Everything that determines a run (besides the data files themselves).
 
-    Defaults are the CFF paper's setup (3×500 ReLU, Adam 1e-3, batch 200) scaled down
-    in epochs; use a preset for the published recipes.
+    Defaults are the CFF paper's network (3×500 ReLU, Adam 1e-3) with fewer epochs; the
+    presets hold the published recipes.
     """
 
-    data: str = "digits"
-    layers: tuple[int, ...] = (500, 500, 500)
-    algo: str = "ff"                      # ff | cff (collaborative: γ from a frozen copy)
-    gamma: str = "all"                    # CFF: which other layers' goodness enters γ
-    cff_theta: str = "sum"                # CFF θ_i: sum (θs of i and J(i) added) | own (the layer's θ) |
-                                          # mean (the mean of g_i and γ's members against the own θ)
-    schedule: str = "network"             # layer: each layer to completion; network: Alg. 2
-    label_encoding: str = "auto"          # auto: overlay if the first C features are constant
-    label_scale: float | None = None      # one-hot value; None: the data maximum (Hinton)
-    negatives: str = "random"             # random wrong label | hard (model's scores, true masked)
-    norm: str = "rms"                     # normalisation of each layer's input (length | rms | none)
-    relu_grad: str = "full"               # full: straight-through ReLU gradient (loeweX); standard
-    goodness: str = "sumsq"
-    loss: str = "ff"
-    theta: float | None = None            # None: number of units of the layer (Hinton's Σh² − n)
-    alpha: float = 4.0                    # SymBa
-    temperature: float = 1.0              # τ of the FF/SymBa logit, σ((g + γ − θ)/τ); 1: Hinton's Σh² − θ
-    peer_norm: float = 0.0                # Hinton: 0.03
-    peer_momentum: float = 0.9
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    onchip_lr: float = 2.0 ** -2          # chip plain-SGD rate × fan-in (--profile; see onchip.py)
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    lr_schedule: str = "linear-decay"     # Hinton: constant for half the epochs, then linear to ~0
-    milestones: tuple[int, ...] = ()      # multistep: epochs where lr *= lr_gamma
-    lr_gamma: float = 0.1
-    epochs: int = 20                      # per layer under the layer schedule
-    batch_size: int = 32
-    seed: int = 0
-    head: bool = True                     # train the one-pass linear softmax head
-    head_lr: float = 1e-3
-    inference_layers: tuple[int, ...] | None = None   # None: skip layer 1 (FF, L>1) / all (CFF)
-    val_fraction: float = 0.0
-    augment_shift: int = 0                # image data: random translations of up to N pixels per
-                                          # axis each time a sample is drawn (Hinton's jitter); 0: off
-    eval_every: int = 1                   # evaluate the test set every N epochs (0: only at end)
-    neuron: str = "relu"                  # relu (graded units) | lif (spiking units, ffneuro/spiking.py)
-    steps: int = 8                        # lif: time steps T per sample
-    spike_encoding: str = "rate"          # lif: rate | latency | direct (the data path's encoder)
-    beta: float = 0.9                     # lif: membrane decay per step
-    spike_threshold: float = 1.0          # lif: firing threshold θ_s
-    reset: str = "zero"                   # lif: zero (NIR's LIF) | subtract
-    surrogate: str = "fast_sigmoid"       # lif: surrogate gradient of the spike (fast_sigmoid | atan)
-    spike_learning: str = "bptt"          # lif: bptt (within the unit's T steps) | eligibility (online, T-free memory)
-    spike_goodness: str = "rate"          # lif: goodness on firing rates | spike counts (θ default × T²)
-    entropy_probe: int = 1000             # test samples whose functional entropy is logged each epoch (0: off)
-    standardize: bool = False             # subtract the train mean and divide by its std (scalars);
-                                          # off by default: raw non-negative inputs keep their zeros,
-                                          # which a chip needs (unsigned spikes) and measured equal on MNIST
+    data: DataConfig = field(default_factory=DataConfig)
+    units: UnitsConfig = field(default_factory=UnitsConfig)
+    cff: CFFConfig = field(default_factory=CFFConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
 
-    def validate(self) -> "TrainConfig":
-        def one_of(name: str, allowed: tuple[str, ...]) -> None:
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ConfigError(f"{name} = {value!r} is not allowed (choose from {', '.join(allowed)})")
-
-        one_of("algo", ALGOS)
-        one_of("gamma", GAMMA_KINDS)
-        one_of("cff_theta", CFF_THETAS)
-        one_of("neuron", NEURONS)
-        one_of("spike_encoding", SPIKE_ENCODINGS)
-        one_of("reset", RESETS)
-        one_of("surrogate", SURROGATES)
-        one_of("spike_learning", SPIKE_LEARNING)
-        one_of("spike_goodness", SPIKE_GOODNESS)
-        if self.steps < 1 or not 0.0 <= self.beta <= 1.0 or self.spike_threshold <= 0:
-            raise ConfigError("lif needs steps >= 1, 0 <= beta <= 1 and spike_threshold > 0")
-        one_of("schedule", SCHEDULES)
-        one_of("label_encoding", ENCODINGS)
-        one_of("negatives", NEGATIVES)
-        one_of("norm", NORM_KINDS)
-        one_of("goodness", GOODNESS_KINDS)
-        one_of("loss", LOSS_KINDS)
-        one_of("optimizer", OPTIMIZERS)
-        one_of("relu_grad", RELU_GRADS)
-        one_of("lr_schedule", LR_SCHEDULES)
-        if not self.layers or any(w < 1 for w in self.layers):
-            raise ConfigError(f"layers = {list(self.layers)} must be one or more positive widths")
-        if self.entropy_probe < 0:
-            raise ConfigError("entropy_probe must be >= 0 (0 turns the entropy log off)")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ConfigError("epochs and batch_size must be >= 1")
-        if self.lr <= 0 or self.head_lr <= 0:
-            raise ConfigError("learning rates must be > 0")
-        if not 0 < self.temperature < float("inf"):
-            raise ConfigError(f"temperature = {self.temperature} must be a finite number > 0")
-        if self.loss == "entropy" and self.goodness == "neg-sumsq":
-            raise ConfigError("loss = 'entropy' needs non-negative goodness (sumsq, meansq or sum)")
-        if self.negatives == "hard" and not self.head:
-            raise ConfigError("negatives = 'hard' samples from the one-pass head's scores: enable the head")
-        if self.inference_layers is not None:
-            bad = [i for i in self.inference_layers if not 1 <= i <= len(self.layers)]
-            if bad or not self.inference_layers:
-                raise ConfigError(f"inference_layers must be 1-based indices in 1..{len(self.layers)}, got {bad}")
-        if not 0 <= self.augment_shift <= 8:
-            raise ConfigError(f"augment_shift = {self.augment_shift} must be in 0..8 pixels")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError("val_fraction must be in [0, 1)")
+    # -- checks ------------------------------------------------------------------------
+    def validate(self) -> "RunConfig":
+        for sec in SECTIONS:
+            getattr(self, sec).validate()
+        if self.loop.negatives == "hard" and not self.inference.head:
+            raise ConfigError("loop.negatives = 'hard' samples from the one-pass head's scores: enable "
+                              "inference.head")
+        n = len(self.units.layers)
+        if self.inference.layers is not None:
+            bad = [i for i in self.inference.layers if not 1 <= i <= n]
+            if bad or not self.inference.layers:
+                raise ConfigError(f"inference.layers must be 1-based unit indices in 1..{n}, got {bad}")
         return self
 
-    def replace(self, **changes) -> "TrainConfig":
+    # -- edits -------------------------------------------------------------------------
+    def replace(self, **sections: dict) -> "RunConfig":
+        """A copy with fields changed per section: ``cfg.replace(optim={"lr": 3e-3})``."""
+        changes = {}
+        for sec, values in sections.items():
+            cls = SECTIONS.get(sec)
+            if cls is None:
+                raise ConfigError(f"unknown config section {sec!r} (sections: {', '.join(SECTIONS)})")
+            changes[sec] = dataclasses.replace(getattr(self, sec), **_coerce_section(sec, values))
         return dataclasses.replace(self, **changes).validate()
 
+    def with_flat(self, **flat) -> "RunConfig":
+        """A copy with fields changed by their flat names (``lr=3e-3, layers=(64,)``)."""
+        return self.replace(**_nest(flat))
+
+    def with_sets(self, assignments: list[str]) -> "RunConfig":
+        """A copy with ``section.key=value`` assignments applied in order (``--set``)."""
+        nested: dict[str, dict] = {}
+        for a in assignments:
+            sec, key, value = parse_assignment(a)
+            nested.setdefault(sec, {})[key] = value
+        return self.replace(**nested)
+
+    # -- serialisation -----------------------------------------------------------------
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {sec: dataclasses.asdict(getattr(self, sec)) for sec in SECTIONS}
+
+    def flat(self) -> dict:
+        """The config by flat key (the form run dirs written before sections hold)."""
+        return {k: getattr(getattr(self, sec), name) for k, (sec, name) in FLAT_KEYS.items()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - set(known))
+    def from_dict(cls, d: dict, *, source: str = "config") -> "RunConfig":
+        """From a nested dict (sections), or from the flat dict of an older run dir."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source}: a config must be a table of sections")
+        if d and not any(isinstance(v, dict) for v in d.values()):
+            return cls.from_flat(**d)
+        unknown = sorted(set(d) - set(SECTIONS))
         if unknown:
-            raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
-        kwargs = {}
-        for k, v in d.items():
-            if k in ("layers", "milestones") and v is not None:
-                v = tuple(int(x) for x in v)
-            if k == "inference_layers" and v is not None:
-                v = tuple(int(x) for x in v)
-            kwargs[k] = v
-        return cls(**kwargs).validate()
+            raise ConfigError(f"{source}: unknown config section {unknown[0]!r} (sections: {', '.join(SECTIONS)})")
+        for sec, values in d.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"{source}: {sec} must be a table of keys, not {values!r}")
+        return cls().replace(**d)
+
+    @classmethod
+    def from_flat(cls, **flat) -> "RunConfig":
+        """From flat keys (``layers=(64,), lr=3e-3, algo="cff"``): older run dirs, bench
+        files and quick scripts."""
+        return cls().replace(**_nest(flat))
+
+    @classmethod
+    def from_toml(cls, path: Path) -> "RunConfig":
+        return cls.from_dict(read_toml(path), source=str(path))
 
 
-# Named presets for the published recipes. Each is a dict of overrides on TrainConfig.
-PRESETS: dict[str, dict] = {
-    # Lorberbom et al. (AAAI 2024) §5: 3×500 ReLU, Adam lr 1e-3, batch 200, 150 epochs.
-    # Under the layer schedule the 150 epochs are split evenly: 50 per layer.
-    "cff-paper-ff": dict(layers=(500, 500, 500), algo="ff", schedule="layer", optimizer="adam",
-                         lr=1e-3, batch_size=200, epochs=50, lr_schedule="constant"),
-    "cff-paper-ff-network": dict(layers=(500, 500, 500), algo="ff", schedule="network", optimizer="adam",
-                                 lr=1e-3, batch_size=200, epochs=150, lr_schedule="constant"),
-    # γ over all other layers. The paper leaves the goodness scale open; at Hinton's logit
-    # (τ = 1) the three units' simultaneous steps on the one collective logit overshoot
-    # (3.27 % MNIST); τ = 100 is the measured best of 10 / 100 / 300 (README).
-    "cff-paper-cff": dict(layers=(500, 500, 500), algo="cff", gamma="all", schedule="network",
-                          optimizer="adam", lr=1e-3, batch_size=200, epochs=150, lr_schedule="constant",
-                          temperature=100.0),
-    # Hinton's ffcode recipe: 3×1000, peer norm 0.03, SGD momentum 0.9, lr constant for half
-    # the epochs then linear decay, hard negatives (his code; loeweX/Forward-Forward, which
-    # reports 1.45 % one-pass, samples random wrong labels instead).
-    "hinton": dict(layers=(1000, 1000, 1000), algo="ff", schedule="network", optimizer="sgd",
-                   lr=1e-3, momentum=0.9, weight_decay=3e-4, lr_schedule="linear-decay",
-                   peer_norm=0.03, negatives="hard", batch_size=100, epochs=100, head_lr=1e-2,
-                   norm="rms", relu_grad="full"),
-}
-# The same with Hinton's jitter (translations of up to 1 pixel here; 2 learned slower in a
-# 20k-sample pilot): 1.13 % MNIST test error after 100 epochs (bench/hinton_jitter.json).
-PRESETS["hinton-jitter"] = {**PRESETS["hinton"], "augment_shift": 1}
+def _nest(flat: dict) -> dict[str, dict]:
+    nested: dict[str, dict] = {}
+    for k, v in flat.items():
+        if k not in FLAT_KEYS:
+            raise ConfigError(f"unknown config key {k!r}")
+        sec, name = FLAT_KEYS[k]
+        nested.setdefault(sec, {})[name] = v
+    return nested
 
 
-def preset(name: str) -> dict:
+def field_of(sec: str, key: str) -> dataclasses.Field:
+    cls = SECTIONS.get(sec)
+    if cls is None:
+        raise ConfigError(f"unknown config section {sec!r} (sections: {', '.join(SECTIONS)})")
+    for f in fields(cls):
+        if f.name == key:
+            return f
+    raise ConfigError(f"unknown key {sec}.{key} (keys of [{sec}]: {', '.join(f.name for f in fields(cls))})")
+
+
+def _coerce_section(sec: str, values: dict) -> dict:
+    return {k: coerce(sec, k, v) for k, v in values.items()}
+
+
+def coerce(sec: str, key: str, value: Any) -> Any:
+    """``value`` (from JSON, TOML or Python) as the type the field ``sec.key`` declares."""
+    f = field_of(sec, key)
+    kind = str(f.type)
+    where = f"{sec}.{key}"
+    if value is None:
+        if "None" not in kind:
+            raise ConfigError(f"{where} cannot be empty")
+        return None
     try:
-        return dict(PRESETS[name])
-    except KeyError:
-        raise ConfigError(f"unknown preset {name!r} (choose from {', '.join(sorted(PRESETS))})") from None
+        if kind.startswith("tuple"):
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = [value]
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                               for v in value):
+                raise ValueError
+            return tuple(int(v) for v in value)
+        if kind.startswith("bool"):
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if kind.startswith("int"):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError
+            return value
+        if kind.startswith("float"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError
+            return float(value)
+        if kind.startswith("str"):
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+    except ValueError:
+        raise ConfigError(f"{where} = {value!r} has the wrong type (expected {type_name(f)})") from None
+    raise AssertionError(f"unhandled field type {kind}")
+
+
+def type_name(f: dataclasses.Field) -> str:
+    """A field's type as a user reads it."""
+    kind = str(f.type)
+    base = ("comma-separated integers" if kind.startswith("tuple") else "true or false" if kind.startswith("bool")
+            else "an integer" if kind.startswith("int") else "a number" if kind.startswith("float") else "a string")
+    return base + (" or none" if "None" in kind else "")
+
+
+def parse_value(sec: str, key: str, text: str) -> Any:
+    """A ``--set`` value (always a string) as the field's type: numbers, true/false,
+    comma-separated integers, ``none`` for an optional field."""
+    f = field_of(sec, key)
+    kind = str(f.type)
+    t = text.strip()
+    if "None" in kind and t.lower() in ("none", "null", ""):
+        return None
+    try:
+        if kind.startswith("tuple"):
+            return tuple(int(v) for v in t.replace(" ", "").split(",") if v)
+        if kind.startswith("bool"):
+            low = t.lower()
+            if low not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                raise ValueError
+            return low in ("true", "1", "yes", "on")
+        if kind.startswith("int"):
+            return int(t)
+        if kind.startswith("float"):
+            return float(t)
+    except ValueError:
+        raise ConfigError(f"{sec}.{key} = {text!r} is not {type_name(f)}") from None
+    return t
+
+
+def parse_assignment(text: str) -> tuple[str, str, Any]:
+    """``"optim.lr=3e-3"`` → ("optim", "lr", 0.003)."""
+    path, sep, value = text.partition("=")
+    sec, dot, key = path.strip().partition(".")
+    if not sep or not dot or not key:
+        raise ConfigError(f"--set {text!r}: expected SECTION.KEY=VALUE, e.g. optim.lr=3e-3 "
+                          f"(sections: {', '.join(SECTIONS)})")
+    return sec, key, parse_value(sec, key, value)
+
+
+def read_toml(path: Path) -> dict:
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: TOML syntax error: {' '.join(str(e).split())}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read config: {' '.join(str(e).split())}") from None
+
+
+# -- presets: TOML files shipped in ffneuro/config/presets/ ---------------------------
+def preset_dir() -> Path:
+    return Path(__file__).resolve().parent / "presets"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in preset_dir().glob("*.toml"))
+
+
+def preset_dict(name: str) -> dict:
+    """The nested overrides of a shipped preset."""
+    path = preset_dir() / f"{name}.toml"
+    if "/" in name or not path.is_file():
+        raise ConfigError(f"unknown preset {name!r} (choose from {', '.join(preset_names())})")
+    return read_toml(path)
+
+
+def preset(name: str) -> RunConfig:
+    """The default config with a shipped preset applied."""
+    return RunConfig.from_dict(preset_dict(name), source=f"preset {name}")

@@ -102,9 +102,9 @@ def chip_network(run_dir: Path, profile: str | None):
         raise ExportError(f"profile {target!r} is floating point: export needs a fixed-point profile")
     if all(layer.calibrated for layer in net.layers):
         return cfg, saved, net, "trained on chip"
-    data = load_dataset(cfg.data, seed=cfg.seed)
+    data = load_dataset(cfg.data.name, seed=cfg.loop.seed)
     x = net.prepare_input(data.x_train)
-    idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(cfg.seed))[:CALIBRATION_SAMPLES]
+    idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(cfg.loop.seed))[:CALIBRATION_SAMPLES]
     calibrate(net, x[idx], data.y_train[idx])
     return cfg, saved, net, "post-training"
 
@@ -260,7 +260,7 @@ def _write(f, net, cfg, saved, profile_dict, quantisation, inference_layers, vec
     g.attrs["config"] = json.dumps(cfg.to_dict())
     g.attrs["dataset"] = saved.get("dataset", "")
     g.attrs["source"] = saved.get("source", "")
-    g.attrs["seed"] = cfg.seed
+    g.attrs["seed"] = cfg.loop.seed
     g.attrs["quantisation"] = quantisation
     g.attrs["metrics"] = json.dumps({k: v for k, v in metrics.items() if k not in ("history", "estimate")})
     g.attrs["profile"] = json.dumps(profile_dict)
@@ -309,9 +309,9 @@ def export_run(run_dir: Path, out: Path, *, profile: str | None = None, vectors:
     inference_layers = default_inference_layers(cfg)
     vec = None
     if vectors:
-        ds = load_dataset(data or cfg.data, seed=cfg.seed)
+        ds = load_dataset(data or cfg.data.name, seed=cfg.loop.seed)
         if ds.x_test.shape[1] != net.layer_sizes[0] - (net.num_classes if net.encoding.mode == "concat" else 0):
-            raise ExportError(f"{data or cfg.data}: {ds.x_test.shape[1]} features per sample do not match the run")
+            raise ExportError(f"{data or cfg.data.name}: {ds.x_test.shape[1]} features per sample do not match the run")
         vec = test_vectors(net, ds.x_test[:vectors], ds.y_test[:vectors], inference_layers)
     metrics_path = run_dir / runio.METRICS
     metrics = runio.read_json(metrics_path) if metrics_path.exists() else {}

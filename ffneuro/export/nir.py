@@ -63,8 +63,8 @@ def export_nir(run_dir: Path, out: Path) -> dict:
     if not net.spiking:
         raise NIRExportError(f"{run_dir}: NIR export needs a spiking run (--neuron lif): NIR has no ReLU "
                              "node; export graded runs with --format hdf5")
-    if cfg.reset != "zero":
-        raise NIRExportError(f"{run_dir}: reset = {cfg.reset!r}: NIR's LIF resets to zero; train with --reset zero")
+    if cfg.units.reset != "zero":
+        raise NIRExportError(f"{run_dir}: reset = {cfg.units.reset!r}: NIR's LIF resets to zero; train with --reset zero")
     graph = to_nir(net)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -78,5 +78,5 @@ def export_nir(run_dir: Path, out: Path) -> dict:
         Path(tmp).unlink(missing_ok=True)
         raise
     return {"file": str(out), "format": "nir", "nodes": len(graph.nodes), "layers": len(net.layers),
-            "steps": cfg.steps, "spike_encoding": cfg.spike_encoding, "label_encoding": net.encoding.mode,
+            "steps": cfg.units.steps, "spike_encoding": cfg.units.spike_encoding, "label_encoding": net.encoding.mode,
             "bytes": out.stat().st_size}

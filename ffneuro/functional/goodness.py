@@ -10,9 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-GOODNESS_KINDS = ("sumsq", "meansq", "sum", "neg-sumsq")
-LOSS_KINDS = ("ff", "symba", "entropy")
-NORM_KINDS = ("length", "rms", "none")
+from ffneuro.config.sections import GOODNESS_KINDS, LOSS_KINDS, NORM_KINDS  # noqa: F401  (the allowed kinds)
 
 _EPS = 1e-8
 

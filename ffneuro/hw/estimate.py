@@ -489,7 +489,7 @@ def estimate_from_layers(
 
 
 def learning_history_steps(run_config: dict) -> int:
-    """Time steps of state a run's learning rule keeps per sample, from its TrainConfig
+    """Time steps of state a run's learning rule keeps per sample, from its RunConfig
     dict: T (``steps``) for spiking units trained by BPTT through their own T steps, else 0
     (graded units; spiking units with the eligibility rule, whose memory is independent of T).
 
@@ -499,6 +499,12 @@ def learning_history_steps(run_config: dict) -> int:
     if run_config.get("neuron", "relu") != "lif" or run_config.get("spike_learning", "bptt") != "bptt":
         return 0
     return int(run_config.get("steps", 1))
+
+
+def _flat_config(saved: dict) -> dict:
+    from ffneuro.config import RunConfig
+
+    return RunConfig.from_dict(saved).flat() if saved else {}
 
 
 def estimate_from_run(run_dir: str | Path, profile, *, n_train: int | None = None) -> dict[str, Any]:
@@ -523,7 +529,7 @@ def estimate_from_run(run_dir: str | Path, profile, *, n_train: int | None = Non
     events = {"train": ledger.per_sample("train"), "infer": ledger.per_sample("infer")}
     report = estimate(prof, layer_sizes=sizes, events=events, num_classes=int(config["num_classes"]),
                       source="measured", optimizer_slots=slots, n_train=n_train,
-                      learning_history_steps=learning_history_steps(config.get("config", {})))
+                      learning_history_steps=learning_history_steps(_flat_config(config.get("config", {}))))
     report["samples"] = dict(ledger.samples)
     report["run_dir"] = str(run_dir)
     return report

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from ffneuro import __version__
 from ffneuro.runs import files as runio
 from ffneuro.data.augment import batch_transform
-from ffneuro.config.run import TrainConfig
+from ffneuro.config import RunConfig
 from ffneuro.data.loaders import Dataset, load_dataset
 from ffneuro.functional.encoding import LabelEncoding, choose_encoding, random_wrong_labels
 from ffneuro.units.optim import lr_factor, make_optimizer, set_lr
@@ -40,7 +40,7 @@ def mlp(widths: list[int], out: int) -> nn.Sequential:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, cfg: TrainConfig, enc: LabelEncoding | None, x: torch.Tensor,
+def predict(model: nn.Module, cfg: RunConfig, enc: LabelEncoding | None, x: torch.Tensor,
             batch: int = 2000) -> torch.Tensor:
     preds = []
     for s in range(0, x.shape[0], batch):
@@ -64,33 +64,33 @@ def step_loss(model: nn.Module, enc: LabelEncoding | None, x: torch.Tensor, y: t
     return F.binary_cross_entropy_with_logits(logits, target)
 
 
-def train_baseline(cfg: TrainConfig, *, out: Path | None = None, data: Dataset | None = None,
+def train_baseline(cfg: RunConfig, *, out: Path | None = None, data: Dataset | None = None,
                    progress: bool = True) -> dict:
-    """Train a backprop baseline (``cfg.algo`` in BASELINES) and return its metrics."""
-    torch.manual_seed(cfg.seed)
-    data = data if data is not None else load_dataset(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    """Train a backprop baseline (``cfg.loop.algo`` in BASELINES) and return its metrics."""
+    torch.manual_seed(cfg.loop.seed)
+    data = data if data is not None else load_dataset(cfg.data.name, val_fraction=cfg.data.val_fraction, seed=cfg.loop.seed)
+    gen = torch.Generator().manual_seed(cfg.loop.seed)
     c, d = data.num_classes, data.x_train.shape[1]
     enc = None
-    if cfg.algo == "bp-pairwise":
-        mode = choose_encoding(cfg.label_encoding, data.x_train, c)
-        scale = cfg.label_scale if cfg.label_scale is not None else float(data.x_train.max())
+    if cfg.loop.algo == "bp-pairwise":
+        mode = choose_encoding(cfg.data.label_encoding, data.x_train, c)
+        scale = cfg.data.label_scale if cfg.data.label_scale is not None else float(data.x_train.max())
         enc = LabelEncoding(mode, c, scale)
-        model = mlp([enc.input_features(d), *cfg.layers], 1)
+        model = mlp([enc.input_features(d), *cfg.units.layers], 1)
     else:
-        model = mlp([d, *cfg.layers], c)
-    opt = make_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+        model = mlp([d, *cfg.units.layers], c)
+    opt = make_optimizer(model.parameters(), cfg.optim.optimizer, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay)
     x, y = data.x_train, data.y_train
-    jitter = batch_transform(cfg.augment_shift, data)
+    jitter = batch_transform(cfg.data.augment_shift, data)
     history, train_s = [], 0.0
-    for epoch in range(cfg.epochs):
-        set_lr(opt, cfg.lr * lr_factor(epoch, cfg.epochs, cfg.lr_schedule, cfg.milestones, cfg.lr_gamma))
+    for epoch in range(cfg.loop.epochs):
+        set_lr(opt, cfg.optim.lr * lr_factor(epoch, cfg.loop.epochs, cfg.optim.lr_schedule, cfg.optim.milestones, cfg.optim.lr_gamma))
         perm = torch.randperm(x.shape[0], generator=gen)
         t0, total, count = time.perf_counter(), 0.0, 0
         model.train()
-        for s in tqdm(range(0, x.shape[0], cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        for s in tqdm(range(0, x.shape[0], cfg.loop.batch_size), desc=f"epoch {epoch + 1}/{cfg.loop.epochs}",
                       disable=not progress, leave=False, unit="batch", mininterval=0.5):
-            idx = perm[s:s + cfg.batch_size]
+            idx = perm[s:s + cfg.loop.batch_size]
             loss = step_loss(model, enc, jitter(x[idx], gen), y[idx], gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -98,20 +98,20 @@ def train_baseline(cfg: TrainConfig, *, out: Path | None = None, data: Dataset |
             total, count = total + float(loss.detach()), count + 1
         train_s += time.perf_counter() - t0
         record = {"epoch": epoch + 1, "train_s": round(train_s, 3), "loss": {"network": total / max(count, 1)}}
-        if epoch + 1 == cfg.epochs or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
+        if epoch + 1 == cfg.loop.epochs or (cfg.loop.eval_every and (epoch + 1) % cfg.loop.eval_every == 0):
             model.eval()
             err = float((predict(model, cfg, enc, data.x_test) != data.y_test).float().mean() * 100)
-            record["test_error"] = {cfg.algo: err}
+            record["test_error"] = {cfg.loop.algo: err}
         history.append(record)
-    metrics = {"test_error": history[-1]["test_error"], "epochs": cfg.epochs, "wall_s": round(train_s, 3),
+    metrics = {"test_error": history[-1]["test_error"], "epochs": cfg.loop.epochs, "wall_s": round(train_s, 3),
                "dataset": data.name, "n_train": int(x.shape[0]), "n_test": int(data.x_test.shape[0]),
                "profile": None, "history": history}
     if out is not None:
         out = Path(out)
         runio.write_json(out / runio.CONFIG, {
             "ffneuro_version": __version__, "config": cfg.to_dict(), "dataset": data.name, "source": data.source,
-            "num_classes": c, "layer_sizes": [d, *cfg.layers], "n_train": int(x.shape[0]), "profile_name": None})
+            "num_classes": c, "layer_sizes": [d, *cfg.units.layers], "n_train": int(x.shape[0]), "profile_name": None})
         runio.save_checkpoint(out / runio.CHECKPOINT, {f"model.{k}": v for k, v in model.state_dict().items()},
-                              {"state": {"epoch": cfg.epochs, "train_s": train_s, "history": history}})
+                              {"state": {"epoch": cfg.loop.epochs, "train_s": train_s, "history": history}})
         runio.write_json(out / runio.METRICS, metrics)
     return metrics

@@ -29,7 +29,7 @@ from ffneuro.runs import files as runio
 from ffneuro.analysis.report import entropy_record, probe_goodness, probe_indices
 from ffneuro.data.augment import batch_transform
 from ffneuro.train.baselines import BASELINES, train_baseline
-from ffneuro.config.run import TrainConfig
+from ffneuro.config import RunConfig
 from ffneuro.data.loaders import Dataset, load_dataset
 from ffneuro.functional.encoding import CodedBatch, choose_encoding, hard_wrong_labels, random_wrong_labels
 from ffneuro.hw.estimate import learning_history_steps
@@ -91,13 +91,13 @@ def evaluate(net: FFNetwork, x: torch.Tensor, y: torch.Tensor, inference_layers:
 # ----------------------------------------------------------------------------------------
 # Building a run
 # ----------------------------------------------------------------------------------------
-def build_network(cfg: TrainConfig, data: Dataset, generator: torch.Generator,
+def build_network(cfg: RunConfig, data: Dataset, generator: torch.Generator,
                   chip: ChipSpec | None = None) -> FFNetwork:
-    mean = float(data.x_train.mean()) if cfg.standardize else 0.0
-    std = float(data.x_train.std()) if cfg.standardize else 1.0
+    mean = float(data.x_train.mean()) if cfg.data.standardize else 0.0
+    std = float(data.x_train.std()) if cfg.data.standardize else 1.0
     x_std = (data.x_train - mean) / std
-    mode = choose_encoding(cfg.label_encoding, x_std, data.num_classes)
-    scale = cfg.label_scale if cfg.label_scale is not None else float(x_std.max())
+    mode = choose_encoding(cfg.data.label_encoding, x_std, data.num_classes)
+    scale = cfg.data.label_scale if cfg.data.label_scale is not None else float(x_std.max())
     return FFNetwork(cfg, data.x_train.shape[1], data.num_classes, mode, mean, std, generator=generator,
                      chip=chip, label_scale=scale)
 
@@ -115,14 +115,14 @@ def calibrate(net: FFNetwork, x: torch.Tensor, y: torch.Tensor) -> None:
         net.head.calibrate(net.neutral_activities(x))
 
 
-def stages(cfg: TrainConfig) -> list[list[int]]:
+def stages(cfg: RunConfig) -> list[list[int]]:
     """The units updated in each stage: all at once (network) or one at a time (layer)."""
-    n = len(cfg.layers)
-    return [list(range(n))] if cfg.schedule == "network" else [[i] for i in range(n)]
+    n = len(cfg.units.layers)
+    return [list(range(n))] if cfg.loop.schedule == "network" else [[i] for i in range(n)]
 
 
-def total_epochs(cfg: TrainConfig) -> int:
-    return cfg.epochs * len(stages(cfg))
+def total_epochs(cfg: RunConfig) -> int:
+    return cfg.loop.epochs * len(stages(cfg))
 
 
 # ----------------------------------------------------------------------------------------
@@ -181,7 +181,7 @@ def scout_goodness(net: FFNetwork, x: torch.Tensor | CodedBatch,
     return g[:, :b], g[:, b:]
 
 
-def train_step(net: FFNetwork, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor, active: list[int],
+def train_step(net: FFNetwork, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor, active: list[int],
                generator: torch.Generator, ledger: EventLedger | None = None, update_batch: int = 1) -> dict:
     """Stream one mini-batch through the units, updating those in ``active``.
 
@@ -199,7 +199,7 @@ def train_step(net: FFNetwork, cfg: TrainConfig, x: torch.Tensor, y: torch.Tenso
         acts = net.neutral_activities(x, event_counter(ledger, "train", net, head=True), generator)
         scores, stats["head_loss"] = net.head.local_step(acts, y)
     # 2. Negative labels: never the true label.
-    if cfg.negatives == "hard":
+    if cfg.loop.negatives == "hard":
         y_neg = hard_wrong_labels(y, scores, generator)
     else:
         y_neg = random_wrong_labels(y, net.num_classes, generator)
@@ -211,7 +211,7 @@ def train_step(net: FFNetwork, cfg: TrainConfig, x: torch.Tensor, y: torch.Tenso
     #    this very pass is computed before their own update, i.e. by the frozen copy.
     n = len(net.layers)
     scout = None
-    if cfg.algo == "cff" and cfg.gamma != "earlier":
+    if cfg.loop.algo == "cff" and cfg.cff.gamma != "earlier":
         scout = scout_goodness(net, h, event_counter(ledger, "train", net, head=False))
     gp_seen, gn_seen = [], []
     losses = []
@@ -226,8 +226,8 @@ def train_step(net: FFNetwork, cfg: TrainConfig, x: torch.Tensor, y: torch.Tenso
             gp, gn = g[:b], g[b:]
         else:
             gam_p = gam_n = None
-            if cfg.algo == "cff":
-                members = gamma_members(cfg.gamma, i, n)
+            if cfg.loop.algo == "cff":
+                members = gamma_members(cfg.cff.gamma, i, n)
                 if scout is not None:
                     gam_p, gam_n = scout[0][members].sum(0), scout[1][members].sum(0)
                 elif members:
@@ -237,13 +237,13 @@ def train_step(net: FFNetwork, cfg: TrainConfig, x: torch.Tensor, y: torch.Tenso
             out, gp, gn = r.h, r.g_pos, r.g_neg
             if ledger is not None and net.spiking:          # per input spike / per step, by rule
                 ledger.add("train", i, spike_update_events(x_in[:, :b], x_in[:, b:], layer.out_features,
-                                                           update_batch, rule=cfg.spike_learning))
+                                                           update_batch, rule=cfg.units.spike_learning))
             elif ledger is not None:
                 xs = sample_rows(x_in)
                 ledger.add("train", i, update_events(xs[:b], xs[b:], layer.out_features, update_batch))
         if ledger is not None:
             ledger.add("train", i, layer_events(net, i, x_in, out))
-        if cfg.algo == "cff":
+        if cfg.loop.algo == "cff":
             gp_seen.append(gp)
             gn_seen.append(gn)
         h = out
@@ -276,12 +276,12 @@ def restore(net: FFNetwork, generator: torch.Generator, tensors: dict, meta: dic
     return TrainState(epoch=st["epoch"], train_s=st["train_s"], history=st["history"])
 
 
-def set_epoch_lr(net: FFNetwork, cfg: TrainConfig, epoch_in_stage: int) -> float:
-    f = lr_factor(epoch_in_stage, cfg.epochs, cfg.lr_schedule, cfg.milestones, cfg.lr_gamma)
+def set_epoch_lr(net: FFNetwork, cfg: RunConfig, epoch_in_stage: int) -> float:
+    f = lr_factor(epoch_in_stage, cfg.loop.epochs, cfg.optim.lr_schedule, cfg.optim.milestones, cfg.optim.lr_gamma)
     for layer in net.layers:
-        layer.set_lr(cfg.lr * f, cfg.onchip_lr * f)
+        layer.set_lr(cfg.optim.lr * f, cfg.hardware.onchip_lr * f)
     if net.head is not None:
-        net.head.set_lr(cfg.head_lr * f)
+        net.head.set_lr(cfg.optim.head_lr * f)
     return f
 
 
@@ -332,7 +332,7 @@ def count_inference(net: FFNetwork, x: torch.Tensor, ledger: EventLedger) -> str
     return "multi-pass"
 
 
-def train(cfg: TrainConfig, *, out: Path | None = None, resume: bool = False, progress: bool = True,
+def train(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, progress: bool = True,
           data: Dataset | None = None, stop_after: int | None = None, profile=None, device: str = "auto",
           simulate_anyway: bool = False, count_events: bool | None = None, on_epoch=None) -> dict:
     """Train (or resume) a run and return its metrics dict.
@@ -349,22 +349,22 @@ def train(cfg: TrainConfig, *, out: Path | None = None, resume: bool = False, pr
     from ffneuro.hw.profiles import load_profile, profile_to_dict
 
     cfg = cfg.validate()
-    if cfg.algo in BASELINES:
+    if cfg.loop.algo in BASELINES:
         if profile is not None:
-            raise ValueError(f"--algo {cfg.algo} is a backprop baseline: it does not train under a profile")
+            raise ValueError(f"--algo {cfg.loop.algo} is a backprop baseline: it does not train under a profile")
         if resume:
-            raise ValueError(f"--algo {cfg.algo} is a backprop baseline: it cannot --resume (train it again)")
+            raise ValueError(f"--algo {cfg.loop.algo} is a backprop baseline: it cannot --resume (train it again)")
         return train_baseline(cfg, out=out, data=data, progress=progress)
     dev = resolve_device(device)
     prof = load_profile(profile) if isinstance(profile, (str, Path)) else profile
     chip = chip_spec(prof)
-    torch.manual_seed(cfg.seed)
-    data = data if data is not None else load_dataset(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.loop.seed)
+    data = data if data is not None else load_dataset(cfg.data.name, val_fraction=cfg.data.val_fraction, seed=cfg.loop.seed)
+    gen = torch.Generator().manual_seed(cfg.loop.seed)
     net = build_network(cfg, data, gen, chip)
-    history_steps = learning_history_steps(cfg.to_dict())
+    history_steps = learning_history_steps(cfg.flat())
     budget = check_budget(prof, net.layer_sizes, simulate_anyway, history_steps) if prof is not None else None
-    bs = min(cfg.batch_size, prof.streaming.max_batch) if prof is not None else cfg.batch_size
+    bs = min(cfg.loop.batch_size, prof.streaming.max_batch) if prof is not None else cfg.loop.batch_size
     count_events = (prof is not None) if count_events is None else count_events
     ledger = EventLedger() if count_events else None
     state = TrainState()
@@ -388,7 +388,7 @@ def train(cfg: TrainConfig, *, out: Path | None = None, resume: bool = False, pr
     x_train, y_train = net.prepare_input(data.x_train.to(dev)), data.y_train.to(dev)
     x_test, y_test = net.prepare_input(data.x_test.to(dev)), data.y_test.to(dev)
     inference_layers = default_inference_layers(cfg)
-    jitter = batch_transform(cfg.augment_shift, data, fill=net.prepare_input(torch.zeros(1, 1, device=dev)).item())
+    jitter = batch_transform(cfg.data.augment_shift, data, fill=net.prepare_input(torch.zeros(1, 1, device=dev)).item())
     n = x_train.shape[0]
     total = total_epochs(cfg)
     last_eval: dict = {}
@@ -396,14 +396,14 @@ def train(cfg: TrainConfig, *, out: Path | None = None, resume: bool = False, pr
         calib = torch.randperm(n, generator=gen)[: max(bs, 256)]
         calibrate(net, x_train[calib], y_train[calib])
     probe = None
-    if cfg.entropy_probe:                       # a fixed held-out probe for the entropy log
-        idx = probe_indices(x_test.shape[0], cfg.entropy_probe, cfg.seed)
+    if cfg.loop.entropy_probe:                       # a fixed held-out probe for the entropy log
+        idx = probe_indices(x_test.shape[0], cfg.loop.entropy_probe, cfg.loop.seed)
         y_p = y_test[idx]
-        probe = (x_test[idx], y_p, random_wrong_labels(y_p, net.num_classes, torch.Generator().manual_seed(cfg.seed)))
+        probe = (x_test[idx], y_p, random_wrong_labels(y_p, net.num_classes, torch.Generator().manual_seed(cfg.loop.seed)))
 
     for s_idx, active in enumerate(stages(cfg)):
-        for e in range(cfg.epochs):
-            epoch = s_idx * cfg.epochs + e
+        for e in range(cfg.loop.epochs):
+            epoch = s_idx * cfg.loop.epochs + e
             if epoch < state.epoch:
                 continue                           # already done (resume)
             if stop_after is not None and epoch >= stop_after:
@@ -434,7 +434,7 @@ def train(cfg: TrainConfig, *, out: Path | None = None, resume: bool = False, pr
                 record["entropy"] = entropy_record(seen.g_pos, seen.g_neg)
                 record["silent_units"] = seen.silent
             is_last = state.epoch == total
-            if is_last or (cfg.eval_every and state.epoch % cfg.eval_every == 0):
+            if is_last or (cfg.loop.eval_every and state.epoch % cfg.loop.eval_every == 0):
                 net.eval()
                 last_eval = evaluate(net, x_test, y_test, inference_layers)
                 record.update(last_eval)
@@ -488,7 +488,7 @@ def train(cfg: TrainConfig, *, out: Path | None = None, resume: bool = False, pr
     return metrics
 
 
-def load_run(run_dir: Path, profile: str | None = None) -> tuple[TrainConfig, dict, FFNetwork]:
+def load_run(run_dir: Path, profile: str | None = None) -> tuple[RunConfig, dict, FFNetwork]:
     """Rebuild a trained network from a run dir (config.json + checkpoint), no pickle.
 
     ``profile``: rebuild under this profile instead of the run's own. Its units are then
@@ -498,9 +498,9 @@ def load_run(run_dir: Path, profile: str | None = None) -> tuple[TrainConfig, di
     from ffneuro.hw.profiles import load_profile
 
     saved = runio.read_json(Path(run_dir) / runio.CONFIG)
-    cfg = TrainConfig.from_dict(saved["config"])
-    if cfg.algo in BASELINES:
-        raise ValueError(f"{run_dir}: a backprop baseline ({cfg.algo}); its errors are in metrics.json "
+    cfg = RunConfig.from_dict(saved["config"])
+    if cfg.loop.algo in BASELINES:
+        raise ValueError(f"{run_dir}: a backprop baseline ({cfg.loop.algo}); its errors are in metrics.json "
                          "(`ffneuro compare` reads them)")
     tensors, meta = runio.load_checkpoint(Path(run_dir) / runio.CHECKPOINT)
     own = saved.get("profile_name")
@@ -532,10 +532,10 @@ def multipass_scores(table: torch.Tensor, layers: list[int]) -> torch.Tensor:
 def evaluate_run(run_dir: Path, data: str | None = None) -> dict:
     """`ffneuro eval`: errors of a trained run on its test set (or on ``data``'s)."""
     cfg, saved, net = load_run(run_dir)
-    ds = load_dataset(data or cfg.data, seed=cfg.seed)
+    ds = load_dataset(data or cfg.data.name, seed=cfg.loop.seed)
     expected = saved["layer_sizes"][0]
     if net.encoding.input_features(ds.x_test.shape[1]) != expected:
-        raise ValueError(f"{data or cfg.data}: {ds.x_test.shape[1]} features per sample, "
+        raise ValueError(f"{data or cfg.data.name}: {ds.x_test.shape[1]} features per sample, "
                          f"but the run was trained on inputs of {expected} (with labels)")
     x = net.prepare_input(ds.x_test)
     out = evaluate(net, x, ds.y_test, default_inference_layers(cfg))

@@ -42,7 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from snntorch import surrogate
 
-from ffneuro.config.run import SPIKE_ENCODINGS, SPIKE_GOODNESS
+from ffneuro.config.sections import SPIKE_ENCODINGS, SPIKE_GOODNESS
 from ffneuro.functional.goodness import goodness
 from ffneuro.units.dense import StepResult, UnitSpec, int_goodness, unit_loss
 from ffneuro.functional.fixed import DECAY_FRAC_BITS, chip_lr, fixed_update_, int_matmul, weight_format
