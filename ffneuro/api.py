@@ -5,10 +5,12 @@ The CLI only parses arguments and calls these; scripts and notebooks can call th
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ffneuro.runs import files as runio
 from ffneuro.config import ConfigError, RunConfig, preset as preset_config, preset_names as _preset_names
+from ffneuro.config.sections import SECTIONS
 
 
 def preset_names() -> list[str]:
@@ -25,7 +27,8 @@ def _int_list(name: str, value) -> tuple[int, ...] | None:
 
 
 def build_config(preset: str | None, overrides: dict) -> RunConfig:
-    """Preset (if any), then every override that is not None, validated."""
+    """Preset (if any), then every flat override that is not None, validated (scripts use
+    this with the flat keys of ``RunConfig.flat()``; the CLI uses ``resolve_train_config``)."""
     base = preset_config(preset) if preset else RunConfig()
     values = {}
     for k, v in overrides.items():
@@ -37,10 +40,187 @@ def build_config(preset: str | None, overrides: dict) -> RunConfig:
     return base.with_flat(**values)
 
 
-def train_run(*, preset: str | None = None, overrides: dict | None = None, profile: str | None = None,
-              out: Path | None = None, resume: bool = False, device: str = "auto", progress: bool = True,
-              simulate_anyway: bool = False, threads: int = 0) -> dict:
-    """`ffneuro train`: build the config, train (or resume) and return the metrics.
+# -- the configuration of `ffneuro train` ---------------------------------------------------
+# The everyday flags of `ffneuro train` and the config field each one sets; every other
+# field is reached with --set SECTION.KEY=VALUE or a --config TOML file.
+TRAIN_FLAGS: dict[str, tuple[str, str]] = {
+    "data": ("data", "name"), "profile": ("hardware", "profile"), "layers": ("units", "layers"),
+    "epochs": ("loop", "epochs"), "seed": ("loop", "seed"), "simulate_anyway": ("hardware", "simulate_anyway")}
+
+Key = tuple[str, str]          # (section, field)
+
+
+def replaced_flag(arg: str, value: str | None = None) -> str:
+    """What to write instead of a command-line option `ffneuro train` does not have: the
+    per-field flags it had before the config had sections (``--augment-shift 1``,
+    ``--no-head``) map to ``--set section.key=value``; anything else is just unknown."""
+    from ffneuro.config.run import FLAT_KEYS
+
+    if not arg.startswith("--"):
+        return f"unexpected argument {arg!r} (train takes options only; see ffneuro train --help)"
+    name, eq, inline = arg[2:].partition("=")
+    value = inline if eq else value
+    key = name.replace("-", "_")
+    if key not in FLAT_KEYS and key.startswith("no_") and key[3:] in FLAT_KEYS:
+        key, value = key[3:], "false"
+    if key not in FLAT_KEYS:
+        return f"no such option {arg.split('=')[0]} (see ffneuro train --help)"
+    sec, field = FLAT_KEYS[key]
+    if value is None:
+        value = "true" if "bool" in str(_field(sec, field).type) else "VALUE"
+    return f"{arg.split('=')[0]} is now --set {sec}.{field}={value} (every option: ffneuro train --help)"
+
+
+def _field(sec: str, key: str):
+    from ffneuro.config.run import field_of
+
+    return field_of(sec, key)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _checked(nested: dict, source: str) -> dict[Key, object]:
+    """A nested ``{section: {key: value}}`` dict as coerced values by (section, key);
+    unknown sections/keys and wrong types are a ConfigError naming ``source``."""
+    from ffneuro.config.run import coerce
+
+    out: dict[Key, object] = {}
+    for sec, values in nested.items():
+        if sec not in SECTIONS:
+            raise ConfigError(f"{source}: unknown config section {sec!r} (sections: {', '.join(SECTIONS)})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: {sec} must be a table of keys, not {values!r}")
+        for key, value in values.items():
+            try:
+                out[(sec, key)] = coerce(sec, key, value)
+            except ConfigError as e:
+                raise ConfigError(f"{source}: {e}") from None
+    return out
+
+
+def read_config_file(path: Path) -> tuple[dict, str | None]:
+    """A ``--config`` TOML file: (its sections as a nested dict, the preset it names or None).
+
+    The file has the sections of config.json's "config" (``[optim]`` ``lr = 3e-3`` …) and
+    may name a preset at top level: ``preset = "hinton"``.
+    """
+    from ffneuro.config.run import FLAT_KEYS, read_toml
+
+    d = read_toml(Path(path))
+    preset = d.pop("preset", None)
+    if preset is not None and not isinstance(preset, str):
+        raise ConfigError(f"{path}: preset = {preset!r} must be a preset name (one of {', '.join(preset_names())})")
+    for k, v in d.items():
+        if not isinstance(v, dict):
+            hint = (f"; it belongs in [{FLAT_KEYS[k][0]}] as {FLAT_KEYS[k][1]} = …" if k in FLAT_KEYS else "")
+            raise ConfigError(f"{path}: top-level key {k!r} is not a section (sections: "
+                              f"{', '.join(SECTIONS)}; top level may only say preset = \"NAME\"){hint}")
+    return d, preset
+
+
+def _request(config_path: Path | None, preset: str | None, flags: dict | None,
+             sets: list[str] | tuple[str, ...]) -> tuple[dict[Key, object], dict[Key, str]]:
+    """Everything a `train` command line asks for, merged in precedence order (preset <
+    config file < everyday flags < --set, in order): values by (section, key) and the
+    option each value came from."""
+    from ffneuro.config.run import coerce, parse_assignment, parse_value, preset_dict
+
+    layers: list[tuple[str, dict[Key, object]]] = []
+    file_values: dict[Key, object] = {}
+    file_preset = None
+    if config_path is not None:
+        nested, file_preset = read_config_file(config_path)
+        file_values = _checked(nested, str(config_path))
+    name = preset if preset is not None else file_preset
+    if name is not None:
+        source = f"--preset {name}" if preset is not None else f"preset {name} of {config_path}"
+        layers.append((source, _checked(preset_dict(name), f"preset {name}")))
+    if file_values:
+        layers.append((f"--config {config_path}", file_values))
+    for flag, value in (flags or {}).items():
+        if value is None:
+            continue
+        if flag not in TRAIN_FLAGS:
+            raise ConfigError(f"{_flag(flag)}: not a flag of train (use --set SECTION.KEY=VALUE)")
+        sec, key = TRAIN_FLAGS[flag]
+        try:
+            v = parse_value(sec, key, value) if isinstance(value, str) else coerce(sec, key, value)
+        except ConfigError as e:
+            raise ConfigError(f"{_flag(flag)}: {e}") from None
+        layers.append((_flag(flag), {(sec, key): v}))
+    for text in sets or ():
+        try:
+            sec, key, v = parse_assignment(text)
+        except ConfigError as e:
+            raise ConfigError(str(e) if str(e).startswith("--set") else f"--set {text}: {e}") from None
+        layers.append((f"--set {sec}.{key}", {(sec, key): v}))
+    values: dict[Key, object] = {}
+    origin: dict[Key, str] = {}
+    for source, layer in layers:
+        values.update(layer)
+        origin.update(dict.fromkeys(layer, source))
+    return values, origin
+
+
+def _overlay(cfg: RunConfig, values: dict[Key, object]) -> RunConfig:
+    """``cfg`` with already coerced ``values`` applied, not validated (one validation of
+    the end result; a half-applied request may not pass the cross-checks)."""
+    import dataclasses
+
+    by_section: dict[str, dict] = {}
+    for (sec, key), v in values.items():
+        by_section.setdefault(sec, {})[key] = v
+    return dataclasses.replace(cfg, **{sec: dataclasses.replace(getattr(cfg, sec), **kv)
+                                       for sec, kv in by_section.items()})
+
+
+def _differences(a: RunConfig, b: RunConfig) -> list[str]:
+    """``section.key`` of every field where two configs differ."""
+    da, db = a.to_dict(), b.to_dict()
+    return [f"{sec}.{k}" for sec in da for k in da[sec] if da[sec][k] != db[sec][k]]
+
+
+def saved_config(run_dir: Path) -> RunConfig:
+    """The config a run dir was trained with. Run dirs written before the config had
+    sections hold a flat "config" and the profile's name beside it ("profile_name")."""
+    saved = runio.read_json(Path(run_dir) / runio.CONFIG)
+    if "config" not in saved:
+        raise ConfigError(f"{Path(run_dir) / runio.CONFIG}: holds no \"config\" (not a run dir of ffneuro train)")
+    cfg = RunConfig.from_dict(saved["config"], source=str(Path(run_dir) / runio.CONFIG))
+    if cfg.hardware.profile is None and saved.get("profile_name"):
+        cfg = cfg.replace(hardware={"profile": saved["profile_name"]})
+    return cfg
+
+
+def resolve_train_config(config_path: Path | None = None, preset: str | None = None, flags: dict | None = None,
+                         sets: list[str] | tuple[str, ...] = (), *, resume: Path | None = None) -> RunConfig:
+    """The config `ffneuro train` runs with: defaults < preset (``preset``, else the one
+    the config file names) < ``config_path`` (TOML) < ``flags`` (everyday flags by name,
+    see TRAIN_FLAGS; None: not given) < ``sets`` ("section.key=value", in order).
+
+    ``resume``: a run dir to continue. The result is then its saved config, and anything
+    asked for that would change it is refused in one line naming the keys (values equal
+    to the saved ones pass).
+    """
+    values, origin = _request(Path(config_path) if config_path is not None else None, preset, flags, sets)
+    if resume is None:
+        return _overlay(RunConfig(), values).validate()
+    cfg = saved_config(resume)
+    asked = _overlay(cfg, values)
+    changed = _differences(cfg, asked)
+    if changed:
+        where = ", ".join(f"{k} ({origin[tuple(k.split('.', 1))]})" for k in changed)
+        raise ConfigError(f"--resume continues {resume} as saved in its config.json; these would change it: "
+                          f"{where} (drop them, or train a new run with another --out)")
+    return cfg
+
+
+def train_run(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, device: str = "auto",
+              progress: bool = True, threads: int = 0) -> dict:
+    """`ffneuro train`: train ``cfg`` (or resume the run in ``out``) and return the metrics.
+    The profile and the memory check come from ``cfg.hardware``.
 
     ``threads``: CPU threads for torch; 0 picks one thread when the applied batch is
     small (≤ SMALL_BATCH, e.g. a chip's batch-1 learning), where a second thread cannot
@@ -51,58 +231,151 @@ def train_run(*, preset: str | None = None, overrides: dict | None = None, profi
 
     from ffneuro.train.loop import train
 
+    cfg = cfg.validate()
     if resume:
         if out is None:
             raise ConfigError("--resume needs --out RUN_DIR")
-        saved = runio.read_json(Path(out) / runio.CONFIG)
-        cfg = RunConfig.from_dict(saved["config"])
-        refuse_changes_on_resume(cfg, saved.get("profile_name"), preset, overrides or {}, profile, out)
-        profile = saved.get("profile_name")
-    else:
-        cfg = build_config(preset, overrides or {})
-        if out is not None and (Path(out) / runio.CHECKPOINT).exists():
-            raise ConfigError(f"{out}: already holds a run (use --resume to continue it, or another --out)")
+        changed = _differences(saved_config(out), cfg)
+        if changed:
+            raise ConfigError(f"--resume continues {out} as saved in its config.json; this config differs in "
+                              f"{', '.join(changed)}")
+    elif out is not None and (Path(out) / runio.CHECKPOINT).exists():
+        raise ConfigError(f"{out}: already holds a run (use --resume to continue it, or another --out)")
     if threads < 0:
         raise ConfigError(f"--threads {threads}: must be >= 0 (0: automatic)")
-    if threads == 0 and applied_batch(cfg, profile) <= SMALL_BATCH:
+    if threads == 0 and applied_batch(cfg) <= SMALL_BATCH:
         threads = 1
     if threads:
         torch.set_num_threads(threads)
-    return train(cfg, out=out, resume=resume, progress=progress, profile=profile, device=device,
-                 simulate_anyway=simulate_anyway)
+    return train(cfg, out=out, resume=resume, progress=progress, profile=cfg.hardware.profile, device=device,
+                 simulate_anyway=cfg.hardware.simulate_anyway)
 
 
 SMALL_BATCH = 8
 
 
-def refuse_changes_on_resume(cfg: RunConfig, saved_profile: str | None, preset: str | None, overrides: dict,
-                             profile: str | None, out: Path) -> None:
-    """`--resume` continues a run exactly as its config.json says; an option that would
-    change it is an error, not silently ignored (options equal to the saved values pass)."""
-    asked = {k: v for k, v in overrides.items() if v is not None}
-    try:
-        merged = cfg.with_flat(**{k: _int_list(k, v) if k in ("layers", "milestones", "inference_layers") else v
-                                  for k, v in asked.items()})
-        changed = sorted(k for k in asked if merged.flat()[k] != cfg.flat()[k])
-    except ConfigError:
-        changed = sorted(asked)
-    if preset is not None:
-        changed.insert(0, "preset")
-    if profile is not None and profile != saved_profile:
-        changed.append("profile")
-    if changed:
-        flags = ", ".join("--" + k.replace("_", "-") for k in changed)
-        raise ConfigError(f"--resume continues {out} as saved in its config.json; drop {flags} "
-                          "(or train a new run with another --out)")
-
-
-def applied_batch(cfg: RunConfig, profile: str | None) -> int:
-    """The batch a run will use: the config's, capped at the profile's streaming limit."""
+def applied_batch(cfg: RunConfig, profile: str | None = None) -> int:
+    """The batch a run will use: the config's, capped at the profile's streaming limit
+    (``profile``, else the config's own)."""
+    profile = profile if profile is not None else cfg.hardware.profile
     if profile is None:
         return cfg.loop.batch_size
     from ffneuro.hw.profiles import load_profile
 
     return min(cfg.loop.batch_size, load_profile(profile).streaming.max_batch)
+
+
+# -- describing the options: --help, --print-config and the README table --------------------
+def option_rows() -> list[dict]:
+    """One row per config field, in section order, from the fields' metadata: key
+    ("section.key"), section, type, default (as --set would write it), choices, help."""
+    from dataclasses import MISSING, fields
+
+    from ffneuro.config.run import type_name
+
+    rows = []
+    for sec, cls in SECTIONS.items():
+        for f in fields(cls):
+            default = f.default if f.default is not MISSING else f.default_factory()
+            kind = type_name(f)
+            rows.append({"key": f"{sec}.{f.name}", "section": sec, "section_help": (cls.__doc__ or "").strip(),
+                         "type": kind.removeprefix("an ").removeprefix("a "), "default": value_text(default),
+                         "choices": list(f.metadata.get("choices") or ()), "help": f.metadata.get("help", "")})
+    return rows
+
+
+def value_text(v) -> str:
+    """A config value as ``--set`` takes it: none, true/false, 500,500,500."""
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (tuple, list)):
+        return ",".join(str(x) for x in v) if v else "(empty)"
+    return str(v)
+
+
+def options_help() -> str:
+    """Every config field grouped by section: the epilog of `ffneuro train --help`."""
+    lines = ["Config options (--set SECTION.KEY=VALUE, or KEY = VALUE under [SECTION] in a --config file):"]
+    section = None
+    for r in option_rows():
+        if r["section"] != section:
+            section = r["section"]
+            lines += ["", f"{section}: {r['section_help']}"]
+        allowed = f"one of {', '.join(r['choices'])}" if r["choices"] else r["type"]
+        lines.append(f"  {r['key']} = {r['default']}   ({allowed})")
+        lines.append(f"      {r['help']}")
+    return "\n".join(lines)
+
+
+def options_markdown() -> str:
+    """The README's options table: one row per config field."""
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| key | type | default | allowed values | help |", "|---|---|---|---|---|"]
+    for r in option_rows():
+        lines.append(f"| `{r['key']}` | {cell(r['type'])} | `{cell(r['default'])}` | "
+                     f"{cell(', '.join(r['choices']))} | {cell(r['help'])} |")
+    return "\n".join(lines)
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else "nan" if math.isnan(v) else "inf" if v > 0 else "-inf"
+    if isinstance(v, str):
+        out = []
+        for ch in v:
+            if ch in '"\\':
+                out.append("\\" + ch)
+            elif ord(ch) < 0x20 or ord(ch) == 0x7f:
+                out.append(f"\\u{ord(ch):04x}")
+            else:
+                out.append(ch)
+        return '"' + "".join(out) + '"'
+    if isinstance(v, (tuple, list)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"no TOML form for {v!r}")
+
+
+def format_config_toml(cfg: RunConfig, *, comments: bool = True) -> str:
+    """``cfg`` as a TOML file for ``ffneuro train --config`` (``RunConfig.from_toml`` reads
+    it back to an equal config). An unset (none) field is written as a comment: TOML has
+    no null, and every field that may be none is none by default."""
+    from dataclasses import fields
+
+    lines = []
+    if comments:
+        lines += ["# ffneuro run config: ffneuro train --config run.toml",
+                  "# Later wins: defaults < preset < this file < --data/--layers/... < --set SECTION.KEY=VALUE.",
+                  '# The top level may name a preset whose values this file then changes: preset = "hinton"',
+                  f"# (presets: {', '.join(preset_names())})."]
+    for sec, cls in SECTIONS.items():
+        section = getattr(cfg, sec)
+        if lines:
+            lines.append("")
+        lines.append(f"[{sec}]")
+        if comments and cls.__doc__:
+            lines.append(f"# {cls.__doc__.strip()}")
+        for f in fields(cls):
+            value = getattr(section, f.name)
+            if comments:
+                choices = f.metadata.get("choices")
+                lines.append(f"# {f.metadata.get('help', '')}" + (f" (one of: {', '.join(choices)})" if choices else ""))
+            lines.append(f"# {f.name} is unset (none)" if value is None else f"{f.name} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def format_config_json(cfg: RunConfig) -> str:
+    """``cfg`` as config.json's "config" (nested sections; none is null)."""
+    import json
+
+    return json.dumps(cfg.to_dict(), indent=2)
 
 
 def eval_run(run_dir: Path, *, data: str | None = None) -> dict:

@@ -41,92 +41,92 @@ def _emit(obj, as_json: bool, text: str) -> None:
     typer.echo(json.dumps(obj, indent=2) if as_json else text)
 
 
-@app.command()
+def _help_text(text: str) -> str:
+    """Help text shown as written: escaped for Rich markup (a ``[section]`` is not a style
+    tag), or kept from click's re-wrapping when Rich is absent."""
+    import typer.core
+
+    if typer.core.HAS_RICH:
+        from rich.markup import escape
+
+        return escape(text)
+    return "\n\n".join("\b\n" + para for para in text.split("\n\n"))
+
+
+CONFIG_PANEL = "Configuration (later wins: preset < --config < flags < --set)"
+RUN_PANEL = "Running"
+
+
+@app.command(epilog=_help_text(api.options_help()),
+             context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 def train(
-    data: Annotated[Optional[str], typer.Option(help="digits (embedded default; the default) | mnist:DIR | "
-                                                     "fashion-mnist:DIR | cifar10:DIR | npz:FILE")] = None,
-    preset: Annotated[Optional[str], typer.Option(help="Named recipe: " + ", ".join(api.preset_names()))] = None,
-    layers: Annotated[Optional[str], typer.Option(help="Hidden widths, e.g. 500,500,500")] = None,
-    algo: Annotated[Optional[str], typer.Option(help="ff | cff (collaborative FF) | bp (backprop MLP, "
-                                                     "softmax output) | bp-pairwise (backprop pos/neg "
-                                                     "discriminator); bp* are baselines")] = None,
-    gamma: Annotated[Optional[str], typer.Option(help="CFF γ over: all | earlier | later layers")] = None,
-    cff_theta: Annotated[Optional[str], typer.Option(help="CFF θ_i: sum (θs of i and J(i) added; default) | "
-                                                          "own (the layer's θ; γ shifts it) | mean "
-                                                          "(mean goodness of i and J(i) vs the own θ)")] = None,
-    schedule: Annotated[Optional[str], typer.Option(help="layer (one layer at a time) | network (Alg. 2)")] = None,
-    label_encoding: Annotated[Optional[str], typer.Option(help="auto | overlay | concat")] = None,
-    label_scale: Annotated[Optional[float], typer.Option(help="Value of the one-hot label entry")] = None,
-    negatives: Annotated[Optional[str], typer.Option(help="random (wrong label) | hard (model's scores)")] = None,
-    norm: Annotated[Optional[str], typer.Option(help="Normalisation between layers: length | rms | none")] = None,
-    goodness: Annotated[Optional[str], typer.Option(help="sumsq | meansq | sum | neg-sumsq")] = None,
-    loss: Annotated[Optional[str], typer.Option(help="ff (softplus, θ) | symba (α) | entropy")] = None,
-    theta: Annotated[Optional[float], typer.Option(help="FF threshold θ (default: layer width)")] = None,
-    alpha: Annotated[Optional[float], typer.Option(help="SymBa α")] = None,
-    temperature: Annotated[Optional[float], typer.Option(help="Logit temperature τ: the FF loss is "
-                                                              "σ((g + γ − θ)/τ), SymBa α(g⁺ − g⁻)/τ (default 1: "
-                                                              "Hinton's Σh² − θ)")] = None,
-    peer_norm: Annotated[Optional[float], typer.Option(help="Peer normalisation weight (Hinton: 0.03)")] = None,
-    optimizer: Annotated[Optional[str], typer.Option(help="adam | sgd (momentum)")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Learning rate")] = None,
-    onchip_lr: Annotated[Optional[float], typer.Option(help="Plain-SGD learning rate of a chip without "
-                                                             "optimiser state (with --profile)")] = None,
-    standardize: Annotated[Optional[bool], typer.Option("--standardize/--no-standardize",
-                                                        help="Subtract the train mean, divide by its std")] = None,
-    momentum: Annotated[Optional[float], typer.Option(help="SGD momentum")] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay")] = None,
-    lr_schedule: Annotated[Optional[str], typer.Option(help="constant | linear-decay | multistep")] = None,
-    milestones: Annotated[Optional[str], typer.Option(help="multistep epochs, e.g. 150,200")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs (per layer under --schedule layer)")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Mini-batch size")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed (same seed, same metrics)")] = None,
-    head: Annotated[Optional[bool], typer.Option("--head/--no-head", help="Train the one-pass head")] = None,
-    inference_layers: Annotated[Optional[str], typer.Option(help="1-based layers summed by multi-pass "
-                                                                 "inference, e.g. 2,3")] = None,
-    eval_every: Annotated[Optional[int], typer.Option(help="Evaluate every N epochs (0: at the end)")] = None,
-    augment_shift: Annotated[Optional[int], typer.Option(help="Image data: translate each training sample "
-                                                               "by up to N pixels per axis (Hinton's "
-                                                               "jitter; 0: off)")] = None,
-    neuron: Annotated[Optional[str], typer.Option(help="relu (graded units) | lif (spiking LIF units)")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="lif: time steps T per sample")] = None,
-    spike_encoding: Annotated[Optional[str], typer.Option(help="lif: input spike encoder rate | latency | "
-                                                               "direct (not --label-encoding)")] = None,
-    beta: Annotated[Optional[float], typer.Option(help="lif: membrane decay per step")] = None,
-    spike_threshold: Annotated[Optional[float], typer.Option(help="lif: firing threshold")] = None,
-    reset: Annotated[Optional[str], typer.Option(help="lif: zero (NIR) | subtract")] = None,
-    spike_learning: Annotated[Optional[str], typer.Option(help="lif: bptt (through the unit's T steps) | "
-                                                               "eligibility (online traces, memory independent of T)")] = None,
-    spike_goodness: Annotated[Optional[str], typer.Option(help="lif: goodness on firing rates (rate) or spike "
-                                                               "counts (count)")] = None,
-    surrogate: Annotated[Optional[str], typer.Option(help="lif: surrogate gradient fast_sigmoid | atan")] = None,
-    profile: Annotated[Optional[str], typer.Option(help="Hardware profile name or TOML path: train as the "
-                                                        "chip would (see `ffneuro profiles list`)")] = None,
-    simulate_anyway: Annotated[bool, typer.Option(help="Train even if the model does not fit the "
-                                                       "profile's memory")] = False,
-    out: Annotated[Optional[Path], typer.Option(help="Run dir for config, checkpoint and metrics")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint")] = False,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-    threads: Annotated[int, typer.Option(help="CPU threads (0: automatic — one thread for batches of 8 or "
-                                               "fewer, e.g. a chip's batch-1 learning, else torch's default)")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON on stdout")] = False,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar")] = True,
+    ctx: typer.Context,
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", metavar="FILE", rich_help_panel=CONFIG_PANEL,
+        help="TOML file with the sections of config.json's \"config\" (data, units, cff, optim, loop, "
+             "inference, hardware); may name a preset at top level: preset = \"NAME\"")] = None,
+    preset: Annotated[Optional[str], typer.Option(
+        rich_help_panel=CONFIG_PANEL,
+        help="Named recipe: " + ", ".join(api.preset_names()) + " (replaces a preset the --config file names)")] = None,
+    sets: Annotated[Optional[list[str]], typer.Option(
+        "--set", metavar="SECTION.KEY=VALUE", rich_help_panel=CONFIG_PANEL,
+        help="Set any config option (repeatable, applied in order), e.g. --set optim.lr=3e-3; lists as "
+             "500,500; none clears an optional one. Every option is listed below")] = None,
+    data: Annotated[Optional[str], typer.Option(
+        rich_help_panel=CONFIG_PANEL, help="data.name: digits (embedded; the default) | mnist:DIR | "
+                                           "fashion-mnist:DIR | cifar10:DIR | npz:FILE")] = None,
+    profile: Annotated[Optional[str], typer.Option(
+        rich_help_panel=CONFIG_PANEL, help="hardware.profile: train as this chip would (name or TOML path; see "
+                                           "`ffneuro profiles list`)")] = None,
+    layers: Annotated[Optional[str], typer.Option(rich_help_panel=CONFIG_PANEL,
+                                                  help="units.layers: widths, e.g. 500,500,500")] = None,
+    epochs: Annotated[Optional[int], typer.Option(rich_help_panel=CONFIG_PANEL,
+                                                  help="loop.epochs (per unit under the layer schedule)")] = None,
+    seed: Annotated[Optional[int], typer.Option(rich_help_panel=CONFIG_PANEL,
+                                                help="loop.seed (same seed, same metrics)")] = None,
+    simulate_anyway: Annotated[bool, typer.Option(
+        "--simulate-anyway", rich_help_panel=CONFIG_PANEL,
+        help="hardware.simulate_anyway=true: train even if the model does not fit the profile's memory")] = False,
+    print_config: Annotated[bool, typer.Option(
+        "--print-config", rich_help_panel=RUN_PANEL,
+        help="Print the resolved config as TOML (as JSON with --json) and exit without training; "
+             "a start for a --config file")] = False,
+    out: Annotated[Optional[Path], typer.Option(rich_help_panel=RUN_PANEL,
+                                                help="Run dir for config, checkpoint and metrics")] = None,
+    resume: Annotated[bool, typer.Option(
+        rich_help_panel=RUN_PANEL, help="Continue the run in --out from its last checkpoint, exactly as its "
+                                        "config.json says (options that would change it are refused)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", rich_help_panel=RUN_PANEL,
+                                          help="Print metrics as JSON on stdout")] = False,
+    device: Annotated[str, typer.Option(rich_help_panel=RUN_PANEL, help="auto | cpu | cuda")] = "auto",
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", rich_help_panel=RUN_PANEL,
+                                           help="Show a progress bar")] = True,
+    threads: Annotated[int, typer.Option(
+        rich_help_panel=RUN_PANEL, help="CPU threads (0: automatic — one thread for batches of 8 or fewer, "
+                                        "e.g. a chip's batch-1 learning, else torch's default)")] = 0,
 ) -> None:
-    """Train an FF network. Example: ffneuro train --profile loihi-like"""
-    overrides = dict(data=data, layers=layers, algo=algo, gamma=gamma, cff_theta=cff_theta, schedule=schedule,
-                     label_encoding=label_encoding, label_scale=label_scale, negatives=negatives, norm=norm,
-                     goodness=goodness, loss=loss, theta=theta, alpha=alpha, temperature=temperature,
-                     peer_norm=peer_norm,
-                     optimizer=optimizer, lr=lr, onchip_lr=onchip_lr, standardize=standardize,
-                     momentum=momentum, weight_decay=weight_decay,
-                     lr_schedule=lr_schedule, milestones=milestones, epochs=epochs, batch_size=batch_size,
-                     seed=seed, head=head, inference_layers=inference_layers, eval_every=eval_every,
-                     augment_shift=augment_shift,
-                     neuron=neuron, steps=steps, spike_encoding=spike_encoding, beta=beta,
-                     spike_threshold=spike_threshold, reset=reset, spike_learning=spike_learning,
-                     spike_goodness=spike_goodness, surrogate=surrogate)
-    metrics = _run(api.train_run, preset=preset, overrides=overrides, profile=profile, out=out,
-                   resume=resume, device=device, progress=progress, simulate_anyway=simulate_anyway,
-                   threads=threads)
+    """Train a network, or continue one (--resume). Example: ffneuro train --profile loihi-like
+
+    The run's configuration is built from, later wins: the defaults, a --preset, a --config
+    TOML file, the flags --data --profile --layers --epochs --seed --simulate-anyway, then
+    each --set SECTION.KEY=VALUE in order. Every option is listed below by section, with its
+    default and type or allowed values; a config file says them as KEY = VALUE under a
+    section table, and may name a preset at top level (preset = "hinton").
+
+    Start a config file from any command line: ffneuro train --preset hinton --print-config > run.toml
+    """
+    if ctx.args:                    # e.g. a per-field flag of old: say which --set replaces it
+        nxt = ctx.args[1] if len(ctx.args) > 1 and not ctx.args[1].startswith("--") else None
+        _fail(api.replaced_flag(ctx.args[0], nxt))
+    flags = {"data": data, "profile": profile, "layers": layers, "epochs": epochs, "seed": seed,
+             "simulate_anyway": True if simulate_anyway else None}
+    if resume and out is None:
+        _fail("--resume needs --out RUN_DIR")
+    cfg = _run(api.resolve_train_config, config, preset, flags, sets or [], resume=out if resume else None)
+    if print_config:
+        typer.echo(api.format_config_json(cfg) if as_json else api.format_config_toml(cfg), nl=as_json)
+        return
+    metrics = _run(api.train_run, cfg, out=out, resume=resume, device=device, progress=progress, threads=threads)
     _emit(api.metrics_summary(metrics), as_json, api.format_metrics(metrics))
 
 
@@ -226,7 +226,7 @@ def analyze(
 
 @app.command()
 def spikes(
-    run_dir: Annotated[Path, typer.Argument(help="A spiking run dir (`ffneuro train --neuron lif --out`)")],
+    run_dir: Annotated[Path, typer.Argument(help="A spiking run dir (`ffneuro train --set units.neuron=lif --out`)")],
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default RUN_DIR/spikes)")] = None,
     samples: Annotated[int, typer.Option(help="Test samples (with their true label) to record")] = 200,
     as_json: Annotated[bool, typer.Option("--json", help="Print the sparsity table as JSON")] = False,
