@@ -380,7 +380,7 @@ def format_config_json(cfg: RunConfig) -> str:
 
 def eval_run(run_dir: Path, *, data: str | None = None) -> dict:
     """`ffneuro eval`: rebuild the network from a run dir and evaluate it."""
-    from ffneuro.train.loop import evaluate_run
+    from ffneuro.evaluate import evaluate_run
 
     return evaluate_run(Path(run_dir), data=data)
 

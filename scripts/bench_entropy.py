@@ -20,7 +20,10 @@ from pathlib import Path
 
 import torch
 
-from ffneuro.analysis.report import entropy_record, probe_goodness, probe_indices
+from ffneuro import rng
+from ffneuro.rng import Streams
+
+from ffneuro.train.probe import entropy_record, probe_goodness, probe_indices
 from ffneuro.config import RunConfig
 from ffneuro.data.loaders import load_dataset
 from ffneuro.functional.encoding import random_wrong_labels
@@ -30,11 +33,12 @@ from ffneuro.train.loop import build_network, train
 
 def probe_call_s(cfg: RunConfig, data, calls: int) -> float:
     """Median wall time of one epoch-end entropy log (probe pass + decomposition)."""
-    net = build_network(cfg, data, torch.Generator().manual_seed(cfg.loop.seed)).eval()
+    net = build_network(cfg, data, Streams(cfg.loop.seed, len(cfg.units.layers))).eval()
     x_test = net.prepare_input(data.x_test)
-    idx = probe_indices(x_test.shape[0], cfg.loop.entropy_probe, cfg.loop.seed)
+    g = rng.generator(cfg.loop.seed, 'probe')
+    idx = probe_indices(x_test.shape[0], cfg.loop.entropy_probe, g)
     y = data.y_test[idx]
-    probe = (x_test[idx], y, random_wrong_labels(y, net.num_classes, torch.Generator().manual_seed(cfg.loop.seed)))
+    probe = (x_test[idx], y, random_wrong_labels(y, net.num_classes, g))
     times = []
     for _ in range(calls):
         t0 = time.perf_counter()

@@ -33,7 +33,8 @@ from ffneuro.export.hdf5 import chip_network, export_run
 from ffneuro.network import default_inference_layers
 from ffneuro.hw.profiles import list_profiles, load_profile
 from ffneuro.runs.files import write_json
-from ffneuro.train.loop import multipass_scores, train
+from ffneuro.evaluate import multipass_scores
+from ffneuro.train.loop import train
 
 
 def compare(run_dir: Path, profile: str, data, folder: Path) -> dict:

@@ -33,7 +33,9 @@ def rss_kib() -> int:
 def child(method: str, depth: int, width: int, batch: int, steps: int) -> dict:
     from ffneuro.config import RunConfig
     from ffneuro.data.loaders import Dataset
-    from ffneuro.train.loop import build_network, train_step
+    from ffneuro.train.loop import build_network
+    from ffneuro.rng import Streams
+    from ffneuro.train.step import train_step
 
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
@@ -57,10 +59,11 @@ def child(method: str, depth: int, width: int, batch: int, steps: int) -> dict:
         head = method == "ff+head"
         cfg = RunConfig.from_flat(layers=(width,) * depth, head=head, batch_size=batch)
         ds = Dataset("synthetic", x, y, x, y, 10, (784,))
-        net = build_network(cfg, ds, g)
+        streams = Streams(0, depth)
+        net = build_network(cfg, ds, streams)
 
         def step():
-            train_step(net, cfg, x, y, list(range(depth)), g)
+            train_step(net, cfg, x, y, list(range(depth)), streams)
         weights = sum(p.numel() for layer in net.layers for p in layer.parameters())
     step()                       # allocate the optimisers' state once
     if method == "backprop":

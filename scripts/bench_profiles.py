@@ -58,7 +58,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--train-subset", type=int, default=10000)
-    ap.add_argument("--onchip-lr", type=float, default=RunConfig.onchip_lr)
+    ap.add_argument("--onchip-lr", type=float, default=RunConfig().hardware.onchip_lr)
     ap.add_argument("--bits", default="2,3,4,6,8,10,12,16")
     ap.add_argument("--profiles", default="all", help="comma-separated names, all, or none")
     ap.add_argument("--bits-base", default="cmos-45nm", help="profile the weight-bit sweep extends")

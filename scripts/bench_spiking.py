@@ -37,17 +37,18 @@ from ffneuro.config import RunConfig
 from ffneuro.data.loaders import load_dataset
 from ffneuro.hw.estimate import estimate_from_run
 from ffneuro.runs.files import write_json
-from ffneuro.train.loop import load_run, train
+from ffneuro.runs.load import load_run
+from ffneuro.train.loop import train
 
 
 @torch.no_grad()
 def firing_rates(run_dir: Path, x: torch.Tensor, y: torch.Tensor) -> list[float]:
     _, _, net = load_run(run_dir)
-    h = net.to_spikes(net.encoding.encode(net.prepare_input(x), y), torch.Generator().manual_seed(0))
-    out = [float(h.mean())]                       # the input layer's spikes
-    for layer in net.layers:
-        h = layer(h)
-        out.append(float(h.mean()))
+    out = []
+    for p in net.stream(net.prepare_input(x), [y], generator=torch.Generator().manual_seed(0)):
+        if p.index == 0:
+            out.append(float(p.h_in.mean()))      # the input layer's spikes
+        out.append(float(p.h_out.mean()))
     return out
 
 
@@ -73,7 +74,8 @@ def energy(run_dir: Path, profile: str, n_train: int) -> dict:
 def goodness_study(out: Path) -> None:
     from ffneuro import network
     from ffneuro.functional.goodness import goodness
-    from ffneuro.units.lif import FFSpiking, lif_step
+    from ffneuro.functional.lif import lif_step
+    from ffneuro.units.lif import FFSpiking
 
     class MembraneUnit(FFSpiking):
         """Measurement only: goodness on the membrane U' (last step or mean over steps)."""

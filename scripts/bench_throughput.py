@@ -23,10 +23,12 @@ import torch
 from ffneuro.config import RunConfig
 from ffneuro.data.loaders import Dataset, load_dataset
 from ffneuro.hw.events import EventLedger
-from ffneuro.functional.fixed import chip_spec
+from ffneuro.hw.chip import chip_spec
 from ffneuro.hw.profiles import load_profile
 from ffneuro.runs.files import write_json
-from ffneuro.train.loop import build_network, calibrate, train_step
+from ffneuro.rng import Streams
+from ffneuro.train.loop import build_network
+from ffneuro.train.step import train_step
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -49,30 +51,32 @@ def backprop_epoch(x, y, sizes, bs, gen) -> float:
 
 
 def ff_epoch(data: Dataset, cfg: RunConfig, gen) -> float:
-    net = build_network(cfg, data, gen)
+    streams = Streams(0, len(cfg.units.layers))
+    net = build_network(cfg, data, streams)
     x, y = net.prepare_input(data.x_train), data.y_train
     active = list(range(len(cfg.units.layers)))
     perm = torch.randperm(x.shape[0], generator=gen)
     t0 = time.perf_counter()
     for s in range(0, x.shape[0], cfg.loop.batch_size):
         idx = perm[s:s + cfg.loop.batch_size]
-        train_step(net, cfg, x[idx], y[idx], active, gen)
+        train_step(net, cfg, x[idx], y[idx], active, streams)
     return time.perf_counter() - t0
 
 
 def step_time(data: Dataset, cfg: RunConfig, profile, steps: int, count: bool, gen) -> float:
     chip = chip_spec(profile) if profile is not None else None
-    net = build_network(cfg, data, gen, chip)
+    streams = Streams(0, len(cfg.units.layers))
+    net = build_network(cfg, data, streams, chip)
     x, y = net.prepare_input(data.x_train), data.y_train
     if chip is not None:
-        calibrate(net, x[:256], y[:256])
+        net.calibrate(x[:256], y[:256])
     ledger = EventLedger() if count else None
     active = list(range(len(cfg.units.layers)))
     bs = cfg.loop.batch_size
     t0 = time.perf_counter()
     for s in range(steps):
         idx = torch.arange(s * bs, (s + 1) * bs) % x.shape[0]
-        train_step(net, cfg, x[idx], y[idx], active, gen, ledger, bs)
+        train_step(net, cfg, x[idx], y[idx], active, streams, ledger, bs)
     return (time.perf_counter() - t0) / steps
 
 

@@ -5,10 +5,13 @@ import math
 
 import pytest
 import torch
+
+from ffneuro import rng
+from ffneuro.rng import Streams
 from typer.testing import CliRunner
 
-from ffneuro.analysis.report import (collaboration_table, entropy_record, entropy_rows, finding, marginal_contributions,
-                              probe_goodness, probe_indices, silent_fraction)
+from ffneuro.train.probe import entropy_record, probe_goodness, probe_indices, silent_fraction
+from ffneuro.analysis.report import collaboration_table, entropy_rows, finding, marginal_contributions
 from ffneuro.cli import app
 from ffneuro.config import RunConfig
 from ffneuro.data.loaders import load_dataset
@@ -16,7 +19,8 @@ from ffneuro.functional.encoding import random_wrong_labels
 from ffneuro.functional.goodness import entropy_decomposition
 from ffneuro.network import FFNetwork
 from ffneuro.runs.files import write_json
-from ffneuro.train.loop import load_run, train
+from ffneuro.runs.load import load_run
+from ffneuro.train.loop import train
 
 runner = CliRunner()
 
@@ -70,9 +74,10 @@ def test_entropy_log_matches_a_recomputation_on_the_same_probe(run, digits):
     metrics = json.loads((run / "metrics.json").read_text())
     logged = metrics["history"][-1]["entropy"]
     cfg, _, net = load_run(run)
-    idx = probe_indices(digits.x_test.shape[0], 120, cfg.loop.seed)
+    g = rng.generator(cfg.loop.seed, 'probe')
+    idx = probe_indices(digits.x_test.shape[0], 120, g)
     x, y = net.prepare_input(digits.x_test[idx]), digits.y_test[idx]
-    y_neg = random_wrong_labels(y, 10, torch.Generator().manual_seed(cfg.loop.seed))
+    y_neg = random_wrong_labels(y, 10, g)
     assert bool((y_neg != y).all())
     g_pos, g_neg, silent = probe_goodness(net, x, y, y_neg)
     assert g_pos.shape == (120, 3)
@@ -94,8 +99,8 @@ def test_silent_fraction_counts_units_zero_on_every_input():
 
 
 def test_a_killed_layer_is_reported_silent(digits):
-    net = FFNetwork(RunConfig.from_flat(layers=(16, 8)).validate(), digits.x_train.shape[1], 10, "concat", 0.0, 1.0,
-                    generator=torch.Generator().manual_seed(0))
+    net = FFNetwork.from_config(RunConfig.from_flat(layers=(16, 8)).validate(), digits.x_train.shape[1], 10, "concat", 0.0, 1.0,
+                    generators=torch.Generator().manual_seed(0))
     with torch.no_grad():
         net.layers[1].bias.fill_(-1e6)                                   # every pre-activation < 0
     x = net.prepare_input(digits.x_test[:50])

@@ -78,7 +78,7 @@ def test_training_with_shift_differs_and_resumes_exactly(tmp_path):
 
 
 def test_cli_flag_reaches_the_config(tmp_path):
-    r = CliRunner().invoke(app, ["train", "--layers", "32", "--epochs", "1", "--augment-shift", "1",
+    r = CliRunner().invoke(app, ["train", "--layers", "32", "--epochs", "1", "--set", "data.augment_shift=1",
                                  "--no-progress", "--out", str(tmp_path / "r")])
     assert r.exit_code == 0, r.output
     saved = json.loads((tmp_path / "r" / "config.json").read_text())

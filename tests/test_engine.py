@@ -10,9 +10,12 @@ from ffneuro.runs import files as runio
 from ffneuro.config import ConfigError, RunConfig
 from ffneuro.data.loaders import load_dataset
 from ffneuro.functional.encoding import LabelEncoding, choose_encoding, hard_wrong_labels, random_wrong_labels
-from ffneuro.units.dense import UnitSpec, unit_loss
-from ffneuro.network import FFNetwork, default_inference_layers, gamma_members
-from ffneuro.train.loop import build_network, scout_goodness, train, train_step
+from ffneuro.units.base import UnitSpec, unit_loss
+from ffneuro.functional.cff import gamma_members
+from ffneuro.rng import Streams
+from ffneuro.network import FFNetwork, default_inference_layers
+from ffneuro.train.loop import build_network, train
+from ffneuro.train.step import scout_goodness, train_step
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +70,7 @@ def test_hard_negatives_never_true_even_when_model_is_sure():
 
 # -- locality -----------------------------------------------------------------------------
 def _net(cfg, data):
-    return build_network(cfg, data, torch.Generator().manual_seed(cfg.loop.seed))
+    return build_network(cfg, data, Streams(cfg.loop.seed, len(cfg.units.layers)))
 
 
 @pytest.mark.parametrize("gamma", ["all", "earlier", "later"])
@@ -77,7 +80,7 @@ def test_cff_gamma_is_detached_and_no_gradient_crosses_layers(digits, gamma):
     x = net.prepare_input(digits.x_train[:32])
     y = digits.y_train[:32]
     h = net.encoding.coded(x, [y, (y + 1) % 10])
-    gp, gn = scout_goodness(net, h)
+    gp, gn = scout_goodness(net, x, [y, (y + 1) % 10], torch.Generator().manual_seed(0))
     assert not gp.requires_grad and not gn.requires_grad
     reached = []
     for j, other in enumerate(net.layers):
@@ -121,7 +124,7 @@ def test_layer_schedule_updates_one_unit_at_a_time(digits):
     net = _net(cfg, digits)
     before = [layer.weight.clone() for layer in net.layers]
     x = net.prepare_input(digits.x_train[:64])
-    train_step(net, cfg, x, digits.y_train[:64], [1], torch.Generator().manual_seed(0))
+    train_step(net, cfg, x, digits.y_train[:64], [1], Streams(0, 3))
     changed = [not torch.equal(b, layer.weight) for b, layer in zip(before, net.layers)]
     assert changed == [False, True, False]
 
@@ -131,7 +134,7 @@ def test_network_schedule_updates_every_unit(digits):
     net = _net(cfg, digits)
     before = [layer.weight.clone() for layer in net.layers]
     x = net.prepare_input(digits.x_train[:64])
-    st = train_step(net, cfg, x, digits.y_train[:64], [0, 1, 2], torch.Generator().manual_seed(0))
+    st = train_step(net, cfg, x, digits.y_train[:64], [0, 1, 2], Streams(0, 3))
     assert len(st["loss"]) == 3
     assert all(not torch.equal(b, layer.weight) for b, layer in zip(before, net.layers))
 
@@ -142,7 +145,7 @@ def test_factored_first_unit_matches_dense_path(mode, norm):
     activities and the same update as feeding it the dense encoded batch."""
     g = torch.Generator().manual_seed(0)
     cfg = RunConfig.from_flat(layers=(16,), norm=norm)
-    make = lambda: FFNetwork(cfg, 20, 4, mode, 0.0, 1.0, generator=torch.Generator().manual_seed(1),
+    make = lambda: FFNetwork.from_config(cfg, 20, 4, mode, 0.0, 1.0, generators=torch.Generator().manual_seed(1),
                              label_scale=2.0).layers[0]
     x = torch.rand(6, 20, generator=g)
     y, y_neg = torch.randint(0, 4, (6,), generator=g), torch.randint(0, 4, (6,), generator=g)
@@ -159,10 +162,10 @@ def test_factored_first_unit_matches_dense_path(mode, norm):
 
 def test_cff_theta_rescaled_by_gamma_members_by_default_or_own():
     cfg = RunConfig.from_flat(layers=(10, 20, 30), algo="cff", gamma="earlier", cff_theta="own")
-    net = FFNetwork(cfg, 64, 10, "concat", 0.0, 1.0, generator=torch.Generator().manual_seed(0))
+    net = FFNetwork.from_config(cfg, 64, 10, "concat", 0.0, 1.0, generators=torch.Generator().manual_seed(0))
     assert [layer.spec.theta for layer in net.layers] == [10.0, 20.0, 30.0]
     cfg = RunConfig.from_flat(layers=(10, 20, 30), algo="cff", gamma="earlier")
-    net = FFNetwork(cfg, 64, 10, "concat", 0.0, 1.0, generator=torch.Generator().manual_seed(0))
+    net = FFNetwork.from_config(cfg, 64, 10, "concat", 0.0, 1.0, generators=torch.Generator().manual_seed(0))
     assert [layer.spec.theta for layer in net.layers] == [10.0, 30.0, 60.0]
     assert default_inference_layers(cfg) == [0, 1, 2]
     assert default_inference_layers(RunConfig.from_flat(layers=(10, 20, 30))) == [1, 2]
@@ -194,7 +197,7 @@ def test_temperature_divides_goodness_gamma_and_theta():
 def test_cff_theta_mean_is_the_collective_mean_against_the_own_theta():
     # (g + γ)/k against θ_own, k = |{i} ∪ J(i)|: for γ = all over 3 layers, k = 3
     cfg = RunConfig.from_flat(layers=(10, 10, 10), algo="cff", gamma="all", cff_theta="mean", temperature=2.0)
-    net = FFNetwork(cfg, 64, 10, "concat", 0.0, 1.0, generator=torch.Generator().manual_seed(0))
+    net = FFNetwork.from_config(cfg, 64, 10, "concat", 0.0, 1.0, generators=torch.Generator().manual_seed(0))
     spec = net.layers[1].spec
     g_pos, g_neg, gam_p, gam_n = torch.tensor([9.0]), torch.tensor([4.0]), torch.tensor([15.0]), torch.tensor([14.0])
     expect = sp((10.0 - (9 + 15) / 3) / 2) + sp(((4 + 14) / 3 - 10.0) / 2)      # θ_own = 10, τ = 2

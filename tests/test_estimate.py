@@ -12,18 +12,9 @@ import time
 import pytest
 import torch
 
-from ffneuro.hw.estimate import (
-    EstimateError,
-    energy_breakdown,
-    estimate,
-    estimate_from_layers,
-    estimate_from_run,
-    format_report,
-    map_layer,
-    plot_report,
-    sram_report,
-    training_energy_pj_per_epoch,
-)
+from ffneuro.hw.energy import energy_breakdown, estimate, training_energy_pj_per_epoch
+from ffneuro.hw.estimate import estimate_from_layers, estimate_from_run, format_report, plot_report
+from ffneuro.hw.mapping import EstimateError, map_layer, sram_report
 from ffneuro.hw.events import (
     EVENT_KINDS,
     EventLedger,

@@ -20,7 +20,8 @@ from ffneuro.network import default_inference_layers
 from ffneuro.functional.fixed import GAIN_FRAC_BITS, int_normalize, isqrt, norm_gain
 from ffneuro.hw.profiles import list_profiles, load_profile
 from ffneuro.functional.quant import FixedPoint
-from ffneuro.train.loop import multipass_scores, train
+from ffneuro.evaluate import multipass_scores
+from ffneuro.train.loop import train
 
 runner = CliRunner()
 INTEGER_PROFILES = [p for p in list_profiles() if load_profile(p).precision.format != "float"]

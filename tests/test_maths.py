@@ -7,7 +7,7 @@ import torch
 
 from ffneuro.functional.goodness import (entropy_decomposition, entropy_loss, ff_loss, functional_entropy, goodness,
                               layer_loss, normalize, peer_norm_loss, symba_loss)
-from ffneuro.units.optim import lr_factor
+from ffneuro.train.schedules import lr_factor
 
 H = torch.tensor([[1.0, 2.0], [0.0, 3.0]])
 

@@ -8,7 +8,8 @@ import torch
 
 from ffneuro.config import RunConfig
 from ffneuro.data.loaders import load_dataset
-from ffneuro.functional.fixed import ChipSpec, chip_lr, chip_spec, fixed_update_
+from ffneuro.functional.fixed import chip_lr, fixed_update_
+from ffneuro.hw.chip import ChipSpec, chip_spec
 from ffneuro.hw.profiles import load_profile
 from ffneuro.functional.quant import FixedPoint
 from ffneuro.train.loop import train
@@ -76,7 +77,7 @@ def test_training_under_profile_keeps_weights_on_grid_and_honours_limits():
 
 
 def test_trained_chip_network_is_integer(tmp_path):
-    from ffneuro.train.loop import load_run
+    from ffneuro.runs.load import load_run
 
     data = load_dataset("digits")
     train(RunConfig.from_flat(layers=(32, 32), epochs=2, batch_size=64), data=data, progress=False,

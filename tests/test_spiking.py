@@ -11,9 +11,13 @@ from ffneuro.cli import app
 from ffneuro.config import RunConfig
 from ffneuro.data.loaders import load_dataset
 from ffneuro.hw.events import spike_forward_events
-from ffneuro.units.dense import UnitSpec
-from ffneuro.units.lif import FFSpiking, LIFSpec, direct_encode, latency_encode, rate_encode
-from ffneuro.train.loop import build_network, load_run, train, train_step
+from ffneuro.units.base import UnitSpec
+from ffneuro.functional.lif import direct_encode, latency_encode, rate_encode
+from ffneuro.units.lif import FFSpiking, LIFSpec
+from ffneuro.runs.load import load_run
+from ffneuro.train.loop import build_network, train
+from ffneuro.train.step import train_step
+from ffneuro.rng import Streams
 
 runner = CliRunner()
 
@@ -60,7 +64,7 @@ def test_goodness_on_firing_rates_hand_computed():
 
 def test_training_is_local_and_streams(digits):
     cfg = RunConfig.from_flat(neuron="lif", layers=(20, 20, 20), batch_size=16, steps=4, algo="cff", gamma="all").validate()
-    gen = torch.Generator().manual_seed(0)
+    gen = Streams(0, 3)
     net = build_network(cfg, digits, gen)
     seen = []
     for i, layer in enumerate(net.layers):          # no unit may receive gradient from another's loss
@@ -110,7 +114,7 @@ def test_nir_export_loads_in_snntorch_and_spikes_identically(tmp_path, digits):
         warnings.simplefilter("ignore")
         model = import_from_nir(nir.read(tmp_path / "m.nir"))
     _, _, net = load_run(out)
-    s_in = net.to_spikes(net.encoding.encode(digits.x_test[:20], digits.y_test[:20]), torch.Generator().manual_seed(1))
+    s_in = net.input_stage(net.encoding.encode(digits.x_test[:20], digits.y_test[:20]), torch.Generator().manual_seed(1))
     with torch.no_grad():
         h = s_in
         for layer in net.layers:
@@ -126,13 +130,13 @@ def test_nir_export_loads_in_snntorch_and_spikes_identically(tmp_path, digits):
 
 
 def test_cli_errors_for_what_spiking_runs_cannot_do(tmp_path, digits):
-    r = runner.invoke(app, ["train", "--neuron", "lif", "--layers", "8", "--epochs", "1", "--spike-encoding", "direct",
-                            "--profile", "cmos-45nm"])
+    r = runner.invoke(app, ["train", "--set", "units.neuron=lif", "--layers", "8", "--epochs", "1",
+                            "--set", "units.spike_encoding=direct", "--profile", "cmos-45nm"])
     assert r.exit_code == 1 and "has no chip form" in r.output and r.output.count("\n") == 1
     out = tmp_path / "graded"
     train(RunConfig.from_flat(layers=(8,), epochs=1).validate(), out=out, data=digits, progress=False)
     r = runner.invoke(app, ["export", str(out), "--format", "nir", "-o", str(tmp_path / "x.nir")])
-    assert r.exit_code == 1 and "NIR export needs a spiking run" in r.output
+    assert r.exit_code == 1 and "NIR has no ReLU node" in r.output
     r = runner.invoke(app, ["spikes", str(out)])
     assert r.exit_code == 1 and "not a spiking run" in r.output
 
@@ -166,7 +170,7 @@ def test_eligibility_rule_learns_the_digits(digits):
 def test_lif_step_equals_snntorch_leaky_for_reset_zero():
     import snntorch as snn
 
-    from ffneuro.units.lif import lif_step
+    from ffneuro.functional.lif import lif_step
 
     g = torch.Generator().manual_seed(0)
     current = torch.rand(30, 4, 9, generator=g) * 1.5
@@ -184,7 +188,7 @@ def test_reset_by_subtraction_follows_the_documented_equation():
     # once U stays above θ, and would fire less; see lif_step.)
     u = unit(beta=1.0, reset="subtract")
     assert u(torch.full((3, 1, 1), 2.5)).view(-1).tolist() == [1, 1, 1]
-    from ffneuro.units.lif import lif_step
+    from ffneuro.functional.lif import lif_step
 
     m, seen = torch.zeros(1), []
     for _ in range(3):
@@ -200,9 +204,9 @@ def test_goodness_on_spike_counts_hand_computed():
     assert u.goodness(s).item() == 3 ** 2 + 1 ** 2
     assert u.goodness_scale() == 1.0 and unit(1, 2).goodness_scale() == 1 / 8 ** 2     # rates: counts / T
     cfg = RunConfig.from_flat(neuron="lif", layers=(10,), steps=4, spike_goodness="count").validate()
-    from ffneuro.network import unit_spec
+    from ffneuro.units.stack import unit_spec
 
-    assert unit_spec(cfg, 10).theta == pytest.approx(10 * 0.05 * 4 ** 2)                 # θ in count units
+    assert unit_spec(cfg.units, cfg.optim, None, 0).theta == pytest.approx(10 * 0.05 * 4 ** 2)                 # θ in count units
     with pytest.raises(ValueError, match="spike_goodness"):
         RunConfig.from_flat(spike_goodness="membrane").validate()
 
@@ -242,7 +246,8 @@ def test_learning_events_of_a_spiking_update_hand_counted():
 
 
 def test_bptt_history_is_charged_in_sram_and_eligibility_fits_loihi():
-    from ffneuro.hw.estimate import learning_history_steps, sram_report
+    from ffneuro.hw.mapping import sram_report
+    from ffneuro.units.stack import stack_resources
     from ffneuro.hw.profiles import load_profile
 
     prof = load_profile("loihi-like")                           # state 24 bit, spikes 1 bit, batch 1, no shared SRAM
@@ -252,8 +257,11 @@ def test_bptt_history_is_charged_in_sram_and_eligibility_fits_loihi():
     assert bptt["learning_history_sram_bytes"] == 95
     assert bptt["ff_sram_bytes"] == none["ff_sram_bytes"] + 95
     assert none["fits"] and not bptt["fits"] and "shared SRAM" in bptt["misfit_reasons"][0]
-    assert learning_history_steps({"neuron": "lif", "steps": 5, "spike_learning": "eligibility"}) == 0
-    assert learning_history_steps({"neuron": "relu", "steps": 5}) == 0
+    def steps(**kw):
+        return stack_resources(RunConfig.from_flat(layers=(3,), steps=5, **kw).units, 4)[0].history_steps
+
+    assert steps(neuron="lif", spike_learning="bptt") == 5
+    assert steps(neuron="lif", spike_learning="eligibility") == 0 and steps(neuron="relu") == 0
 
 
 def test_spiking_run_under_a_float_profile_and_estimated_on_loihi(tmp_path, digits):
@@ -281,14 +289,13 @@ def test_spiking_units_learn_on_a_simulated_chip(digits):
 
 
 def test_chip_spiking_weights_stay_on_the_grid(digits):
-    from ffneuro.functional.fixed import chip_spec
+    from ffneuro.hw.chip import chip_spec
     from ffneuro.hw.profiles import load_profile
-    from ffneuro.train.loop import calibrate
     cfg = RunConfig.from_flat(neuron="lif", layers=(30,), batch_size=16, steps=4).validate()
-    gen = torch.Generator().manual_seed(0)
+    gen = Streams(0, 1)
     net = build_network(cfg, digits, gen, chip_spec(load_profile("cmos-45nm")))
     x = net.prepare_input(digits.x_train[:64])
-    calibrate(net, x, digits.y_train[:64])
+    net.calibrate(x, digits.y_train[:64])
     for s in range(0, 64, 16):
         train_step(net, cfg, x[s:s + 16], digits.y_train[s:s + 16], [0], gen)
     unit = net.layers[0]

@@ -21,7 +21,8 @@ from typing import NamedTuple
 
 import torch
 
-from ffneuro.functional.goodness import entropy_decomposition
+from ffneuro import rng
+from ffneuro.train.probe import Probe, entropy_record, probe_goodness, probe_indices, silent_fraction  # noqa: F401
 
 ENTROPY_KINDS = ("positive", "negative", "both")
 
@@ -40,66 +41,6 @@ def collaboration_table(metrics: dict) -> list[dict]:
     alone, cum = metrics["per_layer_error"], metrics["cumulative_error"]
     return [{"layer": k + 1, "alone": alone[k], "cumulative": cum[k], "marginal": m}
             for k, m in enumerate(marginal_contributions(cum))]
-
-
-def probe_indices(n: int, size: int, seed: int) -> torch.Tensor:
-    """A fixed subset of ``size`` of n samples (the same every epoch for a seed)."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7919))[:min(size, n)]
-
-
-class Probe(NamedTuple):
-    """What one streamed pass of the probe set yields: goodness (N, L) of every layer for
-    the positive and the negative pairs, and each layer's fraction of silent units."""
-
-    g_pos: torch.Tensor
-    g_neg: torch.Tensor
-    silent: list[float]
-
-
-def silent_fraction(h: torch.Tensor) -> float:
-    """Fraction of a layer's units (the last axis) whose activity is zero on every input
-    in ``h`` (N, units) or (T, N, units): dead ReLUs, or LIF neurons that never spike.
-    With ``h`` = 0 a squared goodness has zero gradient, so such a unit does not recover
-    on its own (peer normalisation's pull on the mean activity is what revives it).
-
-    >>> silent_fraction(torch.tensor([[0.0, 2.0, 0.0], [0.0, 0.0, 1.0]]))
-    0.3333333432674408
-    """
-    active = h.reshape(-1, h.shape[-1]).ne(0).any(dim=0)
-    return float((~active).float().mean())
-
-
-def probe_goodness(net, x: torch.Tensor, y: torch.Tensor, y_neg: torch.Tensor) -> Probe:
-    """Goodness (N, L) of every layer for the positive and the negative pairs of a probe
-    set, and the silent units of each layer on both, in one streamed pass (the two label
-    codes travel together, as in training)."""
-    n = x.shape[0]
-    with torch.no_grad():
-        h = net.encoding.coded(x, [y, y_neg])
-        if net.spiking:
-            h = net.to_spikes(h.dense(), torch.Generator().manual_seed(0))
-        gs, silent = [], []
-        for layer in net.layers:
-            h = layer(h)
-            gs.append(layer.goodness(h).float().cpu())
-            silent.append(silent_fraction(h))
-    g = torch.stack(gs, dim=1)
-    return Probe(g[:n], g[n:], silent)
-
-
-def entropy_record(g_pos: torch.Tensor, g_neg: torch.Tensor) -> dict[str, dict[str, float]]:
-    """The across/within decomposition of the positive, negative and pooled goodness, and
-    the mean goodness E_μ[h]. Ent is 1-homogeneous (Ent(c·h) = c·Ent(h)), so runs whose
-    goodness has another scale compare on total / mean (= KL(ν‖μ) with ν ∝ h, in nats).
-    Goodness kinds that can be negative (neg-sumsq) are shifted by their minimum so that
-    h ≥ 0 as the definition requires."""
-    out = {}
-    for kind, g in (("positive", g_pos), ("negative", g_neg), ("both", torch.cat([g_pos, g_neg]))):
-        g = g.double()
-        if float(g.min()) < 0:
-            g = g - g.min()
-        out[kind] = {**entropy_decomposition(g), "mean": float(g.mean())}
-    return out
 
 
 # ----------------------------------------------------------------------------------------
@@ -221,12 +162,17 @@ def plot_goodness_histograms(g_pos: torch.Tensor, g_neg: torch.Tensor, path: Pat
 def spike_trains(net, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
     """Spike trains (T, N, units) of the input encoder and of every layer of a spiking
     network for the positive pairs (x, y) (the encoder seeded as at inference)."""
-    h = net.to_spikes(net.encoding.encode(x, y), torch.Generator().manual_seed(0))
-    trains = [h]
-    for layer in net.layers:
-        h = layer(h)
-        trains.append(h)
+    trains = []
+    for p in net.stream(x, [y]):
+        if p.index == 0:
+            trains.append(p.h_in)
+        trains.append(p.h_out)
     return trains
+
+
+def has_spike_trains(net) -> bool:
+    """Whether the network's units run over time steps (their activities are spike trains)."""
+    return any(r.time_steps > 1 for r in net.resources())
 
 
 def firing_stats(s: torch.Tensor) -> dict:
@@ -271,11 +217,11 @@ def spike_report(run_dir: Path, out: Path, samples: int = 200) -> dict:
     ``samples`` test samples with their true label."""
     from ffneuro.runs import files as runio
     from ffneuro.data.loaders import load_dataset
-    from ffneuro.train.loop import load_run
+    from ffneuro.runs.load import load_run
 
     run_dir, out = Path(run_dir), Path(out)
     cfg, _, net = load_run(run_dir)
-    if not net.spiking:
+    if not has_spike_trains(net):
         raise ValueError(f"{run_dir}: not a spiking run (--neuron lif): it has no spikes to plot")
     if samples < 1:
         raise ValueError(f"--samples {samples}: must be >= 1")
@@ -287,7 +233,8 @@ def spike_report(run_dir: Path, out: Path, samples: int = 200) -> dict:
         name = "input" if k == 0 else f"layer{k}"
         png = plot_layer_spikes(s, name, out / f"spikes_{name}.png")
         layers.append({"layer": name, **firing_stats(s), "png": str(png)})
-    summary = {"run_dir": str(run_dir), "steps": net.steps, "spike_encoding": net.spike_encoding,
+    summary = {"run_dir": str(run_dir), "steps": net.resources()[0].time_steps,
+               "spike_encoding": net.input_stage.export_attrs().get("spike_encoding"),
                "samples": int(x.shape[0]), "layers": layers}
     runio.write_json(out / "spikes.json", summary)
     return summary
@@ -428,7 +375,7 @@ def analyze_run(run_dir: Path, out: Path | None = None, probe: int = 2000) -> di
     from ffneuro.runs import files as runio
     from ffneuro.data.loaders import load_dataset
     from ffneuro.functional.encoding import random_wrong_labels
-    from ffneuro.train.loop import load_run
+    from ffneuro.runs.load import load_run
 
     run_dir = Path(run_dir)
     if probe < 1:
@@ -442,9 +389,10 @@ def analyze_run(run_dir: Path, out: Path | None = None, probe: int = 2000) -> di
     out.mkdir(parents=True, exist_ok=True)
     table = collaboration_table(metrics)
     ds = load_dataset(cfg.data.name, seed=cfg.loop.seed)
-    idx = probe_indices(ds.x_test.shape[0], probe, cfg.loop.seed)
+    g = rng.generator(cfg.loop.seed, "probe")          # the samples and negatives the training log probed
+    idx = probe_indices(ds.x_test.shape[0], probe, g)
     x, y = net.prepare_input(ds.x_test[idx]), ds.y_test[idx]
-    y_neg = random_wrong_labels(y, net.num_classes, torch.Generator().manual_seed(cfg.loop.seed))
+    y_neg = random_wrong_labels(y, net.num_classes, g)
     g_pos, g_neg, silent = probe_goodness(net, x, y, y_neg)
     history = metrics.get("history", [])
     images = {"Training curves": plot_training_curves(history, out / "training_curves.png").name,
@@ -457,7 +405,7 @@ def analyze_run(run_dir: Path, out: Path | None = None, probe: int = 2000) -> di
     if dead is not None:
         images["Silent units over epochs"] = dead.name
     images["Goodness of positive vs negative pairs"] = plot_goodness_histograms(g_pos, g_neg, out / "goodness_hist.png").name
-    if net.spiking:
+    if has_spike_trains(net):
         images["Spike rasters and firing rates"] = plot_spikes(net, x[:200], y[:200], out / "spikes.png").name
     summary = {"run_dir": str(run_dir), "algo": cfg.loop.algo + (f" (γ {cfg.cff.gamma})" if cfg.loop.algo == "cff" else ""),
                "dataset": saved.get("dataset"), "layers": list(cfg.units.layers), "epochs": metrics.get("epochs"),

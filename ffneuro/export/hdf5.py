@@ -32,9 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ffneuro import __version__
+from ffneuro import __version__, rng
 from ffneuro.export.golden import SCHEMA, SCHEMA_VERSION, sha256
-from ffneuro.units.dense import int_goodness
 from ffneuro.functional.fixed import DECAY_FRAC_BITS, GAIN_FRAC_BITS, INPUT_LEVELS
 
 CALIBRATION_SAMPLES = 256
@@ -90,7 +89,7 @@ def _format_attrs(group, prefix: str, bits: int, signed: bool, step: float) -> N
 def chip_network(run_dir: Path, profile: str | None):
     """(cfg, saved, net, quantisation) with ``net`` on the target profile's integer grid."""
     from ffneuro.data.loaders import load_dataset
-    from ffneuro.train.loop import calibrate, load_run
+    from ffneuro.runs.load import load_run
 
     saved_profile = _saved_profile(run_dir)
     target = profile or saved_profile
@@ -104,8 +103,8 @@ def chip_network(run_dir: Path, profile: str | None):
         return cfg, saved, net, "trained on chip"
     data = load_dataset(cfg.data.name, seed=cfg.loop.seed)
     x = net.prepare_input(data.x_train)
-    idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(cfg.loop.seed))[:CALIBRATION_SAMPLES]
-    calibrate(net, x[idx], data.y_train[idx])
+    idx = torch.randperm(x.shape[0], generator=rng.generator(cfg.loop.seed, "calibration"))[:CALIBRATION_SAMPLES]
+    net.calibrate(x[idx], data.y_train[idx])
     return cfg, saved, net, "post-training"
 
 
@@ -118,22 +117,18 @@ def _saved_profile(run_dir: Path) -> str | None:
 @torch.no_grad()
 def test_vectors(net, x: torch.Tensor, y: torch.Tensor, inference_layers: list[int]) -> dict[str, np.ndarray]:
     """Expected integer activities, goodness, scores and predictions for data x (N, D)."""
-    from ffneuro.train.loop import multipass_scores
+    from ffneuro.evaluate import multipass_scores
 
     a0 = net.prepare_input(x)
     n, c = a0.shape[0], net.num_classes
-    codes = [net.encoding.encode(a0, torch.full((n,), k, dtype=torch.long)) for k in range(c)]
-    codes.append(net.encoding.encode_neutral(a0))
     acts: list[list[torch.Tensor]] = [[] for _ in net.layers]
     good = torch.empty(n, c + 1, len(net.layers), dtype=torch.int64)
-    for k, h in enumerate(codes):
-        if net.spiking:
-            h = net.to_spikes(h, None)
-        for i, layer in enumerate(net.layers):
-            h = layer(h)
-            act = h.sum(dim=0) if net.spiking else h           # spiking layers: spike counts
-            acts[i].append(act)
-            good[:, k, i] = int_goodness(act, layer.spec.goodness)
+    for k in range(c + 1):              # every label code, then the neutral code
+        labels = [torch.full((n,), k, dtype=torch.long)] if k < c else None
+        for p in net.stream(a0, labels):
+            act = p.unit.head_activity(p.h_out)                 # spiking units: spike counts
+            acts[p.index].append(act)
+            good[:, k, p.index] = p.unit.integer_goodness(p.h_out)
     table = net.goodness_table(a0)
     score = multipass_scores(table, inference_layers)
     out = {"input": as_int(a0), "label": y.numpy().astype(np.int64),
@@ -199,9 +194,8 @@ def _write(f, net, cfg, saved, profile_dict, quantisation, inference_layers, vec
     g.attrs["label_code"] = int(net.encoding.scale)
     g.attrs["neutral_code"] = int(net.encoding.neutral)
     g.attrs["first_layer_features"] = net.layer_sizes[0]
-    if net.spiking:
-        g.attrs["spike_encoding"] = net.spike_encoding
-        g.attrs["steps"] = net.steps
+    for k, v in net.input_stage.export_attrs().items():      # a spike encoder's kind and steps
+        g.attrs[k] = v
 
     g = f.create_group("inference")
     g.attrs["multi_pass_layers"] = np.asarray(inference_layers, dtype=np.int32)
@@ -210,30 +204,13 @@ def _write(f, net, cfg, saved, profile_dict, quantisation, inference_layers, vec
 
     layers = f.create_group("layers")
     for i, unit in enumerate(net.layers):
-        chip = unit.chip
+        tables = unit.export_tables()
         g = layers.create_group(str(i))
-        if net.spiking:
-            _write_lif(g, unit)
-            continue
-        g.attrs["kind"] = "dense-relu"
-        g.attrs["in_features"] = unit.in_features
-        g.attrs["out_features"] = unit.out_features
-        wf, xf = unit.weight_fmt(), unit.input_fmt()
-        _format_attrs(g, "weight", wf.bits, wf.signed, wf.step)
-        _format_attrs(g, "input", xf.bits, xf.signed, xf.step)
-        g.attrs["norm"] = unit.spec.norm
-        g.attrs["norm_gain"] = unit.norm_gain()
-        g.attrs["norm_gain_frac_bits"] = GAIN_FRAC_BITS
-        g.attrs["accumulator_bits"] = chip.accumulator_bits
-        g.attrs["output_scale"] = unit.out_step
-        g.attrs["goodness"] = unit.spec.goodness
-        g.attrs["goodness_scale"] = unit.goodness_scale()
-        lim = 2 ** (chip.accumulator_bits - 1) - 1
-        _put(g, "weight", as_int(unit.int_weight(), wf.qmin, wf.qmax),
-             "integer weights (out_features, in_features); real value = weight * weight_scale")
-        b = torch.round(unit.bias.detach().to(torch.float64) / unit.out_step)
-        _put(g, "bias", as_int(b, -lim, lim),
-             "integer biases (out_features,) in accumulator units (weight_scale * input_scale)")
+        g.attrs["kind"] = tables.kind
+        for k, v in tables.attrs.items():
+            g.attrs[k] = v
+        for name, (values, lo, hi, doc) in tables.tables.items():
+            _put(g, name, as_int(values, lo, hi), doc)
 
     if net.head is not None:
         head = net.head
@@ -264,29 +241,6 @@ def _write(f, net, cfg, saved, profile_dict, quantisation, inference_layers, vec
     g.attrs["quantisation"] = quantisation
     g.attrs["metrics"] = json.dumps({k: v for k, v in metrics.items() if k not in ("history", "estimate")})
     g.attrs["profile"] = json.dumps(profile_dict)
-
-
-def _write_lif(g, unit) -> None:
-    p = unit.int_params()
-    wf = unit.weight_fmt()
-    g.attrs["kind"] = "lif"
-    g.attrs["in_features"] = unit.in_features
-    g.attrs["out_features"] = unit.out_features
-    _format_attrs(g, "weight", wf.bits, wf.signed, wf.step)
-    g.attrs["state_bits"] = unit.chip.state_bits
-    g.attrs["threshold"] = p["threshold"]
-    g.attrs["decay"] = p["decay"]
-    g.attrs["decay_frac_bits"] = DECAY_FRAC_BITS
-    g.attrs["reset"] = unit.lif_spec.reset
-    g.attrs["steps"] = unit.steps
-    g.attrs["membrane_scale"] = wf.step
-    g.attrs["goodness"] = unit.spec.goodness
-    g.attrs["goodness_scale"] = unit.goodness_scale()
-    _put(g, "weight", as_int(unit.weight_fmt().to_int(unit.weight), wf.qmin, wf.qmax),
-         "integer weights (out_features, in_features); real value = weight * weight_scale")
-    b = torch.round(unit.bias.detach().double() / wf.step).clamp(-p["state_limit"], p["state_limit"])
-    _put(g, "bias", as_int(b, -p["state_limit"], p["state_limit"]),
-         "integer bias (out_features,) in membrane units (weight LSBs), added every step")
 
 
 # ----------------------------------------------------------------------------------------

@@ -17,34 +17,22 @@ from pathlib import Path
 
 import numpy as np
 
-DT = 1e-4      # snntorch's NIR time step
-
 
 class NIRExportError(ValueError):
     """A run that NIR cannot represent (one-line message)."""
 
 
-def lif_node(beta: float, threshold: float, n: int):
-    import nir
-
-    tau = np.full(n, DT / (1.0 - beta), dtype=np.float32)
-    return nir.LIF(tau=tau, r=tau / DT, v_leak=np.zeros(n, dtype=np.float32),
-                   v_threshold=np.full(n, threshold, dtype=np.float32), v_reset=np.zeros(n, dtype=np.float32))
-
-
 def to_nir(net):
-    """The NIR graph of a spiking FFNetwork."""
+    """The NIR graph of a network whose units all have a NIR form (``unit.nir_nodes``)."""
     import nir
 
     nodes = {"input": nir.Input(input_type={"input": np.array([net.layer_sizes[0]])})}
     edges, prev = [], "input"
     for i, unit in enumerate(net.layers):
-        lif = unit.lif_spec
-        nodes[f"fc{i}"] = nir.Affine(weight=unit.weight.detach().numpy().astype(np.float32),
-                                     bias=unit.bias.detach().numpy().astype(np.float32))
-        nodes[f"lif{i}"] = lif_node(lif.beta, lif.threshold, unit.out_features)
-        edges += [(prev, f"fc{i}"), (f"fc{i}", f"lif{i}")]
-        prev = f"lif{i}"
+        for name, node in unit.nir_nodes(i):
+            nodes[name] = node
+            edges.append((prev, name))
+            prev = name
     nodes["output"] = nir.Output(output_type={"output": np.array([net.layer_sizes[-1]])})
     edges.append((prev, "output"))
     return nir.NIRGraph(nodes=nodes, edges=edges)
@@ -57,15 +45,13 @@ def export_nir(run_dir: Path, out: Path) -> dict:
 
     import nir
 
-    from ffneuro.train.loop import load_run
+    from ffneuro.runs.load import load_run
 
     cfg, saved, net = load_run(Path(run_dir))
-    if not net.spiking:
-        raise NIRExportError(f"{run_dir}: NIR export needs a spiking run (--neuron lif): NIR has no ReLU "
-                             "node; export graded runs with --format hdf5")
-    if cfg.units.reset != "zero":
-        raise NIRExportError(f"{run_dir}: reset = {cfg.units.reset!r}: NIR's LIF resets to zero; train with --reset zero")
-    graph = to_nir(net)
+    try:
+        graph = to_nir(net)
+    except ValueError as e:
+        raise NIRExportError(f"{run_dir}: {e}") from None
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
@@ -78,5 +64,5 @@ def export_nir(run_dir: Path, out: Path) -> dict:
         Path(tmp).unlink(missing_ok=True)
         raise
     return {"file": str(out), "format": "nir", "nodes": len(graph.nodes), "layers": len(net.layers),
-            "steps": cfg.units.steps, "spike_encoding": cfg.units.spike_encoding, "label_encoding": net.encoding.mode,
+            **net.input_stage.export_attrs(), "label_encoding": net.encoding.mode,
             "bytes": out.stat().st_size}

@@ -46,41 +46,11 @@ from dataclasses import dataclass
 import torch
 
 from ffneuro.functional.quant import FixedPoint, pow2_step, stochastic_round
+from ffneuro.hw.chip import ChipSpec
 
 INPUT_LEVELS = 255        # network input integerised to floor(x · 255 + ½): 8-bit pixels, exactly
 GAIN_FRAC_BITS = 16       # fractional bits of the fixed-point normalisation gain
 DECAY_FRAC_BITS = 12      # fractional bits of a LIF layer's fixed-point decay β
-
-
-@dataclass(frozen=True)
-class ChipSpec:
-    weight_bits: int
-    weight_signed: bool
-    scale_rule: str            # pow2 | per_layer | none
-    activation_bits: int
-    accumulator_bits: int
-    learning_bits: int
-    rounding: str              # nearest | stochastic
-    lr_power_of_two: bool
-    optimizer_state: bool
-    max_batch: int
-    state_bits: int = 24
-
-
-def chip_spec(profile) -> ChipSpec | None:
-    """The simulation parameters of a profile; None for a float profile (no limits)."""
-    if profile is None or profile.precision.format == "float":
-        return None
-    p = profile.precision
-    act_bits = p.activation_bits
-    if act_bits == 1:                      # binary spikes: graded activity as a rate code over T steps
-        act_bits = max(1, int(math.floor(math.log2(profile.streaming.time_steps + 1))))
-    return ChipSpec(weight_bits=p.weight_bits, weight_signed=p.weight_signed, scale_rule=p.scale_rule,
-                    activation_bits=act_bits, accumulator_bits=p.accumulator_bits,
-                    learning_bits=p.learning_bits, rounding=p.rounding,
-                    lr_power_of_two=profile.learning.lr_power_of_two,
-                    optimizer_state=profile.learning.optimizer_state,
-                    max_batch=profile.streaming.max_batch, state_bits=p.state_bits)
 
 
 def chip_lr(lr: float, spec: ChipSpec) -> float:
@@ -227,3 +197,15 @@ def int_spike_encode(kind: str, a: torch.Tensor, steps: int) -> torch.Tensor:
         when = (2 * (INPUT_LEVELS - a) * (steps - 1) + INPUT_LEVELS) // (2 * INPUT_LEVELS)
         return ((t == when) & (a > 0)).to(torch.float32)
     raise ValueError(f"spike encoding {kind!r} has no chip form (a chip takes rate or latency spikes)")
+def int_goodness(h: torch.Tensor, kind: str) -> torch.Tensor:
+    """The chip's exact integer goodness sum (B,) int64 of integer activities h (B, n):
+    Σh² for the squared kinds (sumsq, meansq, neg-sumsq), Σ|h| for ``sum``."""
+    h = h.to(torch.int64)
+    if kind == "sum":
+        return h.abs().sum(dim=1)
+    hmax = int(h.abs().max()) if h.numel() else 0
+    if hmax * hmax * max(h.shape[1], 1) >= 2 ** 63:
+        raise OverflowError(f"activity {hmax} too large for an exact 64-bit goodness")
+    return (h * h).sum(dim=1)
+
+

@@ -41,414 +41,12 @@ the weight update.
 from __future__ import annotations
 
 import io
-import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from ffneuro.hw.events import (
-    EVENT_KINDS,
-    EventLedger,
-    analytic_events,
-)
-
-# Energy reference table: event kind -> field of ``profile.energy`` (pJ per event).
-ENERGY_FIELDS: dict[str, str] = {
-    "synop_dense": "synop_dense_pj",
-    "synop_sparse": "synop_sparse_pj",
-    "neuron_update": "neuron_update_active_pj",  # idle units: neuron_update_idle_pj
-    "weight_read": "weight_read_pj",
-    "weight_write": "weight_write_pj",
-    "learning_update": "learning_update_pj",
-    "state_access": "state_access_pj",
-    "goodness_op": "goodness_op_pj",
-    "spike_route": "spike_route_pj",
-}
-
-# Per-weight optimizer state words, when the profile keeps optimizer state on chip.
-OPTIMIZER_SLOTS: dict[str, int] = {"sgd": 0, "sgd_momentum": 1, "adam": 2}
-OPTIMIZER_STATE_BITS = 32
-
-
-class EstimateError(ValueError):
-    """Inputs the estimator cannot use (one-line message)."""
-
-
-# ----------------------------------------------------------------------------- energy
-
-
-def energy_breakdown(events_per_layer: Sequence[dict[str, float]], profile) -> list[dict[str, float]]:
-    """Dynamic energy in pJ per layer × event kind: ``count × profile.energy.<field>``.
-
-    Returns one dict per layer with every kind of :data:`EVENT_KINDS`. ``neuron_update``
-    uses ``neuron_update_active`` (if present) to charge idle units the idle energy.
-    """
-    e = profile.energy
-    out = []
-    for counts in events_per_layer:
-        layer = {kind: counts.get(kind, 0.0) * getattr(e, ENERGY_FIELDS[kind]) for kind in EVENT_KINDS}
-        updates = counts.get("neuron_update", 0.0)
-        active = min(counts.get("neuron_update_active", updates), updates)
-        layer["neuron_update"] = active * e.neuron_update_active_pj + (updates - active) * e.neuron_update_idle_pj
-        out.append(layer)
-    return out
-
-
-def steps_per_sample(events_per_layer: Sequence[dict[str, float]], layer_sizes: Sequence[int]) -> float:
-    """Forward steps per sample (passes × time steps) = layer 1's neuron updates / its width."""
-    if not events_per_layer:
-        return 0.0
-    return events_per_layer[0].get("neuron_update", 0.0) / layer_sizes[1]
-
-
-def _phase_report(events_per_layer, layer_sizes, profile, *, learning_steps: float) -> dict:
-    per_layer = energy_breakdown(events_per_layer, profile)
-    by_kind = {k: sum(layer[k] for layer in per_layer) for k in EVENT_KINDS}
-    dynamic = sum(by_kind.values())
-    steps = steps_per_sample(events_per_layer, layer_sizes) + learning_steps
-    time_ns = steps * profile.energy.time_per_step_ns
-    static = profile.energy.static_power_mw * time_ns  # mW × ns = pJ
-    return {
-        "energy_pj_per_sample": dynamic + static,
-        "dynamic_energy_pj_per_sample": dynamic,
-        "static_energy_pj_per_sample": static,
-        "steps_per_sample": steps,
-        "time_ns_per_sample": time_ns,
-        "energy_pj_by_kind": by_kind,
-        "layers": [
-            {"layer": i + 1, "energy_pj": sum(e.values()), "energy_pj_by_kind": e, "events": dict(c)}
-            for i, (e, c) in enumerate(zip(per_layer, events_per_layer))
-        ],
-    }
-
-
-def training_energy_pj_per_epoch(report: dict, n_train: int) -> float:
-    """Training energy of one epoch over ``n_train`` samples, in pJ."""
-    return report["training"]["energy_pj_per_sample"] * n_train
-
-
-# ----------------------------------------------------------------------------- memory
-
-
-def optimizer_slots(profile) -> int:
-    """Per-weight optimizer words the profile keeps on chip (0 without optimizer_state)."""
-    if not profile.learning.optimizer_state:
-        return 0
-    try:
-        return OPTIMIZER_SLOTS[profile.learning.optimizer]
-    except KeyError:
-        raise EstimateError(
-            f"profile {profile.name}: unknown optimizer {profile.learning.optimizer!r}"
-        ) from None
-
-
-def _bytes(bits: float, n: float) -> int:
-    """Bit-packed storage: ``ceil(bits × n / 8)`` bytes."""
-    return math.ceil(bits * n / 8)
-
-
-def _limit(value) -> float:
-    """A per-core limit; None or <= 0 means unlimited."""
-    return math.inf if value is None or value <= 0 else value
-
-
-def _fit(capacity: float, size: float) -> float:
-    """How many items of ``size`` fit in ``capacity`` (inf if either is unlimited/zero)."""
-    if size <= 0 or math.isinf(capacity):
-        return math.inf
-    return float(math.floor(capacity / size))
-
-
-def map_layer(
-    fan_in: int,
-    fan_out: int,
-    *,
-    bits_per_synapse: float,
-    sram_bytes_per_core: float | None,
-    neurons_per_core: int | None,
-    max_fan_in_per_core: int | None,
-    max_fan_out_per_core: int | None,
-) -> dict[str, Any]:
-    """Cut one dense layer into tiles of ``k_in`` inputs × ``m`` outputs, one core each at most.
-
-    1. Fan-in: a core accepts at most ``k_max = min(max_fan_in_per_core, ⌊8·S /
-       bits_per_synapse⌋)`` inputs (S = synaptic bytes per core: at least one neuron's
-       column must fit). A wider layer is split into ``g_in = ⌈fan_in / k_max⌉`` balanced
-       input groups; each group computes partial sums for the same outputs (the extra
-       compartments/routing that combine them are not counted).
-    2. Fan-out: a tile holds ``m = min(neurons_per_core, max_fan_out_per_core, ⌊8·S /
-       (bits_per_synapse·k_in)⌋)`` output units, so ``g_out = ⌈fan_out / m⌉`` groups.
-    3. ``tiles = g_in × g_out``; :func:`pack_tiles` puts tiles onto cores. Limits given
-       as None or <= 0 are unlimited. ``tiles`` is None if not one synapse fits a core.
-    """
-    budget_bits = 8 * _limit(sram_bytes_per_core)
-    k_max = min(_limit(max_fan_in_per_core), _fit(budget_bits, bits_per_synapse))
-    if k_max < 1 or _limit(neurons_per_core) < 1:
-        return {"tiles": None, "input_groups": None, "output_groups": None, "inputs_per_core": 0,
-                "neurons_per_core": 0}
-    g_in = 1 if fan_in <= k_max else math.ceil(fan_in / k_max)
-    k_in = math.ceil(fan_in / g_in)
-    m = min(_limit(neurons_per_core), _limit(max_fan_out_per_core), _fit(budget_bits, bits_per_synapse * k_in))
-    m = int(min(m, fan_out))
-    g_out = math.ceil(fan_out / m)
-    return {"tiles": g_in * g_out, "input_groups": g_in, "output_groups": g_out,
-            "inputs_per_core": k_in, "neurons_per_core": m}
-
-
-def _tiles(layer: int, fan_in: int, fan_out: int, mapping: dict, bits_per_synapse: float):
-    """Yield (layer, input group, inputs, outputs, synaptic bytes) of a layer's tiles in order."""
-    g_in, m = mapping["input_groups"], mapping["neurons_per_core"]
-    for g in range(g_in):
-        k = fan_in // g_in + (1 if g < fan_in % g_in else 0)
-        for start in range(0, fan_out, m):
-            outs = min(m, fan_out - start)
-            yield layer, g, k, outs, _bytes(bits_per_synapse, k * outs)
-
-
-def pack_tiles(tiles, *, sram_bytes_per_core, neurons_per_core, max_fan_in_per_core,
-               max_fan_out_per_core) -> tuple[int, list[set[int]]]:
-    """Next-fit packing of tiles onto cores, in layer order: a tile joins the current core
-    if the core's synaptic bytes, neurons, outputs and distinct inputs (tiles of the same
-    input group share their inputs) all stay within the per-core limits, else it opens a
-    new core. So small layers share a core; a big layer's tiles fill cores of their own.
-    Returns (cores used, for each layer the set of cores it occupies)."""
-    limits = (_limit(sram_bytes_per_core), _limit(neurons_per_core), _limit(max_fan_in_per_core),
-              _limit(max_fan_out_per_core))
-    cores = 0
-    per_layer: dict[int, set[int]] = {}
-    used = [math.inf] * 4  # forces the first tile to open a core
-    groups: set[tuple[int, int]] = set()
-    for layer, group, k, outs, nbytes in tiles:
-        new_inputs = 0 if (layer, group) in groups else k
-        trial = (used[0] + nbytes, used[1] + outs, used[2] + new_inputs, used[3] + outs)
-        if any(t > lim for t, lim in zip(trial, limits)):
-            cores += 1
-            used, groups = [nbytes, outs, k, outs], {(layer, group)}
-        else:
-            used = list(trial)
-            groups.add((layer, group))
-        per_layer.setdefault(layer, set()).add(cores)
-    return cores, [per_layer.get(i, set()) for i in range(1 + max(per_layer, default=-1))]
-
-
-def _core_mapping(sizes: list[int], bits_per_synapse: float, mem) -> dict[str, Any]:
-    limits = dict(
-        sram_bytes_per_core=mem.synaptic_sram_bytes_per_core,
-        neurons_per_core=mem.neurons_per_core,
-        max_fan_in_per_core=mem.max_fan_in_per_core,
-        max_fan_out_per_core=mem.max_fan_out_per_core,
-    )
-    mappings = [map_layer(a, b, bits_per_synapse=bits_per_synapse, **limits) for a, b in zip(sizes[:-1], sizes[1:])]
-    if any(mp["tiles"] is None for mp in mappings):
-        return {"mappings": mappings, "cores_used": None, "layer_cores": [None] * len(mappings)}
-    tiles = (t for i, (a, b, mp) in enumerate(zip(sizes[:-1], sizes[1:], mappings))
-             for t in _tiles(i, a, b, mp, bits_per_synapse))
-    cores_used, layer_cores = pack_tiles(tiles, **limits)
-    return {"mappings": mappings, "cores_used": cores_used, "layer_cores": [len(c) for c in layer_cores]}
-
-
-def sram_report(layer_sizes: Sequence[int], profile, *, optimizer_slots: int,
-                learning_history_steps: int = 0) -> dict[str, Any]:
-    """On-chip memory of FF learning per layer, the core mapping, and backprop's need.
-
-    Per layer (n_in → n_out), bit-packed (``ceil(bits × count / 8)`` bytes):
-
-    * ``weight_sram_bytes``: n_in·n_out at ``weight_bits``
-    * ``bias_sram_bytes``: n_out at ``accumulator_bits`` (biases live at accumulator
-      precision, as in int8 inference with int32 biases)
-    * ``state_sram_bytes``: n_out at ``state_bits`` (membrane / activation state)
-    * ``trace_sram_bytes``: (n_in + n_out) at ``trace_bits`` (pre and post learning traces)
-    * ``optimizer_sram_bytes``: slots × (n_in·n_out + n_out) params at 32 bit, only if the
-      profile has ``optimizer_state``
-
-    Where it lives. Per-synapse words (weight + optimizer slots) go to the cores'
-    synaptic SRAM: each layer is cut into tiles (:func:`map_layer`) and the tiles are
-    packed onto cores (:func:`pack_tiles`). Per-unit words (bias, state, traces) and the
-    FF streaming buffer go to the chip's shared ``other_sram_bytes``. FF streams: only one
-    layer's input and output, for the positive and negative pass of a batch, are held at
-    a time: ``max_l 2·(n_in + n_out)·max_batch`` activations at ``activation_bits``.
-    A chip without shared SRAM (``other_sram_bytes = 0``, e.g. Loihi) keeps per-unit state
-    and traces in its cores, bounded by ``neurons_per_core`` rather than by bytes, and the
-    traces stand in for the activation buffer (activity travels as routed events), so
-    FF needs no shared SRAM there. ``fits`` = every layer maps, cores used <= ``cores``
-    and the shared-SRAM need <= ``other_sram_bytes``.
-
-    Backprop on the same chip (side by side): the same weights, biases, state and
-    optimizer, plus gradients the size of the weights and biases (per-synapse gradients
-    join the weights in synaptic SRAM, so it needs more cores), plus the stored
-    activations of every layer (input included) × ``max_batch`` in shared SRAM (even on a
-    chip without any), and no traces.
-
-    Spiking units trained by BPTT through their own T steps (``learning_history_steps =
-    T``, see :func:`learning_history_steps`) also hold, for the one layer being updated,
-    every step's membrane and input spikes of both passes until the backward:
-    ``learning_history_sram_bytes = max_l 2·max_batch·T·(n_out·state_bits +
-    n_in·activation_bits) / 8``, in shared SRAM (even on a chip without any, like
-    backprop's stored activations: a chip with no room for it cannot run BPTT). The
-    eligibility rule keeps running sums only (the traces above), so it adds nothing.
-    """
-    sizes = [int(s) for s in layer_sizes]
-    if len(sizes) < 2 or any(s < 1 for s in sizes):
-        raise EstimateError(f"layer_sizes: need at least [D_in, h1] of positive ints, got {list(layer_sizes)}")
-    p, mem = profile.precision, profile.memory
-    batch = int(profile.streaming.max_batch)
-    slots = optimizer_slots if profile.learning.optimizer_state else 0
-    shared = mem.other_sram_bytes > 0
-    ff_bits = p.weight_bits + slots * OPTIMIZER_STATE_BITS
-    bp_bits = ff_bits + p.weight_bits
-    ff_map = _core_mapping(sizes, ff_bits, mem)
-    bp_map = _core_mapping(sizes, bp_bits, mem)
-    core_bytes = _limit(mem.synaptic_sram_bytes_per_core)
-
-    layers = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        n_syn = n_in * n_out
-        part = {
-            "weight_sram_bytes": _bytes(p.weight_bits, n_syn),
-            "bias_sram_bytes": _bytes(p.accumulator_bits, n_out),
-            "state_sram_bytes": _bytes(p.state_bits, n_out),
-            "trace_sram_bytes": _bytes(p.trace_bits, n_in + n_out),
-            "optimizer_sram_bytes": _bytes(OPTIMIZER_STATE_BITS, slots * (n_syn + n_out)),
-        }
-        cores = ff_map["layer_cores"][i]
-        synaptic = _bytes(ff_bits, n_syn)
-        layers.append({
-            "layer": i + 1,
-            "fan_in": n_in,
-            "fan_out": n_out,
-            **part,
-            "sram_bytes": sum(part.values()),
-            "synaptic_sram_bytes": synaptic,
-            "per_unit_sram_bytes": part["bias_sram_bytes"] + part["state_sram_bytes"] + part["trace_sram_bytes"],
-            "cores": cores,
-            "mapping": ff_map["mappings"][i],
-            "synaptic_utilisation": synaptic / (cores * core_bytes) if cores and math.isfinite(core_bytes) else None,
-            "backprop_cores": bp_map["layer_cores"][i],
-        })
-
-    act_buffer = max(_bytes(p.activation_bits, 2 * (a + b) * batch) for a, b in zip(sizes[:-1], sizes[1:]))
-    steps = max(0, int(learning_history_steps))
-    history = max(_bytes(p.state_bits, 2 * batch * steps * b) + _bytes(p.activation_bits, 2 * batch * steps * a)
-                  for a, b in zip(sizes[:-1], sizes[1:])) if steps else 0
-    other = (sum(layer["per_unit_sram_bytes"] for layer in layers) + act_buffer if shared else 0) + history
-    ff_total = sum(layer["sram_bytes"] for layer in layers) + (act_buffer if shared else 0) + history
-
-    grads = sum(_bytes(p.weight_bits, l["fan_in"] * l["fan_out"]) + _bytes(p.accumulator_bits, l["fan_out"])
-                for l in layers)
-    stored = _bytes(p.activation_bits, sum(sizes) * batch)
-    bp_common = sum(l["weight_sram_bytes"] + l["bias_sram_bytes"] + l["state_sram_bytes"]
-                    + l["optimizer_sram_bytes"] for l in layers)
-    bp_other = stored + (sum(2 * l["bias_sram_bytes"] + l["state_sram_bytes"] for l in layers) if shared else 0)
-
-    reasons = _misfit_reasons(ff_map["cores_used"], mem.cores, other, mem.other_sram_bytes)
-    bp_reasons = _misfit_reasons(bp_map["cores_used"], mem.cores, bp_other, mem.other_sram_bytes)
-    budget = core_bytes * mem.cores
-    cores_used = ff_map["cores_used"]
-    return {
-        "layers": layers,
-        "optimizer_slots": slots,
-        "per_unit_memory": "shared SRAM" if shared else "in cores (bounded by neurons_per_core)",
-        "activation_buffer_sram_bytes": act_buffer if shared else 0,
-        "learning_history_steps": steps,
-        "learning_history_sram_bytes": history,
-        "ff_sram_bytes": ff_total,
-        "other_sram_bytes_used": other,
-        "other_sram_bytes_available": mem.other_sram_bytes,
-        "synaptic_sram_bytes_per_core": mem.synaptic_sram_bytes_per_core,
-        "synaptic_sram_bytes_available": budget if math.isfinite(budget) else None,
-        "cores_used": cores_used,
-        "cores_available": mem.cores,
-        "core_utilisation": cores_used / mem.cores if cores_used is not None else None,
-        "fits": not reasons,
-        "misfit_reasons": reasons,
-        "backprop": {
-            "sram_bytes": bp_common + grads + stored,
-            "gradient_sram_bytes": grads,
-            "stored_activation_sram_bytes": stored,
-            "other_sram_bytes_used": bp_other,
-            "cores_used": bp_map["cores_used"],
-            "fits": not bp_reasons,
-            "misfit_reasons": bp_reasons,
-        },
-        "backprop_sram_bytes": bp_common + grads + stored,
-    }
-
-
-def _misfit_reasons(cores_used, cores, other, other_available) -> list[str]:
-    reasons = []
-    if cores_used is None:
-        reasons.append("a layer does not fit even one synapse column per core")
-    elif cores_used > cores:
-        reasons.append(f"needs {cores_used} cores, chip has {cores}")
-    if other > other_available:
-        reasons.append(f"needs {format_bytes(other)} of shared SRAM, chip has {format_bytes(other_available)}")
-    return reasons
-
-
-# ----------------------------------------------------------------------------- estimate
-
-
-def estimate(
-    profile,
-    *,
-    layer_sizes: Sequence[int],
-    events: dict[str, list[dict[str, float]]],
-    num_classes: int,
-    source: str,
-    optimizer_slots: int = 0,
-    n_train: int | None = None,
-    learning_history_steps: int = 0,
-) -> dict[str, Any]:
-    """The full JSON-able report: energy per sample (training, inference), SRAM, fit.
-
-    ``events``: ``{"train": [per-layer counts per sample], "infer": [...]}`` from
-    :func:`ffneuro.hw.events.analytic_events` or ``EventLedger.per_sample``; ``source``:
-    ``"measured"`` or ``"analytic"``. With ``n_train`` the report also carries the
-    training energy of one epoch. ``learning_history_steps``: see :func:`sram_report`.
-    """
-    sizes = [int(s) for s in layer_sizes]
-    if source not in ("measured", "analytic"):
-        raise EstimateError(f"source: must be 'measured' or 'analytic', got {source!r}")
-    for phase in ("train", "infer"):
-        got = len(events.get(phase, []))
-        if got != len(sizes) - 1:
-            raise EstimateError(
-                f"events[{phase!r}]: {got} layers but layer_sizes {sizes} has {len(sizes) - 1}"
-            )
-    memory = sram_report(sizes, profile, optimizer_slots=optimizer_slots,
-                         learning_history_steps=learning_history_steps)
-    training = _phase_report(events["train"], sizes, profile,
-                             learning_steps=1.0 / max(1, int(profile.streaming.max_batch)))
-    inference = _phase_report(events["infer"], sizes, profile, learning_steps=0.0)
-    if n_train is not None:
-        training["n_train"] = int(n_train)
-        training["energy_pj_per_epoch"] = training["energy_pj_per_sample"] * n_train
-    return {
-        "profile": profile.name,
-        "profile_description": profile.description,
-        "source": source,
-        "layer_sizes": sizes,
-        "num_classes": int(num_classes),
-        "units": {"energy": "pJ", "memory": "bytes", "time": "ns", "power": "mW"},
-        "energy_table_pj": {kind: getattr(profile.energy, f) for kind, f in ENERGY_FIELDS.items()}
-        | {"neuron_update_idle": profile.energy.neuron_update_idle_pj},
-        "training": training,
-        "inference": inference,
-        "layers": memory.pop("layers"),
-        "memory": memory,
-        "cores_used": memory["cores_used"],
-        "fits": memory["fits"],
-        "ff_sram_bytes": memory["ff_sram_bytes"],
-        "backprop_sram_bytes": memory["backprop_sram_bytes"],
-    }
-
-
-def _resolve_profile(profile):
-    if isinstance(profile, str):
-        from ffneuro.hw.profiles import load_profile  # the profile engineer's module
-
-        return load_profile(profile)
-    return profile
-
+from ffneuro.hw.energy import ENERGY_FIELDS, _resolve_profile, estimate  # noqa: F401  (the report)
+from ffneuro.hw.events import EVENT_KINDS, EventLedger, analytic_events
+from ffneuro.hw.mapping import EstimateError, format_bytes, format_memory, optimizer_slots, text_table
 
 def estimate_from_layers(
     profile,
@@ -488,23 +86,16 @@ def estimate_from_layers(
     return report
 
 
-def learning_history_steps(run_config: dict) -> int:
-    """Time steps of state a run's learning rule keeps per sample, from its RunConfig
-    dict: T (``steps``) for spiking units trained by BPTT through their own T steps, else 0
-    (graded units; spiking units with the eligibility rule, whose memory is independent of T).
-
-    >>> learning_history_steps({"neuron": "lif", "steps": 16, "spike_learning": "bptt"})
-    16
-    """
-    if run_config.get("neuron", "relu") != "lif" or run_config.get("spike_learning", "bptt") != "bptt":
-        return 0
-    return int(run_config.get("steps", 1))
-
-
-def _flat_config(saved: dict) -> dict:
+def history_steps(saved: dict) -> int:
+    """Time steps of state the run's learning rule keeps per sample (the largest over its
+    units): from the unit resources a run dir records, else from its config."""
+    if saved.get("resources"):
+        return max(int(r.get("history_steps", 0)) for r in saved["resources"])
     from ffneuro.config import RunConfig
+    from ffneuro.units.stack import stack_resources
 
-    return RunConfig.from_dict(saved).flat() if saved else {}
+    cfg = RunConfig.from_dict(saved.get("config") or {})
+    return max(r.history_steps for r in stack_resources(cfg.units, int(saved["layer_sizes"][0])))
 
 
 def estimate_from_run(run_dir: str | Path, profile, *, n_train: int | None = None) -> dict[str, Any]:
@@ -529,10 +120,11 @@ def estimate_from_run(run_dir: str | Path, profile, *, n_train: int | None = Non
     events = {"train": ledger.per_sample("train"), "infer": ledger.per_sample("infer")}
     report = estimate(prof, layer_sizes=sizes, events=events, num_classes=int(config["num_classes"]),
                       source="measured", optimizer_slots=slots, n_train=n_train,
-                      learning_history_steps=learning_history_steps(_flat_config(config.get("config", {}))))
+                      learning_history_steps=history_steps(config))
     report["samples"] = dict(ledger.samples)
     report["run_dir"] = str(run_dir)
     return report
+
 
 
 # ----------------------------------------------------------------------------- display
@@ -545,26 +137,6 @@ def format_energy(pj: float) -> str:
             return f"{pj / scale:.3g} {unit}"
     return f"{pj:.3g} pJ"
 
-
-def format_bytes(n: float | None) -> str:
-    """Bytes in B / KiB / MiB / GiB."""
-    if n is None:
-        return "-"
-    for scale, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g} {unit}"
-    return f"{int(n)} B"
-
-
-def _table(rows: list[list[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for j, row in enumerate(rows):
-        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
-        lines.append("  ".join(cells))
-        if j == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return lines
 
 
 def format_report(report: dict) -> str:
@@ -585,7 +157,7 @@ def format_report(report: dict) -> str:
                          f"{layer['energy_pj']:.4g}"])
         rows.append([f"{ph} static", *([""] * len(kinds)), f"{report[ph]['static_energy_pj_per_sample']:.4g}"])
     lines.append("Energy per sample by event kind [pJ]")
-    lines += _table(rows)
+    lines += text_table(rows)
     for ph in ("training", "inference"):
         r = report[ph]
         lines.append(
@@ -601,40 +173,6 @@ def format_report(report: dict) -> str:
     lines += ["", *format_memory(report["layers"], report["memory"])]
     return "\n".join(lines)
 
-
-def format_memory(layers: list[dict], mem: dict) -> list[str]:
-    """The SRAM table: each layer's bytes by part and cores against the chip's budget,
-    then FF's total vs what backprop would need. ``layers``/``mem`` as from sram_report."""
-    lines = [f"SRAM per layer (FF on-chip learning; per-core synaptic budget "
-             f"{format_bytes(mem['synaptic_sram_bytes_per_core'])} x {mem['cores_available']} cores)"]
-    rows = [["layer", "shape", "weights", "bias", "state", "traces", "optimizer", "total", "cores", "syn util"]]
-    for layer in layers:
-        util = layer["synaptic_utilisation"]
-        rows.append([
-            f"L{layer['layer']}", f"{layer['fan_in']}x{layer['fan_out']}",
-            *(format_bytes(layer[k]) for k in ("weight_sram_bytes", "bias_sram_bytes", "state_sram_bytes",
-                                               "trace_sram_bytes", "optimizer_sram_bytes", "sram_bytes")),
-            "-" if layer["cores"] is None else str(layer["cores"]),
-            "-" if util is None else f"{100 * util:.0f}%",
-        ])
-    lines += _table(rows)
-    bp = mem["backprop"]
-    if mem.get("learning_history_sram_bytes"):
-        lines.append(f"BPTT history of the layer being updated ({mem['learning_history_steps']} steps of "
-                     f"membrane and input spikes, shared SRAM): {format_bytes(mem['learning_history_sram_bytes'])}")
-    lines += [
-        f"bias, state, traces: {mem['per_unit_memory']}; activation buffer (one layer at a time): "
-        f"{format_bytes(mem['activation_buffer_sram_bytes'])}",
-        f"FF total {format_bytes(mem['ff_sram_bytes'])}; cores {mem['cores_used']} / "
-        f"{mem['cores_available']}; shared SRAM {format_bytes(mem['other_sram_bytes_used'])} / "
-        f"{format_bytes(mem['other_sram_bytes_available'])}; fits: {'yes' if mem['fits'] else 'NO'}"
-        + (f" ({'; '.join(mem['misfit_reasons'])})" if mem["misfit_reasons"] else ""),
-        f"backprop would need {format_bytes(bp['sram_bytes'])} (gradients {format_bytes(bp['gradient_sram_bytes'])}, "
-        f"stored activations {format_bytes(bp['stored_activation_sram_bytes'])}); cores {bp['cores_used']}; "
-        f"fits: {'yes' if bp['fits'] else 'NO'}"
-        + (f" ({'; '.join(bp['misfit_reasons'])})" if bp["misfit_reasons"] else ""),
-    ]
-    return lines
 
 
 def plot_report(report: dict, path: str | Path) -> Path:
@@ -703,3 +241,4 @@ def plot_report(report: dict, path: str | Path) -> Path:
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return path
+

@@ -27,7 +27,8 @@ from ffneuro.data.augment import batch_transform
 from ffneuro.config import RunConfig
 from ffneuro.data.loaders import Dataset, load_dataset
 from ffneuro.functional.encoding import LabelEncoding, choose_encoding, random_wrong_labels
-from ffneuro.units.optim import lr_factor, make_optimizer, set_lr
+from ffneuro.train.schedules import lr_factor
+from ffneuro.units.optim import make_optimizer, set_lr
 
 BASELINES = ("bp", "bp-pairwise")
 

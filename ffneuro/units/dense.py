@@ -1,28 +1,29 @@
-"""Layer units: each is a self-contained local plasticity unit.
+"""The dense ReLU unit: a graded FF layer that learns by its own local objective.
 
-A unit owns its weights, its goodness, its local loss and its optimiser. Its public
-surface is two calls: ``forward(x)`` (inference, returns the activity tensor) and
-``local_step(x_pos, x_neg, γ⁺, γ⁻)`` (one local update, returns the detached activities
-to hand on). Nothing in a unit refers to another unit, so a unit could run as a
-pipeline stage in its own process: it needs only its input activities (and, for CFF, a
-vector of γ values).
+``h = relu(W · n(x) + b)`` with ``n`` the normalisation of the input (SPEC §1) and
+goodness ``g = goodness(h)``. In float it learns with its own optimiser; on a chip
+(``chip``, once calibrated) its forward is the exact integer datapath and its update the
+chip's fixed-point rule (functional/fixed.py). It implements the unit contract of
+units/base.py.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ffneuro.functional.encoding import CodedBatch
-from ffneuro.functional.goodness import goodness, layer_loss, normalize, norm_factor, peer_norm_loss
-from ffneuro.functional.fixed import (ChipSpec, activation_format, chip_lr, fixed_update_, int_matmul, int_normalize,
-                            norm_gain, weight_format)
+from ffneuro.functional.fixed import (GAIN_FRAC_BITS, activation_format, chip_lr, fixed_update_, int_goodness,
+                                      int_matmul, int_normalize, norm_gain, weight_format)
+from ffneuro.functional.goodness import goodness, normalize, norm_factor, peer_norm_loss
+from ffneuro.functional.quant import FixedPoint
+from ffneuro.hw.chip import ChipSpec
+from ffneuro.hw.events import forward_events, update_events
+from ffneuro.units.base import ExportTables, Resources, StepResult, UnitSpec, dense_input, format_attrs, unit_loss
 from ffneuro.units.optim import make_optimizer, set_lr
-from ffneuro.functional.quant import FixedPoint, fixed_point_for
 
 
 class _ReLUFullGrad(torch.autograd.Function):
@@ -45,49 +46,25 @@ def relu(z: torch.Tensor, grad: str) -> torch.Tensor:
     return _ReLUFullGrad.apply(z) if grad == "full" else F.relu(z)
 
 
-@dataclass(frozen=True)
-class UnitSpec:
-    """What a layer unit needs to know to learn on its own."""
+class _ExactLinear(torch.autograd.Function):
+    """A linear layer whose forward value is given (the chip's exact integer result in
+    real units) and whose backward is that of ``x · Wᵀ + b``: the gradient of the
+    real-valued layer at the chip's own activities."""
 
-    norm: str = "rms"
-    goodness: str = "sumsq"
-    loss: str = "ff"
-    theta: float = 0.0
-    alpha: float = 4.0
-    peer_norm: float = 0.0
-    peer_momentum: float = 0.9
-    relu_grad: str = "full"
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    temperature: float = 1.0     # τ: the loss compares (g + γ − θ)/τ (FF) or α(g⁺ − g⁻)/τ (SymBa)
+    @staticmethod
+    def forward(ctx, x, weight, bias, z):  # noqa: D401
+        ctx.save_for_backward(x)
+        return z.clone()
 
-
-def unit_loss(spec: UnitSpec, g_pos: torch.Tensor, g_neg: torch.Tensor, gamma_pos: torch.Tensor | None = None,
-              gamma_neg: torch.Tensor | None = None) -> torch.Tensor:
-    """A unit's local loss: its goodness plus CFF's detached γ (a per-sample constant),
-    with goodness and θ measured in units of the temperature τ, into the chosen loss.
-
-    FF: ``softplus((θ − g⁺ − γ⁺)/τ) + softplus((g⁻ + γ⁻ − θ)/τ)``. τ = 1 is Hinton's logit
-    Σh² − θ; a larger τ is a softer sigmoid (the entropy loss is scale-free: τ does nothing).
-    Inference (argmax of summed goodness) does not depend on τ."""
-    sp = g_pos if gamma_pos is None else g_pos + gamma_pos.detach()
-    sn = g_neg if gamma_neg is None else g_neg + gamma_neg.detach()
-    tau = spec.temperature
-    return layer_loss(spec.loss, sp / tau, sn / tau, theta=spec.theta / tau, alpha=spec.alpha)
-
-
-@dataclass
-class StepResult:
-    h: torch.Tensor          # detached activities (B positives then B negatives), handed on
-    loss: float              # the unit's local loss (FF/SymBa/entropy + peer term)
-    g_pos: torch.Tensor      # detached goodness (without γ)
-    g_neg: torch.Tensor
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return None, grad.t() @ x, grad.sum(dim=0), None
 
 
 class FFDense(nn.Module):
-    """A dense ReLU layer trained by its own local FF objective.
+    """A dense ReLU layer trained by its own local FF objective (the unit contract of
+    units/base.py).
 
     ``h = relu(W · n(x) + b)`` with ``n`` the normalisation of the input (SPEC §1);
     goodness ``g = goodness(h)``. Shapes: x (B, in_features) → h (B, out_features).
@@ -148,6 +125,7 @@ class FFDense(nn.Module):
         and the input step from one batch of (integer) inputs, then snap weights and bias
         to the grid."""
         norm_gain(self.in_features, self.spec.norm, 1.0)          # fails early for norm = none
+        x = dense_input(x)
         xf = activation_format(normalize(x.float(), self.spec.norm), self.chip)
         self.x_step.fill_(xf.step)
         self.x_signed.fill_(xf.signed)
@@ -298,113 +276,52 @@ class FFDense(nn.Module):
         self._w_int_key = (self.weight._version, self.weight.data_ptr(), float(self.w_step))
 
 
-class _ExactLinear(torch.autograd.Function):
-    """A linear layer whose forward value is given (the chip's exact integer result in
-    real units) and whose backward is that of ``x · Wᵀ + b``: the gradient of the
-    real-valued layer at the chip's own activities."""
-
+    # -- what the rest of ffneuro asks of a unit -------------------------------------
     @staticmethod
-    def forward(ctx, x, weight, bias, z):  # noqa: D401
-        ctx.save_for_backward(x)
-        return z.clone()
+    def default_theta(goodness_kind: str, width: int) -> float:
+        """θ by default: the width (Hinton's logit Σh² − n_units) for ``sumsq`` and ``sum``,
+        1 for ``meansq``; ``neg-sumsq`` uses −width/4 (with −width positives sit below the
+        threshold from the start and the layer learns far slower)."""
+        return {"sumsq": float(width), "meansq": 1.0, "sum": float(width), "neg-sumsq": -width / 4.0}[goodness_kind]
 
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return None, grad.t() @ x, grad.sum(dim=0), None
+    def head_activity(self, h: torch.Tensor) -> torch.Tensor:
+        """The activity (N, width) the one-pass head reads: h itself."""
+        return h
 
+    def integer_goodness(self, h: torch.Tensor) -> torch.Tensor:
+        """The chip's exact integer goodness (N,) of integer activities h."""
+        return int_goodness(h, self.spec.goodness)
 
-def dense_input(x: torch.Tensor | CodedBatch) -> torch.Tensor:
-    return x.dense() if isinstance(x, CodedBatch) else x
+    def forward_events(self, x_in: torch.Tensor | CodedBatch, h_out: torch.Tensor) -> dict[str, float]:
+        """One forward step per sample: synops per non-zero graded input (MACs)."""
+        return forward_events(dense_input(x_in), h_out, binary_input=False)
 
+    def update_events(self, x_in: torch.Tensor | CodedBatch, batch: int, update_batch: int) -> dict[str, float]:
+        """The local update's events from the step's input (the ``batch`` positives then
+        negatives), ``update_batch`` samples per applied weight write."""
+        x = dense_input(x_in)
+        return update_events(x[:batch], x[batch:], self.out_features, update_batch)
 
-def int_goodness(h: torch.Tensor, kind: str) -> torch.Tensor:
-    """The chip's exact integer goodness sum (B,) int64 of integer activities h (B, n):
-    Σh² for the squared kinds (sumsq, meansq, neg-sumsq), Σ|h| for ``sum``."""
-    h = h.to(torch.int64)
-    if kind == "sum":
-        return h.abs().sum(dim=1)
-    hmax = int(h.abs().max()) if h.numel() else 0
-    if hmax * hmax * max(h.shape[1], 1) >= 2 ** 63:
-        raise OverflowError(f"activity {hmax} too large for an exact 64-bit goodness")
-    return (h * h).sum(dim=1)
+    def resources(self) -> Resources:
+        return Resources(fan_in=self.in_features, fan_out=self.out_features,
+                         synapses=self.in_features * self.out_features, neurons=self.out_features)
 
-
-class LinearHead(nn.Module):
-    """One-pass inference head: a linear softmax classifier on the normalised activities
-    of the chosen layers for the neutral-label input (SPEC §1). It is its own unit: it
-    learns from detached activities, so no gradient reaches the FF layers.
-
-    Under a chip profile (once calibrated) its inputs are each layer's activity through
-    the chip's integer normalisation, and inference uses integer logits
-    ``W_q · x_q`` with the weights quantised to the profile's weight format (nearest,
-    the profile's scale rule, from max|W|): the head is trained in float on the chip's
-    quantised features, then read out in integers.
-    """
-
-    def __init__(self, widths: list[int], num_classes: int, *, norm: str, lr: float,
-                 optimizer: str, momentum: float, weight_decay: float, chip: ChipSpec | None = None):
-        super().__init__()
-        self.norm = norm
-        self.widths = list(widths)
-        self.chip = chip
-        self.weight = nn.Parameter(torch.zeros(num_classes, sum(widths)))
-        self.register_buffer("x_step", torch.tensor(0.0))
-        self.register_buffer("x_signed", torch.tensor(False))
-        self.optimizer = make_optimizer(self.parameters(), optimizer, lr, momentum, weight_decay)
-
-    # -- fixed point -----------------------------------------------------------------
-    @property
-    def calibrated(self) -> bool:
-        return self.chip is not None and float(self.x_step) > 0
-
-    def input_fmt(self) -> FixedPoint:
-        return FixedPoint(self.chip.activation_bits, bool(self.x_signed), float(self.x_step))
-
-    def weight_fmt(self) -> FixedPoint:
-        return fixed_point_for(self.weight, self.chip.weight_bits, self.chip.weight_signed, self.chip.scale_rule)
-
-    def norm_gains(self) -> list[int]:
-        return [norm_gain(w, self.norm, float(self.x_step)) for w in self.widths]
-
-    @torch.no_grad()
-    def calibrate(self, activities: list[torch.Tensor]) -> None:
-        xf = activation_format(self.features(activities), self.chip)
-        self.x_step.fill_(xf.step)
-        self.x_signed.fill_(xf.signed)
-
-    def int_features(self, activities: list[torch.Tensor]) -> torch.Tensor:
-        """The chip's quantised head input (B, Σ widths), int64."""
-        fmt = self.input_fmt()
-        return torch.cat([int_normalize(h, k, fmt) for h, k in zip(activities, self.norm_gains())], dim=1)
-
-    @torch.no_grad()
-    def int_logits(self, activities: list[torch.Tensor]) -> torch.Tensor:
-        """Integer logits (B, C) (float64 holding integers), saturated at the accumulator."""
-        fmt = self.weight_fmt()
-        z = int_matmul(self.int_features(activities), fmt.to_int(self.weight).to(torch.float32),
-                       max(-fmt.qmin, fmt.qmax))
+    def export_tables(self) -> ExportTables:
+        """The integer datapath: weights, biases in accumulator units, the input format and
+        the fixed-point normalisation gain (docs/hdf5-schema.md, kind ``dense-relu``)."""
+        wf, xf = self.weight_fmt(), self.input_fmt()
         lim = 2 ** (self.chip.accumulator_bits - 1) - 1
-        return z.clamp_(-lim, lim)
+        attrs = {"in_features": self.in_features, "out_features": self.out_features,
+                 **format_attrs("weight", wf), **format_attrs("input", xf),
+                 "norm": self.spec.norm, "norm_gain": self.norm_gain(), "norm_gain_frac_bits": GAIN_FRAC_BITS,
+                 "accumulator_bits": self.chip.accumulator_bits, "output_scale": self.out_step,
+                 "goodness": self.spec.goodness, "goodness_scale": self.goodness_scale()}
+        b = torch.round(self.bias.detach().to(torch.float64) / self.out_step)
+        return ExportTables("dense-relu", attrs, {
+            "weight": (self.int_weight(), wf.qmin, wf.qmax,
+                       "integer weights (out_features, in_features); real value = weight * weight_scale"),
+            "bias": (b, -lim, lim, "integer biases (out_features,) in accumulator units (weight_scale * input_scale)")})
 
-    # -- float -----------------------------------------------------------------------
-    def features(self, activities: list[torch.Tensor]) -> torch.Tensor:
-        if self.calibrated:
-            return self.int_features(activities).to(torch.float32) * float(self.x_step)
-        return torch.cat([normalize(h.float(), self.norm) for h in activities], dim=1)
+    def nir_nodes(self, index: int) -> list:
+        raise ValueError("NIR has no ReLU node: export graded units with --format hdf5")
 
-    def forward(self, activities: list[torch.Tensor]) -> torch.Tensor:
-        """Logits (B, C) from a list of layer activities, each (B, width)."""
-        return F.linear(self.features(activities), self.weight)
-
-    def set_lr(self, lr: float) -> None:
-        set_lr(self.optimizer, lr)
-
-    def local_step(self, activities: list[torch.Tensor], y: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """One cross-entropy update; returns the pre-update logits (detached) and the loss."""
-        logits = self([h.detach() for h in activities])
-        loss = F.cross_entropy(logits, y)
-        loss.backward()
-        self.optimizer.step()
-        self.weight.grad = None
-        return logits.detach(), float(loss.detach())

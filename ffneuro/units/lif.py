@@ -1,14 +1,9 @@
-"""Spiking FF layers: leaky integrate-and-fire units (snntorch's ``Leaky``) as local
-plasticity units, and the spike encoders of the data path (SPEC §4).
+"""The spiking unit: leaky integrate-and-fire neurons (snntorch's ``Leaky``) behind a
+dense synapse, as a local plasticity unit (the contract of units/base.py), and the spike
+encoder that is the input stage of a spiking stack (SPEC §4).
 
-A spike train is a tensor ``(T, N, features)`` of 0/1 values: T time steps, N samples.
-
-Encoders (pure functions of data x in [0, 1], shape (N, D) → (T, N, D)):
-
-- ``rate``: Bernoulli spikes with probability x at every step (seeded generator);
-- ``latency``: one spike per non-zero input, at step ``round((1 − x)(T − 1))`` (brighter
-  earlier);
-- ``direct``: the value x itself at every step (a constant input current).
+A spike train is a tensor ``(T, N, features)`` of 0/1 values: T time steps, N samples;
+the encoders themselves are pure functions in functional/lif.py.
 
 The neuron (snntorch ``Leaky`` with ``reset_mechanism = "zero"``, ``reset_delay =
 False``; the form NIR's LIF node and snntorch's NIR importer use), per step t::
@@ -42,113 +37,26 @@ import torch.nn as nn
 import torch.nn.functional as F
 from snntorch import surrogate
 
-from ffneuro.config.sections import SPIKE_ENCODINGS, SPIKE_GOODNESS
+from ffneuro.functional.encoding import CodedBatch
+from ffneuro.functional.fixed import (DECAY_FRAC_BITS, chip_lr, fixed_update_, int_goodness, int_matmul,
+                                      int_spike_encode, weight_format)
 from ffneuro.functional.goodness import goodness
-from ffneuro.units.dense import StepResult, UnitSpec, int_goodness, unit_loss
-from ffneuro.functional.fixed import DECAY_FRAC_BITS, chip_lr, fixed_update_, int_matmul, weight_format
+from ffneuro.functional.lif import (ATAN_ALPHA, FAST_SIGMOID_SLOPE, encode, lif_step, rate_encode,
+                                    spike_activity, surrogate_slope)
 from ffneuro.functional.quant import FixedPoint
+from ffneuro.hw.events import spike_forward_events, spike_update_events
+from ffneuro.units.base import ExportTables, Resources, StepResult, UnitSpec, dense_input, format_attrs, unit_loss
 from ffneuro.units.optim import make_optimizer, set_lr
 
 
 
-# ----------------------------------------------------------------------------------------
-# Encoders (the data path, not the layer)
-# ----------------------------------------------------------------------------------------
-def rate_encode(x: torch.Tensor, steps: int, generator: torch.Generator) -> torch.Tensor:
-    """Bernoulli spikes: P(spike at any step) = clamp(x, 0, 1). (N, D) → (T, N, D)."""
-    u = torch.rand((steps, *x.shape), generator=generator).to(x.device)
-    return (u < x.clamp(0, 1)).to(x.dtype)
-
-
-def latency_encode(x: torch.Tensor, steps: int) -> torch.Tensor:
-    """One spike per input with x > 0, at step round((1 − x)(T − 1)): brighter is earlier."""
-    t = torch.round((1 - x.clamp(0, 1)) * (steps - 1)).long()
-    out = torch.zeros((steps, *x.shape), dtype=x.dtype, device=x.device)
-    out.scatter_(0, t.unsqueeze(0), (x > 0).to(x.dtype).unsqueeze(0))
-    return out
-
-
-def direct_encode(x: torch.Tensor, steps: int) -> torch.Tensor:
-    """The input as a constant current at every step."""
-    return x.unsqueeze(0).expand(steps, *x.shape).contiguous()
-
-
-def encode(kind: str, x: torch.Tensor, steps: int, generator: torch.Generator) -> torch.Tensor:
-    if kind == "rate":
-        return rate_encode(x, steps, generator)
-    if kind == "latency":
-        return latency_encode(x, steps)
-    if kind == "direct":
-        return direct_encode(x, steps)
-    raise ValueError(f"unknown spike encoding {kind!r} (allowed: {', '.join(SPIKE_ENCODINGS)})")
-
-
-def rates(s: torch.Tensor) -> torch.Tensor:
-    """Firing rates (N, units) of a spike train (T, N, units)."""
-    return s.mean(dim=0)
-
-
-def spike_activity(s: torch.Tensor, on: str) -> torch.Tensor:
-    """What a spiking layer's goodness is computed on, (N, units): firing rates mean_t S
-    (``on = "rate"``) or spike counts Σ_t S (``"count"``) of a spike train (T, N, units).
-
-    >>> spike_activity(torch.tensor([[[1.0, 0.0]], [[1.0, 1.0]]]), "count").tolist()
-    [[2.0, 1.0]]
-    """
-    if on == "rate":
-        return rates(s)
-    if on == "count":
-        return s.sum(dim=0)
-    raise ValueError(f"unknown spike goodness {on!r} (allowed: {', '.join(SPIKE_GOODNESS)})")
-
-
-# ----------------------------------------------------------------------------------------
-# The neuron, as pure functions
-# ----------------------------------------------------------------------------------------
 # Rate goodness has far smaller gradients than the goodness of RMS-normalised graded
 # activity, so the chip rate of a spiking unit is scaled up. Measured on the digits
 # (200×200, T = 8, cmos-45nm, 5 epochs, eligibility rule) at onchip_lr × gain / fan-in:
 # gain 8 → 89.7 %, 64 → 21.1 %, 256 → 7.5 % multi-pass error (float: 6.4 %).
 SPIKING_CHIP_LR_GAIN = 256.0
-FAST_SIGMOID_SLOPE = 25.0  # slope k of the fast-sigmoid surrogate ψ(v) = 1 / (1 + k|v|)² (snntorch's default)
-ATAN_ALPHA = 2.0           # α of snntorch's arctan surrogate ψ(v) = (α/2) / (1 + (π α v / 2)²)
-
-
-def heaviside(v: torch.Tensor) -> torch.Tensor:
-    """The spike nonlinearity H(v) = 1 if v > 0 else 0 (snntorch's convention), no gradient."""
-    return (v > 0).to(v.dtype)
-
-
-def lif_step(mem: torch.Tensor, current: torch.Tensor, beta: float, threshold: float, reset: str,
-             spike_fn=heaviside) -> tuple[torch.Tensor, torch.Tensor]:
-    """One LIF step: state U[t−1] and input current I[t] (N, units) → (S[t], U[t])::
-
-        U'[t] = β · U[t−1] + I[t]
-        S[t]  = spike_fn(U'[t] − θ)                      (H, or a surrogate with a gradient)
-        U[t]  = U'[t] · (1 − S[t])   (reset "zero")  |  U'[t] − S[t] · θ   (reset "subtract")
-
-    For ``reset = "zero"`` this is exactly snntorch's ``Leaky(reset_delay=False)`` (tested).
-    For ``"subtract"`` snntorch differs when U[t] stays ≥ θ after the subtraction (an input
-    above θ per step): its next step subtracts θ once more before deciding to spike, so it
-    fires less than this equation; ffneuro uses this equation (the one its integer LIF and
-    the golden model implement).
-
-    >>> lif_step(torch.tensor([0.5]), torch.tensor([0.7]), 0.8, 1.0, "subtract")
-    (tensor([1.]), tensor([0.1000]))
-    """
-    u = beta * mem + current
-    spk = spike_fn(u - threshold)
-    return spk, (u - spk * threshold) if reset == "subtract" else u * (1 - spk)
-
-
-def surrogate_slope(v: torch.Tensor, kind: str) -> torch.Tensor:
-    """ψ(v) = dS/dU' of the surrogate at v = U' − θ, as snntorch's backward computes it."""
-    if kind == "fast_sigmoid":
-        return 1.0 / (1.0 + FAST_SIGMOID_SLOPE * v.abs()) ** 2
-    if kind == "atan":
-        return (ATAN_ALPHA / 2) / (1 + (math.pi / 2 * ATAN_ALPHA * v) ** 2)
-    raise ValueError(f"unknown surrogate {kind!r}")
-
+SPIKE_THETA = 0.05        # default θ of a spiking unit per neuron, on firing rates (tuned on the digits)
+NIR_DT = 1e-4             # snntorch's NIR time step: β = 1 − dt/τ
 
 # ----------------------------------------------------------------------------------------
 # The unit
@@ -186,7 +94,7 @@ class FFSpiking(nn.Module):
 
     Example (runs as is)::
 
-        >>> from ffneuro.units.dense import UnitSpec
+        >>> from ffneuro.units.base import UnitSpec
         >>> g = torch.Generator().manual_seed(0)
         >>> unit = FFSpiking(20, 8, UnitSpec(theta=0.4), LIFSpec(beta=0.9, threshold=1.0), generator=g, steps=8)
         >>> x = rate_encode(torch.rand(6, 20, generator=g), 8, g)     # (T, 2B, in): 3 positives, 3 negatives
@@ -198,8 +106,10 @@ class FFSpiking(nn.Module):
     """
 
     def __init__(self, in_features: int, out_features: int, spec: UnitSpec, lif: LIFSpec, *,
-                 generator: torch.Generator, chip=None, steps: int = 8, onchip_lr: float = 2.0 ** -2):
+                 generator: torch.Generator, chip=None, steps: int = 8, onchip_lr: float = 2.0 ** -2,
+                 binary_input: bool = True):
         super().__init__()
+        self.binary_input = binary_input     # its inputs are spikes (accumulate-only synops), not currents
         self.spec = spec
         self.lif_spec = lif
         self.in_features = in_features
@@ -379,3 +289,91 @@ class FFSpiking(nn.Module):
         loss.backward()
         self._apply(generator)
         return StepResult(s.detach(), float(loss.detach()), g_pos.detach(), g_neg.detach())
+
+    # -- what the rest of ffneuro asks of a unit -------------------------------------
+    @staticmethod
+    def default_theta(goodness_kind: str, width: int, steps: int, on: str) -> float:
+        """θ by default on firing rates r in [0, 1] (Σr² ≤ width): SPIKE_THETA per unit;
+        on spike counts c = T·r the same θ in count units (× T, or × T² for squares)."""
+        base = {"sumsq": width * SPIKE_THETA, "meansq": SPIKE_THETA, "sum": width * SPIKE_THETA,
+                "neg-sumsq": -width * SPIKE_THETA / 4.0}[goodness_kind]
+        if on == "count":
+            base *= steps if goodness_kind == "sum" else steps ** 2
+        return base
+
+    def head_activity(self, s: torch.Tensor) -> torch.Tensor:
+        """The activity (N, width) the one-pass head reads: spike counts over the T steps."""
+        return s.sum(dim=0)
+
+    def integer_goodness(self, s: torch.Tensor) -> torch.Tensor:
+        """The chip's exact integer goodness (N,) of the spike counts."""
+        return int_goodness(s.sum(dim=0), self.spec.goodness)
+
+    def forward_events(self, x_in: torch.Tensor, s_out: torch.Tensor) -> dict[str, float]:
+        """Events of the T steps: synops per input spike (or current), a neuron update
+        per unit and step, a route per output spike, the goodness once per sample."""
+        return spike_forward_events(x_in, s_out, binary_input=self.binary_input)
+
+    def update_events(self, x_in: torch.Tensor, batch: int, update_batch: int) -> dict[str, float]:
+        """The update's events by learning rule, from the input trains of the ``batch``
+        positives then negatives."""
+        return spike_update_events(x_in[:, :batch], x_in[:, batch:], self.out_features, update_batch,
+                                   rule=self.lif_spec.learning)
+
+    def resources(self) -> Resources:
+        """BPTT through the unit's own T steps keeps T steps of membrane and input spikes
+        per sample until the update; the eligibility rule keeps running sums only."""
+        return Resources(fan_in=self.in_features, fan_out=self.out_features,
+                         synapses=self.in_features * self.out_features, neurons=self.out_features,
+                         history_steps=self.steps if self.lif_spec.learning == "bptt" else 0,
+                         time_steps=self.steps)
+
+    def export_tables(self) -> ExportTables:
+        """The integer LIF: weights, biases in membrane units, threshold and fixed-point
+        decay (docs/hdf5-schema.md, kind ``lif``)."""
+        p = self.int_params()
+        wf = self.weight_fmt()
+        attrs = {"in_features": self.in_features, "out_features": self.out_features, **format_attrs("weight", wf),
+                 "state_bits": self.chip.state_bits, "threshold": p["threshold"], "decay": p["decay"],
+                 "decay_frac_bits": DECAY_FRAC_BITS, "reset": self.lif_spec.reset, "steps": self.steps,
+                 "membrane_scale": wf.step, "goodness": self.spec.goodness, "goodness_scale": self.goodness_scale()}
+        b = torch.round(self.bias.detach().double() / wf.step).clamp(-p["state_limit"], p["state_limit"])
+        return ExportTables("lif", attrs, {
+            "weight": (wf.to_int(self.weight), wf.qmin, wf.qmax,
+                       "integer weights (out_features, in_features); real value = weight * weight_scale"),
+            "bias": (b, -p["state_limit"], p["state_limit"],
+                     "integer bias (out_features,) in membrane units (weight LSBs), added every step")})
+
+    def nir_nodes(self, index: int) -> list:
+        """NIR's Affine → LIF (continuous time, snntorch's dt; see export/nir.py)."""
+        import nir
+        import numpy as np
+
+        if self.lif_spec.reset != "zero":
+            raise ValueError(f"reset = {self.lif_spec.reset!r}: NIR's LIF resets to zero; train with "
+                             "--set units.reset=zero")
+        n = self.out_features
+        tau = np.full(n, NIR_DT / (1.0 - self.lif_spec.beta), dtype=np.float32)
+        return [(f"fc{index}", nir.Affine(weight=self.weight.detach().numpy().astype(np.float32),
+                                          bias=self.bias.detach().numpy().astype(np.float32))),
+                (f"lif{index}", nir.LIF(tau=tau, r=tau / NIR_DT, v_leak=np.zeros(n, dtype=np.float32),
+                                        v_threshold=np.full(n, self.lif_spec.threshold, dtype=np.float32),
+                                        v_reset=np.zeros(n, dtype=np.float32)))]
+
+
+class SpikeEncoder:
+    """The input stage of a spiking stack: encoded input (N, D) → spike train (T, N, D).
+    In float the configured encoder (rate codes draw from the given generator); on a chip
+    the input is integer and the encoder deterministic (``int_spike_encode``)."""
+
+    def __init__(self, kind: str, steps: int, chip=None):
+        self.kind, self.steps, self.chip = kind, steps, chip
+
+    def __call__(self, x: torch.Tensor | CodedBatch, generator: torch.Generator | None = None) -> torch.Tensor:
+        x = dense_input(x)
+        if self.chip is not None:
+            return int_spike_encode(self.kind, x, self.steps)
+        return encode(self.kind, x, self.steps, generator)
+
+    def export_attrs(self) -> dict:
+        return {"spike_encoding": self.kind, "steps": self.steps}

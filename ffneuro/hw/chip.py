@@ -1,0 +1,64 @@
+"""What a chip's numerics are, as the units simulate them: a profile reduced to the
+numbers the fixed-point datapath and the learning rule need (``ChipSpec``), and the
+table of learning rules the simulation implements.
+
+A profile whose learning rule is not simulated is refused here, with the profile, the
+key and the rules that are, rather than trained silently as something else. (No torch:
+this is read by the estimator and the CLI too.)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+# Chip learning rules the units simulate, by the profile's ``learning.optimizer`` value.
+SIMULATED_RULES: dict[str, str] = {
+    "sgd": "plain SGD at the learning precision: −lr·∇ in weight LSBs, rounded per the profile, "
+           "clipped to ±(2^(learning_bits−1) − 1) LSBs, added with saturation (no optimiser state)",
+}
+
+
+class ChipRuleError(ValueError):
+    """A fixed-point profile whose learning rule ffneuro does not simulate (one line)."""
+
+
+@dataclass(frozen=True)
+class ChipSpec:
+    weight_bits: int
+    weight_signed: bool
+    scale_rule: str            # pow2 | per_layer | none
+    activation_bits: int
+    accumulator_bits: int
+    learning_bits: int
+    rounding: str              # nearest | stochastic
+    lr_power_of_two: bool
+    optimizer_state: bool
+    max_batch: int
+    state_bits: int = 24
+    rule: str = "sgd"          # a key of SIMULATED_RULES
+
+
+def chip_spec(profile) -> ChipSpec | None:
+    """The simulation parameters of a profile; None for a float profile (no limits).
+
+    >>> from ffneuro.hw.profiles import load_profile
+    >>> chip_spec(load_profile("loihi-like")).rule
+    'sgd'
+    """
+    if profile is None or profile.precision.format == "float":
+        return None
+    rule = profile.learning.optimizer
+    if rule not in SIMULATED_RULES:
+        raise ChipRuleError(f"{profile.path or profile.name}: learning.optimizer = {rule!r} is not simulated on a "
+                            f"fixed-point chip (simulated: {', '.join(SIMULATED_RULES)})")
+    p = profile.precision
+    act_bits = p.activation_bits
+    if act_bits == 1:                      # binary spikes: graded activity as a rate code over T steps
+        act_bits = max(1, int(math.floor(math.log2(profile.streaming.time_steps + 1))))
+    return ChipSpec(weight_bits=p.weight_bits, weight_signed=p.weight_signed, scale_rule=p.scale_rule,
+                    activation_bits=act_bits, accumulator_bits=p.accumulator_bits,
+                    learning_bits=p.learning_bits, rounding=p.rounding,
+                    lr_power_of_two=profile.learning.lr_power_of_two,
+                    optimizer_state=profile.learning.optimizer_state,
+                    max_batch=profile.streaming.max_batch, state_bits=p.state_bits, rule=rule)

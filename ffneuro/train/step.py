@@ -1,0 +1,118 @@
+"""One training step (one mini-batch), streamed through the units.
+
+    batch ─ neutral code ─▶ units (no grad) ─▶ head: one local step (and scores for hard negatives)
+          ─ codes [y⁺, y⁻] ─▶ unit 1 ─▶ unit 2 ─▶ … ─▶ unit L   (positives and negatives travel as one
+                                                                   stacked batch; each active unit
+                                                                   takes its local step on the way)
+
+CFF adds γ_i, the other units' goodness from a frozen copy (a no-grad scout pass with
+the weights as they were at the start of the step), to unit i's goodness. Every pass's
+events are counted by the units themselves when a ledger is given.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ffneuro.config import RunConfig
+from ffneuro.functional.cff import gamma_members
+from ffneuro.functional.encoding import hard_wrong_labels, random_wrong_labels
+from ffneuro.hw.events import EventLedger, head_events
+from ffneuro.network import FFNetwork, Passage
+from ffneuro.rng import Streams
+
+
+def event_counter(ledger: EventLedger | None, phase: str, net: FFNetwork, head: bool):
+    """An ``on_unit(passage)`` callback that counts a pass's forward events (and the
+    head's share) into ``ledger``; None without a ledger."""
+    if ledger is None:
+        return None
+
+    def on_unit(p: Passage) -> None:
+        ledger.add(phase, p.index, p.unit.forward_events(p.h_in, p.h_out))
+        if head and p.index in net.head_idx:
+            ledger.add(phase, p.index, head_events(p.unit.head_activity(p.h_out), net.num_classes))
+    return on_unit
+
+
+@torch.no_grad()
+def scout_goodness(net: FFNetwork, x: torch.Tensor, labels: list[torch.Tensor], generator: torch.Generator,
+                   on_unit=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """CFF's frozen copy: goodness (L, B) of every unit for positives and negatives,
+    computed without gradient from the weights as they are before this step's updates.
+    Only the goodness vectors are kept, never the activities. ``generator`` must be a
+    copy of the encoder stream's state so that the scout sees the same spikes as the step."""
+    gs = []
+    for p in net.stream(x, labels, generator=generator):
+        if on_unit is not None:
+            on_unit(p)
+        gs.append(p.unit.goodness(p.h_out))
+    g = torch.stack(gs)
+    b = g.shape[1] // 2
+    return g[:, :b], g[:, b:]
+
+
+def _fork(g: torch.Generator) -> torch.Generator:
+    """A generator in the same state as ``g`` (g itself does not advance)."""
+    return torch.Generator().set_state(g.get_state())
+
+
+def train_step(net: FFNetwork, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor, active: list[int],
+               streams: Streams, ledger: EventLedger | None = None, update_batch: int = 1) -> dict:
+    """Stream one mini-batch through the units, updating those in ``active``.
+
+    With a ``ledger``, every pass's events are counted from the real tensors by the units
+    (the neutral pass and head, the CFF scout pass, the FF pass and each unit's update);
+    ``update_batch`` is the number of samples per applied update.
+    """
+    stats: dict = {}
+    # 1. Neutral pass: trains the one-pass head and supplies scores for hard negatives.
+    scores = None
+    if net.head is not None:
+        acts = net.neutral_activities(x, event_counter(ledger, "train", net, head=True), streams["encoder"])
+        scores, stats["head_loss"] = net.head.local_step(acts, y)
+    # 2. Negative labels: never the true label.
+    if cfg.loop.negatives == "hard":
+        y_neg = hard_wrong_labels(y, scores, streams["negatives"])
+    else:
+        y_neg = random_wrong_labels(y, net.num_classes, streams["negatives"])
+    labels = [y, y_neg]
+    b = x.shape[0]
+    n = len(net.layers)
+    cff = cfg.loop.algo == "cff"
+    # 3. CFF: γ from a frozen copy. 'earlier' needs no scout: earlier units' goodness in
+    #    this very pass is computed before their own update, i.e. by the frozen copy.
+    scout = None
+    if cff and cfg.cff.gamma != "earlier":
+        scout = scout_goodness(net, x, labels, _fork(streams["encoder"]), event_counter(ledger, "train", net, False))
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    losses = []
+
+    def through(i: int, unit, h):
+        if i not in active:
+            with torch.no_grad():
+                out = unit(h)
+                g = unit.goodness(out)
+            seen.append((g[:b], g[b:]))
+            return out
+        gam_p = gam_n = None
+        if cff:
+            members = gamma_members(cfg.cff.gamma, i, n)
+            if scout is not None:
+                gam_p, gam_n = scout[0][members].sum(0), scout[1][members].sum(0)
+            elif members:
+                gam_p = torch.stack([seen[j][0] for j in members]).sum(0)
+                gam_n = torch.stack([seen[j][1] for j in members]).sum(0)
+        r = unit.local_step(h, gam_p, gam_n, streams.unit(i))
+        losses.append(r.loss)
+        seen.append((r.g_pos, r.g_neg))
+        if ledger is not None:
+            ledger.add("train", i, unit.update_events(h, b, update_batch))
+        return r.h
+
+    # 4. Stream through the units. The last active unit ends the pass: nothing later learns.
+    for p in net.stream(x, labels, generator=streams["encoder"], through=through, upto=max(active) + 1):
+        if ledger is not None:
+            ledger.add("train", p.index, p.unit.forward_events(p.h_in, p.h_out))
+    stats["loss"] = losses
+    return stats
