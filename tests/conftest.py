@@ -1,4 +1,5 @@
-"""Shared fixtures: the real MNIST files (skipped when absent), loaded once per session."""
+"""Shared fixtures: the embedded digits dataset, and the real MNIST files (skipped with a
+clear reason when absent), each loaded once per session (treat them as read-only)."""
 
 from __future__ import annotations
 
@@ -26,3 +27,9 @@ def mnist_dir() -> Path:
 def mnist(mnist_dir: Path) -> Dataset:
     """The real MNIST dataset, loaded once per test session (treat as read-only)."""
     return load_dataset(f"mnist:{mnist_dir}")
+
+
+@pytest.fixture(scope="session")
+def digits() -> Dataset:
+    """The embedded 8×8 digits (shipped with scikit-learn: always present)."""
+    return load_dataset("digits")

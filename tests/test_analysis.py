@@ -26,11 +26,6 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
-
-
-@pytest.fixture(scope="module")
 def run(tmp_path_factory, digits):
     out = tmp_path_factory.mktemp("runs") / "ff"
     train(RunConfig.from_flat(layers=(32, 32, 32), epochs=2, entropy_probe=120).validate(), out=out, data=digits,
@@ -115,6 +110,7 @@ def test_entropy_log_can_be_turned_off(digits):
     assert "entropy" not in m["history"][0]
 
 
+@pytest.mark.slow
 def test_analyze_writes_plots_and_self_contained_reports(run, tmp_path):
     out = tmp_path / "a"
     r = runner.invoke(app, ["analyze", str(run), "--out", str(out), "--probe", "200", "--json"])

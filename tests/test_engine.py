@@ -18,11 +18,6 @@ from ffneuro.train.loop import build_network, train
 from ffneuro.train.step import scout_goodness, train_step
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
-
-
 def small_cfg(**kw):
     base = dict(data="digits", layers=(64, 64, 64), epochs=2, batch_size=64, seed=3)
     base.update(kw)
@@ -262,12 +257,14 @@ def test_every_loss_learns_on_digits(digits, loss, goodness):
     assert min(m["per_layer_error"]) < 40.0      # chance is 90 %
 
 
+@pytest.mark.slow
 def test_default_digits_run_reaches_90_percent(digits):
     """The embedded default: ffneuro train with no options must reach ≥ 90 % accuracy."""
     m = train(RunConfig.from_flat(), progress=False, data=digits)
     assert m["test_error"]["one_pass"] <= 10.0
 
 
+@pytest.mark.slow
 def test_short_real_mnist_run_learns(mnist):
     """Two epochs on the first 10,000 real MNIST digits: a 1×256 FF layer must reach ≤ 20 %
     on the first 2,000 test digits (measured: 16.2 %; chance is 90 %)."""

@@ -28,11 +28,6 @@ INTEGER_PROFILES = [p for p in list_profiles() if load_profile(p).precision.form
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
-
-
-@pytest.fixture(scope="module")
 def float_run(tmp_path_factory, digits):
     out = tmp_path_factory.mktemp("runs") / "float"
     train(RunConfig.from_flat(layers=(48, 40), epochs=2, seed=1).validate(), out=out, data=digits, progress=False)
@@ -212,6 +207,7 @@ def test_export_errors_and_no_half_written_file(tmp_path, float_run, monkeypatch
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_spiking_run_exports_integer_lif_layers_that_replay_exactly(tmp_path, digits):
     run = tmp_path / "snn"
     train(RunConfig.from_flat(neuron="lif", layers=(40, 30), epochs=2, lr=3e-3, entropy_probe=0).validate(), out=run,

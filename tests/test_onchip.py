@@ -76,6 +76,7 @@ def test_training_under_profile_keeps_weights_on_grid_and_honours_limits():
     assert metrics["estimate"]["training"]["energy_pj_per_sample"] > 0
 
 
+@pytest.mark.slow
 def test_trained_chip_network_is_integer(tmp_path):
     from ffneuro.runs.load import load_run
 

@@ -22,11 +22,6 @@ from ffneuro.rng import Streams
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
-
-
 def unit(n_in=1, n_out=1, beta=0.5, threshold=1.0, reset="zero"):
     u = FFSpiking(n_in, n_out, UnitSpec(theta=1.0), LIFSpec(beta, threshold, reset),
                   generator=torch.Generator().manual_seed(0))
@@ -94,6 +89,7 @@ def test_events_count_actual_spikes():
     assert direct["synop_dense"] == 3 * 2 * 4 * 5 and direct["synop_sparse"] == 0   # currents are graded
 
 
+@pytest.mark.slow
 def test_short_digits_run_learns(digits):
     # measured: 6.9 % multi-pass, 10.8 % one-pass (chance: 90 %)
     m = train(RunConfig.from_flat(neuron="lif", layers=(200, 200), epochs=10, lr=3e-3, steps=8, entropy_probe=0).validate(),
@@ -101,6 +97,7 @@ def test_short_digits_run_learns(digits):
     assert m["test_error"]["multi_pass"] < 15.0 and m["test_error"]["one_pass"] < 15.0
 
 
+@pytest.mark.slow
 def test_nir_export_loads_in_snntorch_and_spikes_identically(tmp_path, digits):
     from snntorch.import_nir import import_from_nir
     import nir
@@ -159,6 +156,7 @@ def test_eligibility_rule_equals_bptt_for_one_step():
     assert not torch.equal(a.weight, FFSpiking(12, 6, UnitSpec(), LIFSpec(), generator=torch.Generator().manual_seed(3)).weight)
 
 
+@pytest.mark.slow
 def test_eligibility_rule_learns_the_digits(digits):
     # measured: 6.4 % multi-pass, 8.1 % one-pass (BPTT: 6.9 %, 10.8 %)
     m = train(RunConfig.from_flat(neuron="lif", spike_learning="eligibility", layers=(200, 200), epochs=10, lr=3e-3,
@@ -281,6 +279,7 @@ def test_spiking_run_under_a_float_profile_and_estimated_on_loihi(tmp_path, digi
     assert [row["layer"] for row in json.loads(r.output)["layers"]] == ["input", "layer1", "layer2"]
 
 
+@pytest.mark.slow
 def test_spiking_units_learn_on_a_simulated_chip(digits):
     m = train(RunConfig.from_flat(neuron="lif", spike_learning="eligibility", layers=(100, 100), epochs=3, lr=3e-3,
                           batch_size=16, entropy_probe=0).validate(), data=digits, progress=False,

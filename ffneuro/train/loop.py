@@ -119,7 +119,9 @@ def check_budget(profile, layer_sizes: list[int], simulate_anyway: bool, history
 # Checkpoints
 # ----------------------------------------------------------------------------------------
 def _units_with_optimizers(net: FFNetwork) -> list:
-    return list(enumerate(net.layers)) + ([("head", net.head)] if net.head is not None else [])
+    """(name, unit) of every unit that keeps optimiser state (a torch ``optimizer``)."""
+    units = list(enumerate(net.layers)) + ([("head", net.head)] if net.head is not None else [])
+    return [(name, u) for name, u in units if getattr(u, "optimizer", None) is not None]
 
 
 def checkpoint_tensors(net: FFNetwork, streams: Streams) -> tuple[dict, dict]:
