@@ -222,7 +222,7 @@ def spike_report(run_dir: Path, out: Path, samples: int = 200) -> dict:
     run_dir, out = Path(run_dir), Path(out)
     cfg, _, net = load_run(run_dir)
     if not has_spike_trains(net):
-        raise ValueError(f"{run_dir}: not a spiking run (--neuron lif): it has no spikes to plot")
+        raise ValueError(f"{run_dir}: not a spiking run (units.neuron = lif): it has no spikes to plot")
     if samples < 1:
         raise ValueError(f"--samples {samples}: must be >= 1")
     ds = load_dataset(cfg.data.name, seed=cfg.loop.seed)

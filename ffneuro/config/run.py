@@ -183,7 +183,8 @@ def coerce(sec: str, key: str, value: Any) -> Any:
                 raise ValueError
             return value
     except ValueError:
-        raise ConfigError(f"{where} = {value!r} has the wrong type (expected {type_name(f)})") from None
+        expected = type_name(f).replace("comma-separated integers", "a list of integers")
+        raise ConfigError(f"{where} = {value!r} has the wrong type (expected {expected})") from None
     raise AssertionError(f"unhandled field type {kind}")
 
 

@@ -66,7 +66,7 @@ class DataConfig:
     """What is learned and how the input is prepared."""
 
     SECTION = "data"
-    name: str = opt("digits", "Dataset: digits (embedded) | mnist[:DIR] | cifar10:DIR | file.npz | file.csv")
+    name: str = opt("digits", "Dataset: digits (embedded) | mnist:DIR | fashion-mnist:DIR | cifar10:DIR | npz:FILE")
     label_encoding: str = opt("auto", "How the label enters the input: overlay on the first C features, "
                                       "concat (prepend C), auto (overlay if those features are constant)", ENCODINGS)
     label_scale: float | None = opt(None, "One-hot value of the label code (default: the data maximum)")
@@ -80,6 +80,8 @@ class DataConfig:
         _check(self)
         _require(0 <= self.augment_shift <= 8, f"data.augment_shift = {self.augment_shift} must be in 0..8 pixels")
         _require(0.0 <= self.val_fraction < 1.0, f"data.val_fraction = {self.val_fraction} must be in [0, 1)")
+        _require(self.label_scale is None or self.label_scale > 0,
+                 f"data.label_scale = {self.label_scale} must be > 0 (or unset: the data maximum)")
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,9 @@ class UnitsConfig:
         _require(bool(self.layers) and all(w >= 1 for w in self.layers),
                  f"units.layers = {list(self.layers)} must be one or more positive widths")
         _require(0 < self.temperature, f"units.temperature = {self.temperature} must be a finite number > 0")
+        _require(self.alpha > 0, f"units.alpha = {self.alpha} must be > 0")
+        _require(self.peer_norm >= 0, f"units.peer_norm = {self.peer_norm} must be >= 0")
+        _require(0 <= self.peer_momentum < 1, f"units.peer_momentum = {self.peer_momentum} must be in [0, 1)")
         _require(self.steps >= 1 and 0.0 <= self.beta <= 1.0 and self.spike_threshold > 0,
                  "lif needs units.steps >= 1, 0 <= units.beta <= 1 and units.spike_threshold > 0")
         _require(not (self.loss == "entropy" and self.goodness == "neg-sumsq"),
@@ -150,6 +155,11 @@ class OptimConfig:
     def validate(self) -> None:
         _check(self)
         _require(self.lr > 0 and self.head_lr > 0, "optim.lr and optim.head_lr must be > 0")
+        _require(0 <= self.momentum < 1, f"optim.momentum = {self.momentum} must be in [0, 1)")
+        _require(self.weight_decay >= 0, f"optim.weight_decay = {self.weight_decay} must be >= 0")
+        _require(self.lr_gamma > 0, f"optim.lr_gamma = {self.lr_gamma} must be > 0")
+        _require(all(m >= 0 for m in self.milestones) and list(self.milestones) == sorted(self.milestones),
+                 f"optim.milestones = {list(self.milestones)} must be increasing epochs >= 0")
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,13 @@ import torch
 
 
 def batch_transform(max_shift: int, data, fill: float = 0.0):
-    """The training-batch transform of ``--augment-shift`` for ``data`` (a Dataset): a
+    """The training-batch transform of ``data.augment_shift`` for ``data`` (a Dataset): a
     function (x, generator) → x. Identity when ``max_shift`` is 0. ``fill``: the value a
     blank pixel has after the network's input preparation, so borders look like background."""
     if not max_shift:
         return lambda x, generator: x
     if len(data.feature_shape) not in (2, 3):
-        raise ValueError(f"--augment-shift needs image data; {data.name} samples have shape {data.feature_shape}")
+        raise ValueError(f"data.augment_shift needs image data; {data.name} samples have shape {data.feature_shape}")
     return lambda x, generator: random_shift(x, data.feature_shape, max_shift, generator, fill)
 
 

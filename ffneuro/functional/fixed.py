@@ -77,7 +77,7 @@ def activation_format(x: torch.Tensor, spec: ChipSpec) -> FixedPoint:
     signed = bool((x < 0).any())
     if signed and spec.activation_bits < 2:
         raise ValueError("the profile has 1-bit (spike) activations, which cannot carry negative inputs: "
-                         "train without --standardize so inputs stay non-negative")
+                         "train without data.standardize so inputs stay non-negative")
     return FixedPoint(spec.activation_bits, signed, pow2_step(float(x.abs().max()), spec.activation_bits, signed))
 
 
@@ -141,7 +141,7 @@ def norm_gain(width: int, norm: str, x_step: float) -> int:
     elif norm == "length":
         k = 1.0 / x_step
     else:
-        raise ValueError(f"a fixed-point profile needs --norm rms or length (got {norm!r}): "
+        raise ValueError(f"a fixed-point profile needs units.norm = rms or length (got {norm!r}): "
                          "the chip normalises each layer's input in integer form")
     return int(math.floor(k * 2 ** GAIN_FRAC_BITS + 0.5))
 

@@ -17,7 +17,7 @@ The goodness of a layer is computed on its firing rates r = (1/T) Σ_t S[t]
 same goodness T² larger for ``sumsq``, so with θ scaled by T² the loss is the rate loss
 with a T² sharper sigmoid); ``sumsq`` gives Σ_j r_j². Not on the membrane: the snntorch FF
 tutorial scores one step's membrane and reports 70 % test error, and a membrane goodness
-measured here (``scripts/bench_spiking.py --goodness-study``, README) did worse than rates.
+measured here (``scripts/bench_spiking.py --goodness-study``, docs/results.md) did worse than rates.
 Learning is local: the unit backpropagates its own loss through its own T steps with a
 surrogate gradient for H (``bptt``: BPTT within the layer; it holds T steps of membrane
 and input spikes per sample, which ``estimate.sram_report(learning_history_steps=T)``
