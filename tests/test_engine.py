@@ -89,7 +89,7 @@ def test_cff_gamma_is_detached_and_no_gradient_crosses_layers(digits, gamma):
         reached.clear()
         r = layer.local_step(h, gam_p, gam_n)
         # only this unit's parameters received a gradient and changed
-        assert sorted(reached) == [(i, "bias"), (i, "weight")]
+        assert sorted(reached) == [(i, "synapse.bias"), (i, "synapse.weight")]
         assert all(p.grad is None for p in net.parameters())       # and no gradient is kept
         after = net.state_dict()
         for k in before:

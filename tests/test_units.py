@@ -253,3 +253,30 @@ def test_package_kinds_export_replays_exactly(tmp_path, digits, kind):
     report = golden.verify(tmp_path / f"{kind}.h5")
     assert report["ok"] and report["vectors"] == 8
     assert np.all(np.asarray(report.get("checksum_failures", [])) == [])
+
+
+def test_a_state_dict_from_before_synapses_loads_into_the_current_layout(digits):
+    from ffneuro.units.synapse import migrate_state
+
+    net = package_network("relu", digits)
+    state = net.state_dict()
+    old = {k.replace(".synapse.", "."): v for k, v in state.items()}      # layers.i.weight, as written before
+    assert "layers.0.weight" in old and "layers.0.synapse.weight" not in old
+    assert migrate_state(old).keys() == state.keys()
+    fresh = package_network("relu", digits)
+    with torch.no_grad():
+        for p in fresh.parameters():
+            p.zero_()
+    fresh.load_state_dict(migrate_state(old))
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), state.values()))
+
+
+@pytest.mark.parametrize("kind", ("relu", "lif"))
+def test_every_unit_reads_its_current_through_a_synapse(kind, digits):
+    from ffneuro.units.synapse import DenseSynapse
+
+    net = package_network(kind, digits)
+    for unit in net.layers:
+        assert isinstance(unit.synapse, DenseSynapse) and unit.weight is unit.synapse.weight
+        assert [n for n, _ in unit.named_parameters()] == ["synapse.weight", "synapse.bias"]
+        assert unit.resources().synapses == unit.synapse.synapses == unit.in_features * unit.out_features

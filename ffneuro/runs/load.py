@@ -10,6 +10,7 @@ from ffneuro.config import RunConfig
 from ffneuro.hw.chip import chip_spec
 from ffneuro.network import FFNetwork
 from ffneuro.runs import files as runio
+from ffneuro.units.synapse import migrate_state
 
 BASELINES = ("bp", "bp-pairwise")
 
@@ -45,7 +46,7 @@ def load_run(run_dir: Path, profile: str | None = None) -> tuple[RunConfig, dict
     net = FFNetwork.from_config(cfg, data_features, saved["num_classes"], saved["label_encoding"],
                                 generators=[torch.Generator().manual_seed(0) for _ in range(n_units)],
                                 chip=chip_spec(prof), label_scale=saved["label_scale"])
-    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    state = migrate_state({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     if own and name != own:
         # The run was trained under another profile: keep its real-valued weights, drop its
         # number formats.

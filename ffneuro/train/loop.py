@@ -37,6 +37,7 @@ from ffneuro.train.baselines import BASELINES, train_baseline
 from ffneuro.train.probe import entropy_record, probe_goodness, probe_indices
 from ffneuro.train.schedules import lr_factor, stages
 from ffneuro.train.step import event_counter, train_step
+from ffneuro.units.synapse import migrate_state
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def checkpoint_tensors(net: FFNetwork, streams: Streams) -> tuple[dict, dict]:
 
 def restore(net: FFNetwork, streams: Streams, tensors: dict, meta: dict, source: str) -> TrainState:
     streams.restore(tensors, source)           # an older layout fails here, with one line, before any change
-    net.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    net.load_state_dict(migrate_state({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}))
     for name, unit in _units_with_optimizers(net):
         runio.optimizer_from_flat(unit.optimizer, f"opt.{name}", tensors, meta["optimizers"][str(name)])
     st = meta["state"]

@@ -1,4 +1,5 @@
-"""The dense ReLU unit: a graded FF layer that learns by its own local objective.
+"""The ReLU unit: graded neurons behind a synapse (dense: ``units/synapse.py``), learning
+by their own local objective.
 
 ``h = relu(W · n(x) + b)`` with ``n`` the normalisation of the input (SPEC §1) and
 goodness ``g = goodness(h)``. In float it learns with its own optimiser; on a chip
@@ -16,14 +17,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ffneuro.functional.encoding import CodedBatch
-from ffneuro.functional.fixed import (GAIN_FRAC_BITS, activation_format, chip_lr, fixed_update_, int_goodness,
-                                      int_matmul, int_normalize, norm_gain, weight_format)
+from ffneuro.functional.fixed import GAIN_FRAC_BITS, activation_format, int_goodness, int_normalize, norm_gain
 from ffneuro.functional.goodness import goodness, normalize, norm_factor, peer_norm_loss
 from ffneuro.functional.quant import FixedPoint
 from ffneuro.hw.chip import ChipSpec
 from ffneuro.hw.events import forward_events, update_events
 from ffneuro.units.base import ExportTables, Resources, StepResult, UnitSpec, dense_input, format_attrs, unit_loss
 from ffneuro.units.optim import make_optimizer, set_lr
+from ffneuro.units.synapse import DenseSynapse
 
 
 class _ReLUFullGrad(torch.autograd.Function):
@@ -87,29 +88,42 @@ class FFDense(nn.Module):
         self.out_features = out_features
         # Init as in loeweX: N(0, 1/sqrt(fan_out)), zero bias.
         w = torch.randn(out_features, in_features, generator=generator) / math.sqrt(out_features)
-        self.weight = nn.Parameter(w)
-        self.bias = nn.Parameter(torch.zeros(out_features))
+        self.synapse = DenseSynapse(w)
         self.register_buffer("running_mean", torch.full((out_features,), 0.5))
-        # Fixed-point formats under a chip profile (0 = not yet calibrated / float).
-        self.register_buffer("w_step", torch.tensor(0.0))
+        # The input's fixed-point format under a chip profile (0 = not yet calibrated / float).
         self.register_buffer("x_step", torch.tensor(0.0))
         self.register_buffer("x_signed", torch.tensor(False))
         self.optimizer = make_optimizer(self.parameters(), spec.optimizer, spec.lr, spec.momentum,
                                         spec.weight_decay)
 
+    # -- the synapse's weights -------------------------------------------------------
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.synapse.weight
+
+    @property
+    def bias(self) -> nn.Parameter:
+        return self.synapse.bias
+
+    @property
+    def w_step(self) -> torch.Tensor:
+        return self.synapse.w_step
+
     # -- fixed point -----------------------------------------------------------------
     @property
     def calibrated(self) -> bool:
-        return self.chip is not None and float(self.w_step) > 0
+        return self.chip is not None and self.synapse.on_grid
 
     def weight_fmt(self) -> FixedPoint:
-        return FixedPoint(self.chip.weight_bits, self.chip.weight_signed, float(self.w_step))
+        return self.synapse.weight_fmt(self.chip)
 
     def input_fmt(self) -> FixedPoint:
         return FixedPoint(self.chip.activation_bits, bool(self.x_signed), float(self.x_step))
 
-    def bias_fmt(self) -> FixedPoint:
-        return FixedPoint(self.chip.accumulator_bits, True, self.out_step)
+    def bias_fmt(self, w_step: float | None = None) -> FixedPoint:
+        """Biases live in accumulator units (w step × x step), at the accumulator width."""
+        step = (float(self.w_step) if w_step is None else w_step) * float(self.x_step)
+        return FixedPoint(self.chip.accumulator_bits, True, step)
 
     @property
     def out_step(self) -> float:
@@ -129,18 +143,10 @@ class FFDense(nn.Module):
         xf = activation_format(normalize(x.float(), self.spec.norm), self.chip)
         self.x_step.fill_(xf.step)
         self.x_signed.fill_(xf.signed)
-        self.w_step.fill_(weight_format(self.weight, self.chip).step)
-        self.weight.copy_(self.weight_fmt().fake_quant(self.weight))
-        self.bias.copy_(self.bias_fmt().fake_quant(self.bias))
+        self.synapse.calibrate(self.chip, self.bias_fmt)
 
     def int_weight(self) -> torch.Tensor:
-        """The integer weight table (float32 holding integers of at most 24 bits), cached
-        until the weights change (the chip update refreshes the entries it touched)."""
-        key = (self.weight._version, self.weight.data_ptr(), float(self.w_step))
-        if getattr(self, "_w_int_key", None) != key:
-            self._w_int = torch.round(self.weight.detach() / float(self.w_step))
-            self._w_int_key = key
-        return self._w_int
+        return self.synapse.int_weight()
 
     @torch.no_grad()
     def chip_forward(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,8 +154,7 @@ class FFDense(nn.Module):
         returns x_q (int64, the quantised normalised input) and the saturated accumulator
         z = W_q·x_q + b_q (float64 holding integers). See onchip.py."""
         xq = int_normalize(a, self.norm_gain(), self.input_fmt())
-        b_int = torch.round(self.bias.detach().to(torch.float64) / self.out_step)
-        z = int_matmul(xq, self.int_weight(), 2 ** (self.chip.weight_bits - 1)) + b_int
+        z = self.synapse.int_current(xq, self.chip) + self.synapse.int_bias(self.out_step)
         lim = 2 ** (self.chip.accumulator_bits - 1) - 1
         return xq, z.clamp_(-lim, lim)
 
@@ -158,7 +163,7 @@ class FFDense(nn.Module):
         """W · n(x) + b in real units (float units only; the chip path is ``chip_forward``)."""
         if isinstance(x, CodedBatch):
             return self._coded_pre_activation(x)
-        return F.linear(normalize(x, self.spec.norm), self.weight, self.bias)
+        return self.synapse.current(normalize(x, self.spec.norm))
 
     def _coded_pre_activation(self, x: CodedBatch) -> torch.Tensor:
         """W · n(x) + b for K codes of the same samples, with the data part multiplied once.
@@ -168,8 +173,7 @@ class FFDense(nn.Module):
         codes plus K tiny (B × C) ones. Same value as the dense path up to float rounding.
         """
         k, b, c = x.codes.shape
-        shared = F.linear(x.rest, self.weight[:, c:])                      # (B, out)
-        per_code = torch.matmul(x.codes, self.weight[:, :c].t())           # (K, B, out)
+        shared, per_code = self.synapse.split_current(x.rest, x.codes)     # (B, out), (K, B, out)
         sumsq = x.rest.pow(2).sum(dim=1) + x.codes.pow(2).sum(dim=2)       # (K, B)
         r = norm_factor(sumsq, self.in_features, self.spec.norm)
         return ((shared + per_code) / r.unsqueeze(-1) + self.bias).reshape(k * b, -1)
@@ -255,26 +259,17 @@ class FFDense(nn.Module):
 
     @torch.no_grad()
     def _chip_update(self, generator: torch.Generator | None, x: torch.Tensor, h: torch.Tensor) -> None:
-        """The chip's learning rule: plain SGD at the learning precision (see onchip.py).
+        """The chip's learning rule (the synapse's ``chip_update``) at onchip_lr / fan-in.
 
         Only synapses the update can touch are rounded: rows of units active in this batch
         and columns of non-zero inputs (exact unless peer normalisation or weight decay
         make every gradient entry non-zero, in which case the whole table is updated)."""
-        lr = chip_lr(self.onchip_lr / self.in_features, self.chip)
         rows = cols = None
         if self.spec.peer_norm == 0 and self.spec.weight_decay == 0:
             rows = h.ne(0).any(dim=0).nonzero().view(-1)
             cols = x.ne(0).any(dim=0).nonzero().view(-1)
-        w_int = self.int_weight()          # kept in step with the weights: no re-rounding next forward
-        for param, fmt in ((self.weight, self.weight_fmt()), (self.bias, self.bias_fmt())):
-            grad = param.grad
-            if self.spec.weight_decay:
-                grad = grad + self.spec.weight_decay * param
-            two_d = param.dim() == 2
-            fixed_update_(param, grad, fmt, lr, self.chip, generator, rows if two_d else None,
-                          cols if two_d else None, w_int if two_d else None)
-        self._w_int_key = (self.weight._version, self.weight.data_ptr(), float(self.w_step))
-
+        self.synapse.chip_update(self.onchip_lr / self.in_features, self.chip, self.bias_fmt(), generator,
+                                 weight_decay=self.spec.weight_decay, rows=rows, cols=cols)
 
     # -- what the rest of ffneuro asks of a unit -------------------------------------
     @staticmethod
@@ -303,8 +298,8 @@ class FFDense(nn.Module):
         return update_events(x[:batch], x[batch:], self.out_features, update_batch)
 
     def resources(self) -> Resources:
-        return Resources(fan_in=self.in_features, fan_out=self.out_features,
-                         synapses=self.in_features * self.out_features, neurons=self.out_features)
+        return Resources(fan_in=self.synapse.fan_in, fan_out=self.out_features, synapses=self.synapse.synapses,
+                         neurons=self.out_features)
 
     def export_tables(self) -> ExportTables:
         """The integer datapath: weights, biases in accumulator units, the input format and
@@ -316,10 +311,9 @@ class FFDense(nn.Module):
                  "norm": self.spec.norm, "norm_gain": self.norm_gain(), "norm_gain_frac_bits": GAIN_FRAC_BITS,
                  "accumulator_bits": self.chip.accumulator_bits, "output_scale": self.out_step,
                  "goodness": self.spec.goodness, "goodness_scale": self.goodness_scale()}
-        b = torch.round(self.bias.detach().to(torch.float64) / self.out_step)
+        b = self.synapse.int_bias(self.out_step)
         return ExportTables("dense-relu", attrs, {
-            "weight": (self.int_weight(), wf.qmin, wf.qmax,
-                       "integer weights (out_features, in_features); real value = weight * weight_scale"),
+            "weight": self.synapse.weight_table(self.chip),
             "bias": (b, -lim, lim, "integer biases (out_features,) in accumulator units (weight_scale * input_scale)")})
 
     def nir_nodes(self, index: int) -> list:

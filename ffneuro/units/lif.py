@@ -34,12 +34,10 @@ from dataclasses import dataclass
 import snntorch as snn
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from snntorch import surrogate
 
 from ffneuro.functional.encoding import CodedBatch
-from ffneuro.functional.fixed import (DECAY_FRAC_BITS, chip_lr, fixed_update_, int_goodness, int_matmul,
-                                      int_spike_encode, weight_format)
+from ffneuro.functional.fixed import DECAY_FRAC_BITS, int_goodness, int_spike_encode
 from ffneuro.functional.goodness import goodness
 from ffneuro.functional.lif import (ATAN_ALPHA, FAST_SIGMOID_SLOPE, encode, lif_step, rate_encode,
                                     spike_activity, surrogate_slope)
@@ -47,6 +45,7 @@ from ffneuro.functional.quant import FixedPoint
 from ffneuro.hw.events import spike_forward_events, spike_update_events
 from ffneuro.units.base import ExportTables, Resources, StepResult, UnitSpec, dense_input, format_attrs, unit_loss
 from ffneuro.units.optim import make_optimizer, set_lr
+from ffneuro.units.synapse import DenseSynapse
 
 
 
@@ -117,21 +116,32 @@ class FFSpiking(nn.Module):
         self.chip = chip
         self.onchip_lr = onchip_lr
         self.steps = steps                   # T: the goodness of spike counts is scaled by 1/T²
-        self.register_buffer("w_step", torch.tensor(0.0))
         w = torch.randn(out_features, in_features, generator=generator) * (2.0 / math.sqrt(in_features))
-        self.weight = nn.Parameter(w)
-        self.bias = nn.Parameter(torch.zeros(out_features))
+        self.synapse = DenseSynapse(w)
         self.lif = lif.neuron()
         self.optimizer = make_optimizer([self.weight, self.bias], spec.optimizer, spec.lr, spec.momentum,
                                         spec.weight_decay)
 
-    # -- fixed point (inference only: post-training quantisation for export) ----------------
+    # -- the synapse's weights -------------------------------------------------------
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.synapse.weight
+
+    @property
+    def bias(self) -> nn.Parameter:
+        return self.synapse.bias
+
+    @property
+    def w_step(self) -> torch.Tensor:
+        return self.synapse.w_step
+
+    # -- fixed point -----------------------------------------------------------------
     @property
     def calibrated(self) -> bool:
-        return self.chip is not None and float(self.w_step) > 0
+        return self.chip is not None and self.synapse.on_grid
 
     def weight_fmt(self) -> FixedPoint:
-        return FixedPoint(self.chip.weight_bits, self.chip.weight_signed, float(self.w_step))
+        return self.synapse.weight_fmt(self.chip)
 
     def int_params(self) -> dict[str, int]:
         """Bias, threshold and decay in the chip's integer form: membrane in weight LSBs,
@@ -142,25 +152,22 @@ class FFSpiking(nn.Module):
                 "decay": int(math.floor(self.lif_spec.beta * 2 ** DECAY_FRAC_BITS + 0.5)),
                 "state_limit": lim}
 
-    def bias_fmt(self) -> FixedPoint:
+    def bias_fmt(self, w_step: float | None = None) -> FixedPoint:
         """The bias lives in membrane units (weight LSBs), at the state width."""
-        return FixedPoint(self.chip.state_bits, True, float(self.w_step))
+        return FixedPoint(self.chip.state_bits, True, float(self.w_step) if w_step is None else w_step)
 
     @torch.no_grad()
     def calibrate(self, x: torch.Tensor) -> None:
         """Quantise weights and bias to the chip's formats."""
-        self.w_step.fill_(weight_format(self.weight, self.chip).step)
-        self.weight.copy_(self.weight_fmt().fake_quant(self.weight))
-        self.bias.copy_(self.bias_fmt().fake_quant(self.bias))
+        self.synapse.calibrate(self.chip, self.bias_fmt)
 
     @torch.no_grad()
     def _chip_update(self, generator: torch.Generator | None) -> None:
         """The chip's learning rule, as for dense units (onchip.py): plain SGD at
         onchip_lr × SPIKING_CHIP_LR_GAIN / fan-in, rounded and clipped to the learning
         precision, saturating."""
-        lr = chip_lr(self.onchip_lr * SPIKING_CHIP_LR_GAIN / self.in_features, self.chip)
-        fixed_update_(self.weight, self.weight.grad, self.weight_fmt(), lr, self.chip, generator)
-        fixed_update_(self.bias, self.bias.grad, self.bias_fmt(), lr, self.chip, generator)
+        self.synapse.chip_update(self.onchip_lr * SPIKING_CHIP_LR_GAIN / self.in_features, self.chip,
+                                 self.bias_fmt(), generator)
 
     def _apply(self, generator: torch.Generator | None) -> None:
         if self.calibrated:
@@ -174,9 +181,8 @@ class FFSpiking(nn.Module):
         """The chip's integer LIF: U' = clamp(floor(β_q·U / 2^F) + W_q·x[t] + b_q), S = U' ≥ θ_q,
         U = U'·(1 − S) (zero) or U' − S·θ_q (subtract). x (T, N, in) binary spikes."""
         p = self.int_params()
-        w = self.weight_fmt().to_int(self.weight).to(torch.float32)
-        b = torch.round(self.bias.detach().double() / float(self.w_step)).clamp(-p["state_limit"], p["state_limit"])
-        cur = int_matmul(x.reshape(-1, x.shape[-1]), w, 2 ** (self.chip.weight_bits - 1))
+        b = self.synapse.int_bias(float(self.w_step)).clamp(-p["state_limit"], p["state_limit"])
+        cur = self.synapse.int_current(x.reshape(-1, x.shape[-1]), self.chip)
         cur = (cur.to(torch.int64) + b.to(torch.int64)).view(x.shape[0], x.shape[1], -1)
         u = torch.zeros(x.shape[1], self.out_features, dtype=torch.int64)
         out = []
@@ -203,7 +209,7 @@ class FFSpiking(nn.Module):
 
     def float_forward(self, x: torch.Tensor) -> torch.Tensor:
         mem = torch.zeros(x.shape[1], self.out_features, dtype=x.dtype, device=x.device)
-        cur = F.linear(x, self.weight, self.bias)          # all T steps' input currents at once
+        cur = self.synapse.current(x)          # all T steps' input currents at once
         lif = self.lif_spec
         if lif.reset == "zero":
             step = self.lif                                  # snntorch's Leaky (equal to lif_step, tested)
@@ -238,7 +244,7 @@ class FFSpiking(nn.Module):
         lif = self.lif_spec
         beta, thr = lif.beta, lif.threshold
         n, t_steps = x.shape[1], x.shape[0]
-        cur = F.linear(x, self.weight, self.bias)
+        cur = self.synapse.current(x)
         mem = torch.zeros(n, self.out_features)
         eps, eps_sum = torch.zeros(n, self.in_features), torch.zeros(n, self.in_features)
         eps_b, eps_b_sum = 0.0, 0.0
@@ -323,8 +329,8 @@ class FFSpiking(nn.Module):
     def resources(self) -> Resources:
         """BPTT through the unit's own T steps keeps T steps of membrane and input spikes
         per sample until the update; the eligibility rule keeps running sums only."""
-        return Resources(fan_in=self.in_features, fan_out=self.out_features,
-                         synapses=self.in_features * self.out_features, neurons=self.out_features,
+        return Resources(fan_in=self.synapse.fan_in, fan_out=self.out_features, synapses=self.synapse.synapses,
+                         neurons=self.out_features,
                          history_steps=self.steps if self.lif_spec.learning == "bptt" else 0,
                          time_steps=self.steps)
 
@@ -337,10 +343,9 @@ class FFSpiking(nn.Module):
                  "state_bits": self.chip.state_bits, "threshold": p["threshold"], "decay": p["decay"],
                  "decay_frac_bits": DECAY_FRAC_BITS, "reset": self.lif_spec.reset, "steps": self.steps,
                  "membrane_scale": wf.step, "goodness": self.spec.goodness, "goodness_scale": self.goodness_scale()}
-        b = torch.round(self.bias.detach().double() / wf.step).clamp(-p["state_limit"], p["state_limit"])
+        b = self.synapse.int_bias(wf.step).clamp(-p["state_limit"], p["state_limit"])
         return ExportTables("lif", attrs, {
-            "weight": (wf.to_int(self.weight), wf.qmin, wf.qmax,
-                       "integer weights (out_features, in_features); real value = weight * weight_scale"),
+            "weight": self.synapse.weight_table(self.chip),
             "bias": (b, -p["state_limit"], p["state_limit"],
                      "integer bias (out_features,) in membrane units (weight LSBs), added every step")})
 

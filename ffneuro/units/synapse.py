@@ -1,0 +1,122 @@
+"""Synapses: the weights a unit's dynamics reads its input current through.
+
+A unit is a synapse (how inputs reach its neurons: dense today, convolutional next) under
+a dynamics (how its neurons respond: ReLU, LIF). The synapse owns the weights and biases,
+their chip format (a per-unit weight step, an integer table kept in step with the
+weights) and the chip's learning rule applied to them; the dynamics owns everything about
+activity (normalisation, thresholds, time steps, goodness). A new synapse kind provides
+the same calls and works under every dynamics.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ffneuro.functional.fixed import chip_lr, fixed_update_, int_matmul, weight_format
+from ffneuro.functional.quant import FixedPoint
+
+
+class DenseSynapse(nn.Module):
+    """All-to-all weights ``W`` (out_features, in_features) and biases ``b`` (out_features,):
+    the current ``W · x + b``. ``weight`` is the initial table (drawn by the dynamics, whose
+    initialisation rule it is)."""
+
+    kind = "dense"
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.weight = nn.Parameter(weight)
+        self.bias = nn.Parameter(torch.zeros(self.out_features))
+        self.register_buffer("w_step", torch.tensor(0.0))      # 0: float (not on a chip's grid)
+
+    # -- shape and cost ------------------------------------------------------------------
+    @property
+    def synapses(self) -> int:
+        return self.in_features * self.out_features
+
+    @property
+    def fan_in(self) -> int:
+        return self.in_features
+
+    # -- float -------------------------------------------------------------------------
+    def current(self, x: torch.Tensor) -> torch.Tensor:
+        """``x · Wᵀ + b`` for x (..., in_features)."""
+        return F.linear(x, self.weight, self.bias)
+
+    def split_current(self, rest: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two parts of ``W · x`` (no bias) for inputs whose first C entries are K label
+        codes of the same samples: the data part once, (B, out), and each code's part,
+        (K, B, out)."""
+        c = codes.shape[-1]
+        return F.linear(rest, self.weight[:, c:]), torch.matmul(codes, self.weight[:, :c].t())
+
+    # -- chip --------------------------------------------------------------------------
+    @property
+    def on_grid(self) -> bool:
+        return float(self.w_step) > 0
+
+    def weight_fmt(self, chip) -> FixedPoint:
+        return FixedPoint(chip.weight_bits, chip.weight_signed, float(self.w_step))
+
+    @torch.no_grad()
+    def calibrate(self, chip, bias_fmt) -> None:
+        """Pick the weight step from the current weights (one bit of headroom) and snap
+        weights and biases (``bias_fmt(w_step)``: the dynamics' bias format) to the grid."""
+        self.w_step.fill_(weight_format(self.weight, chip).step)
+        self.weight.copy_(self.weight_fmt(chip).fake_quant(self.weight))
+        self.bias.copy_(bias_fmt(float(self.w_step)).fake_quant(self.bias))
+
+    def int_weight(self) -> torch.Tensor:
+        """The integer weight table (float32 holding integers of at most 24 bits), cached
+        until the weights change (the chip update refreshes the entries it touched)."""
+        key = (self.weight._version, self.weight.data_ptr(), float(self.w_step))
+        if getattr(self, "_w_int_key", None) != key:
+            self._w_int = torch.round(self.weight.detach() / float(self.w_step))
+            self._w_int_key = key
+        return self._w_int
+
+    def int_current(self, xq: torch.Tensor, chip) -> torch.Tensor:
+        """``x_q · W_qᵀ`` exactly for integer inputs (float64 holding integers), no bias."""
+        return int_matmul(xq, self.int_weight(), 2 ** (chip.weight_bits - 1))
+
+    def int_bias(self, step: float) -> torch.Tensor:
+        """The biases as integers of ``step`` (float64)."""
+        return torch.round(self.bias.detach().to(torch.float64) / step)
+
+    @torch.no_grad()
+    def chip_update(self, lr: float, chip, bias_fmt: FixedPoint, generator: torch.Generator | None, *,
+                    weight_decay: float = 0.0, rows: torch.Tensor | None = None,
+                    cols: torch.Tensor | None = None) -> None:
+        """The chip's learning rule on the gradients the dynamics left in ``.grad``: plain
+        SGD at the learning precision (``functional.fixed.fixed_update_``), at ``lr``
+        rounded as the chip can apply it. ``rows``/``cols`` name the only weight entries
+        the update can touch (silent units, zero inputs); the integer table is kept in step."""
+        lr = chip_lr(lr, chip)
+        w_int = self.int_weight()
+        for param, fmt in ((self.weight, self.weight_fmt(chip)), (self.bias, bias_fmt)):
+            grad = param.grad
+            if weight_decay:
+                grad = grad + weight_decay * param
+            two_d = param.dim() == 2
+            fixed_update_(param, grad, fmt, lr, chip, generator, rows if two_d else None,
+                          cols if two_d else None, w_int if two_d else None)
+        self._w_int_key = (self.weight._version, self.weight.data_ptr(), float(self.w_step))
+        self.weight.grad = self.bias.grad = None
+
+    def weight_table(self, chip) -> tuple[torch.Tensor, int, int, str]:
+        """The integer weights for the export: (values, qmin, qmax, doc)."""
+        fmt = self.weight_fmt(chip)
+        return (self.int_weight(), fmt.qmin, fmt.qmax,
+                "integer weights (out_features, in_features); real value = weight * weight_scale")
+
+
+def migrate_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A network state_dict from before units had synapses (``layers.i.weight``) in the
+    current layout (``layers.i.synapse.weight``)."""
+    import re
+
+    pattern = re.compile(r"^(layers\.\d+)\.(weight|bias|w_step)$")
+    return {pattern.sub(r"\1.synapse.\2", k): v for k, v in state.items()}
