@@ -67,6 +67,18 @@ def yes_no(flag) -> str:
     return "–" if flag is None else ("yes" if flag else "no")
 
 
+# Command-line options that `ffneuro train` no longer has, as the config keys that replaced
+# them (for text recorded in older bench files).
+REMOVED_FLAGS = {"--temperature": "the temperature option (`units.temperature`)", "--neuron": "`units.neuron`",
+                 "--cff-theta": "`cff.theta`", "--standardize": "`data.standardize`"}
+
+
+def current_names(text: str) -> str:
+    for old, new in REMOVED_FLAGS.items():
+        text = text.replace(old, new)
+    return text
+
+
 def marginal(cumulative: list[float]) -> list[float | None]:
     """err(1..k−1) − err(1..k): positive = layer k helps."""
     return [None] + [a - b for a, b in zip(cumulative, cumulative[1:])]
@@ -84,6 +96,15 @@ def widths(layers: list[int]) -> str:
 
 def errors(te: dict) -> str:
     return f"{pct(te['multi_pass'])} / {pct(te.get('one_pass'))}"
+
+
+def errors_of(te: dict | None) -> str:
+    """``errors`` of a record that may be missing (a partial bench file)."""
+    return "–" if not te else f"{pct(te.get('multi_pass'))} / {pct(te.get('one_pass'))}"
+
+
+def seconds(x) -> str:
+    return "–" if x is None else f"{x:.1f}"
 
 
 # ----------------------------------------------------------------------------------------
@@ -129,6 +150,118 @@ def _run_entry(name: str) -> dict | None:
     return {"test_error": f["test_error"]["multi_pass"], "per_layer_error": f["per_layer_error"],
             "cumulative_error": f["cumulative_error"], "marginal": marginal(f["cumulative_error"]),
             "epochs": f["epochs"], "wall_s": f["wall_s"]}
+
+
+def headline() -> list[str]:
+    d = load("headline.json")
+    if d is None:
+        return []
+    rows = []
+    for name, r in d.get("runs", {}).items():
+        te = r.get("test_error") or {}
+        rows.append([f"`{name}`", r.get("epochs", "–"), errors_of(te), slash(r["per_layer_error"]) if r.get(
+            "per_layer_error") else "–", slash(r["cumulative_error"]) if r.get("cumulative_error") else "–",
+            uj(r.get("inference_energy_pj_per_sample")), uj(r.get("training_energy_pj_per_sample")),
+            r.get("cores_used", "–"), seconds(r.get("wall_s"))])
+    return ["## Headline runs (digits)", "",
+            "The README's two runs with every option at its default, on the embedded digits (1,437 training, 360 "
+            "test images): `ffneuro train` (float) and `ffneuro train --profile loihi-like` (trained as the "
+            "Loihi-like chip would learn; energies from the events measured on the run). "
+            "`python scripts/bench_headline.py` → `bench/headline.json`.", "",
+            *table(["run", "epochs", "test error % multi / one-pass", "each layer alone", "layers 1..k",
+                    "inference µJ/sample", "training µJ/sample", "cores", "wall s"], rows), ""]
+
+
+def _mean_sd(values: list[float]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return pct(values[0])
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def _change(before, after) -> str:
+    if before is None or after is None or before == 0:
+        return "–"
+    return f"{100 * (after - before) / before:+.1f} %"
+
+
+def _ratio(x) -> str:
+    return "–" if x is None else f"{x:.2f}×"
+
+
+def architecture() -> list[str]:
+    d = load("architecture.json")
+    if d is None:
+        return []
+    sides = {side: d.get(side) or {} for side in ("before", "after")}
+    names = {side: f"{side} (`{d.get(f'{side}_commit', '?')}`)" for side in sides}
+    seeds = sorted({k for part in sides.values() for k in part if k.startswith("float_default.seed")},
+                   key=lambda k: int(k.rsplit("seed", 1)[1]))
+    rows = []
+    for key in seeds:
+        a, b = sides["before"].get(key), sides["after"].get(key)
+        rows.append([key.rsplit(".", 1)[1], errors_of((a or {}).get("test_error")),
+                     errors_of((b or {}).get("test_error")), slash(a["per_layer_error"]) if a else "–",
+                     slash(b["per_layer_error"]) if b else "–", seconds((a or {}).get("wall_s")),
+                     seconds((b or {}).get("wall_s"))])
+    if seeds:
+        cells = []
+        for mode in ("multi_pass", "one_pass"):
+            for side in ("before", "after"):
+                cells.append(_mean_sd([r["test_error"][mode] for k, r in sides[side].items()
+                                       if k in seeds and r.get("test_error", {}).get(mode) is not None]))
+        rows.append(["**mean ± std**", f"{cells[0]} / {cells[2]}", f"{cells[1]} / {cells[3]}", "", "", "", ""])
+    out = ["## Architecture refactor: before and after", "",
+           f"The same measurements on the commit before the refactor and on the commit after it, each tree driven "
+           f"through its own command line, one process at a time with one thread: "
+           f"`python scripts/bench_before_after.py --before {d.get('before_commit', 'COMMIT')} --out "
+           "bench/architecture.json`. The random-number layout changed in the refactor (named streams per purpose "
+           "and per unit), so single runs differ; the spread over seeds is the noise they must stay within. "
+           "A measurement still missing from the file is shown as –.", ""]
+    if seeds:
+        out += ["### The float default (`ffneuro train --seed N`, digits)", "",
+                *table(["seed", f"{names['before']}: test error % multi / one-pass",
+                        f"{names['after']}: test error % multi / one-pass", f"{names['before']}: each layer alone",
+                        f"{names['after']}: each layer alone", "wall s before", "wall s after"], rows), ""]
+    a, b = sides["before"].get("loihi_like"), sides["after"].get("loihi_like")
+    if a or b:
+        a, b = a or {}, b or {}
+
+        def both(fmt, key):
+            return [fmt(a.get(key)), fmt(b.get(key))]
+
+        rows = [["test error % multi / one-pass", errors_of(a.get("test_error")), errors_of(b.get("test_error")), ""],
+                ["each layer alone %", slash(a["per_layer_error"]) if a.get("per_layer_error") else "–",
+                 slash(b["per_layer_error"]) if b.get("per_layer_error") else "–", ""],
+                ["inference µJ/sample", *both(uj, "inference_energy_pj_per_sample"),
+                 _change(a.get("inference_energy_pj_per_sample"), b.get("inference_energy_pj_per_sample"))],
+                ["training µJ/sample", *both(uj, "training_energy_pj_per_sample"),
+                 _change(a.get("training_energy_pj_per_sample"), b.get("training_energy_pj_per_sample"))],
+                ["cores", a.get("cores_used", "–"), b.get("cores_used", "–"), ""],
+                ["wall s", *both(seconds, "wall_s"), _change(a.get("wall_s"), b.get("wall_s"))]]
+        out += ["### The headline (`ffneuro train --profile loihi-like`, digits)", "",
+                *table(["", names["before"], names["after"], "change"], rows), ""]
+    ta, tb = sides["before"].get("throughput"), sides["after"].get("throughput")
+    if ta or tb:
+        ta, tb = ta or {}, tb or {}
+
+        def get(t, *path):
+            for k in path:
+                t = t.get(k) if isinstance(t, dict) else None
+            return t
+
+        specs = [("one FF epoch / one backprop epoch (MNIST)", ("epoch", "ff_over_backprop"))]
+        profiles = sorted(set(get(ta, "step") or {}) | set(get(tb, "step") or {}))
+        specs += [(f"chip step / float step, `{prof}`", ("step", prof, "chip_over_float")) for prof in profiles]
+        rows = [[label, _ratio(get(ta, *path)), _ratio(get(tb, *path)), _change(get(ta, *path), get(tb, *path))]
+                for label, path in specs]
+        out += ["### Throughput ratios (`scripts/bench_throughput.py`, one thread)", "",
+                "Ratios of times measured in the same process, so they compare across the two trees better than "
+                "wall times do; a positive change means FF (or the chip step) became relatively slower after the "
+                "refactor.", "",
+                *table(["ratio", names["before"], names["after"], "change"], rows), ""]
+    return out
 
 
 def table1_150() -> list[str]:
@@ -182,7 +315,7 @@ def table1_150() -> list[str]:
             "`cff_network_tau100.json`, `table1_cff_tau100_s1.json`, `_s2.json`",
             [_run_entry("cff_network_tau100.json"), _table1_entry("table1_cff_tau100_s1.json", "cff-all-network"),
              _table1_entry("table1_cff_tau100_s2.json", "cff-all-network")])
-        add("cff-all-network", f"the same, rate decayed linearly (`--set lr_schedule=linear-decay`)",
+        add("cff-all-network", "the same, rate decayed linearly (`optim.lr_schedule = linear-decay`)",
             "`cff_network_tau100_lindecay.json`, `_s1.json`, `_s2.json`",
             [_run_entry(f"cff_network_tau100_lindecay{s}.json") for s in ("", "_s1", "_s2")])
     tau1 = load("cff_network.json")
@@ -221,7 +354,8 @@ def table1_short() -> list[str]:
         out += [f"### All rows at {d['epochs']} epochs (`bench/{name}`)", "",
                 f"`python scripts/reproduce_table1.py --mnist DIR --epochs {d['epochs']}`; seeds "
                 f"{', '.join(str(s) for s in d['seeds'])}; epochs per layer under the layer schedule. "
-                "These runs predate `--temperature`: their γ-all row uses the default temperature (Hinton's logit).", "",
+                "These runs predate the temperature option (`units.temperature`): their γ-all row uses the default "
+                "temperature (Hinton's logit).", "",
                 *table(["method", "data", "test error % (paper)", "each layer alone", "layers 1..k", "marginal",
                         "wall s"], rows), ""]
     out += entropy_table()
@@ -262,7 +396,7 @@ MNIST_RUNS = (
     ("cff_network_tau100_lindecay_s1.json", "the same, seed 1"),
     ("cff_network_tau100_lindecay_s2.json", "the same, seed 2"),
     ("cff_network.json", "CFF γ all, τ = 1 (Hinton's logit)"),
-    ("cff_network_own_theta.json", "CFF γ all, τ = 1, own θ (`--cff-theta own`)"),
+    ("cff_network_own_theta.json", "CFF γ all, τ = 1, own θ (`cff.theta = own`)"),
     ("cff_network_peer.json", "CFF γ all, τ = 1, peer normalisation"),
     ("hinton.json", "Hinton's recipe (`--preset hinton`)"),
     ("hinton100.json", "Hinton's recipe (`--preset hinton`)"),
@@ -300,7 +434,9 @@ def mnist_runs() -> list[str]:
             f"Full MNIST ({first['n_train']:,} training, {first['n_test']:,} test images), one torch thread. "
             "Reproduce with "
             "`python scripts/bench_mnist.py --preset NAME --threads 1 --out bench/NAME.json` plus the overrides "
-            "in the recipe column (`--set key=value`, `--epochs`, `--eval-every 2`).", "",
+            "in the recipe column (`--epochs`, `--eval-every 2`, and `--set KEY=VALUE` with the script's flat keys, "
+            "e.g. `--set lr_schedule=linear-decay`; in `ffneuro train` the same is `--set optim.lr_schedule=linear-decay`).",
+            "",
             *table(["run", "bench file", "recipe", "test error % multi / one-pass", "each layer alone",
                     "layers 1..k", "train time"], rows), "",
             "### Time to accuracy", "",
@@ -329,7 +465,7 @@ def cff_course() -> list[str]:
         return []
     return ["## γ-all CFF over training", "",
             "With γ over all other layers the units descend the loss of one collective logit and all step on it "
-            "at once; the temperature τ (`--temperature`) sets that logit's scale. Every 15th epoch of the "
+            "at once; the temperature τ (`units.temperature`) sets that logit's scale. Every 15th epoch of the "
             "150-epoch runs:", "", *out]
 
 
@@ -349,7 +485,7 @@ def variants() -> list[str]:
                          slash(r["cumulative_error"])])
         out += [f"### {what}: {d['subset']} training samples, {d['epochs']} epochs (`bench/{name}`)", ""]
         if d.get("provenance"):
-            out += [d["provenance"], ""]
+            out += [current_names(d["provenance"]), ""]
         out += [*table(["variant", "overrides", "test error % multi / one-pass", "each layer alone", "layers 1..k"],
                        rows), ""]
     if not out:
@@ -425,7 +561,8 @@ def spiking() -> list[str]:
     if rows:
         out += ["### MNIST", "",
                 "All-spiking FF networks on full MNIST, rate-coded input, Adam with Hinton's linear decay "
-                "(`python scripts/bench_spiking.py --epochs E`, eligibility rule with `--spike-learning eligibility`). "
+                "(`python scripts/bench_spiking.py --epochs E`, the eligibility rule (`units.spike_learning = eligibility`) "
+                "with its `--spike-learning eligibility`). "
                 "Firing rates are spikes per unit per step on test samples (input, then each layer); the replay "
                 "column is the network quantised to `loihi-like` after training and replayed by the golden model "
                 "on the whole test set (its spike encoder is the deterministic integer one).", "",
@@ -447,7 +584,7 @@ def spiking() -> list[str]:
                     *table(list(by), [[f"{v / 1e6:.3f}" for v in by.values()]]), ""]
     if not out:
         return []
-    return ["## Spiking units (`--neuron lif`)", "", *out]
+    return ["## Spiking units (`units.neuron = lif`)", "", *out]
 
 
 def golden() -> list[str]:
@@ -571,7 +708,7 @@ def entropy_cost() -> list[str]:
                     "whole run, on vs off"], rows), ""]
 
 
-SECTIONS = (header, table1_150, table1_short, mnist_runs, cff_course, variants, loewex, spiking, golden, profiles, throughput,
+SECTIONS = (header, headline, architecture, table1_150, table1_short, mnist_runs, cff_course, variants, loewex, spiking, golden, profiles, throughput,
             memory, entropy_cost)
 
 
