@@ -3,7 +3,8 @@ refactor keep the metrics and the speed?
 
     python scripts/bench_before_after.py --before f70ece3 --out bench/architecture.json
 
-For each tree: the float default ``ffneuro train`` on the digits for --seeds seeds (the
+The "after" side is this working tree (its commit, marked ``+uncommitted`` if ffneuro/
+or scripts/ differ from it). For each tree: the float default ``ffneuro train`` on the digits for --seeds seeds (the
 spread is the seed noise a changed random layout must stay within), the headline
 ``ffneuro train --profile loihi-like``, and ``scripts/bench_throughput.py`` (FF/backprop
 epoch ratio and chip-step/float-step ratio on MNIST). Both trees are driven through their
@@ -39,11 +40,12 @@ def cli(tree: Path, *args: str) -> dict:
     return row
 
 
-def throughput(tree: Path, mnist: str) -> dict:
+def throughput(tree: Path, mnist: str, repeats: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "t.json"
-        subprocess.run([sys.executable, "scripts/bench_throughput.py", "--mnist", mnist, "--out", str(out)],
+        subprocess.run([sys.executable, "scripts/bench_throughput.py", "--mnist", mnist, "--out", str(out),
+                        "--repeats", str(repeats)],
                        cwd=tree, env=env, capture_output=True, text=True, check=True)
         return json.loads(out.read_text())
 
@@ -51,7 +53,8 @@ def throughput(tree: Path, mnist: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--before", required=True, help="the earlier commit")
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=5, help="throughput: best of this many timings")
     ap.add_argument("--mnist", default=os.environ.get("FFNEURO_MNIST_DIR", str(REPO.parent / "shared/data/mnist")))
     ap.add_argument("--out", default="bench/architecture.json")
     args = ap.parse_args()
@@ -61,7 +64,10 @@ def main() -> None:
                             check=True).stdout.strip()
     after = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
                            check=True).stdout.strip()
-    result.update({"before_commit": commit, "after_commit": after})
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "ffneuro", "scripts"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    result.update({"before_commit": commit, "after_commit": after + ("+uncommitted" if dirty else ""),
+                   "throughput_repeats": args.repeats})
 
     def save() -> None:
         out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,7 +83,7 @@ def main() -> None:
             trees = {"before": before_tree, "after": REPO}
             steps = [(f"float_default.seed{s}", lambda t, s=s: cli(t, "--seed", str(s))) for s in range(args.seeds)]
             steps += [("loihi_like", lambda t: cli(t, "--profile", "loihi-like")),
-                      ("throughput", lambda t: throughput(t, args.mnist))]
+                      ("throughput", lambda t: throughput(t, args.mnist, args.repeats))]
             for key, fn in steps:
                 for side, tree in trees.items():
                     slot = result.setdefault(side, {})

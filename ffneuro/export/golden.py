@@ -2,7 +2,7 @@
 
 This module imports numpy and h5py only: nothing of ffneuro's training code, so it is
 an independent re-implementation of the chip datapath that ``ffneuro export`` describes
-(README, "HDF5 schema"). A C or Verilog testbench can follow the same steps:
+(docs/hdf5-schema.md). A C or Verilog testbench can follow the same steps:
 
 1. Input: ``a0 = floor(x · levels + ½)`` for data x in [0, 1] (levels = 255); the label
    entries (overlay: the first C features; concat: C features prepended) are set to

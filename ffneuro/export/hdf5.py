@@ -1,7 +1,7 @@
 """Export a trained run for chip bring-up: per-layer integer tables in HDF5, with test vectors.
 
 ``export_run`` writes everything a chip team needs to reproduce inference bit for bit
-from the file alone (schema in the README, replayed by :mod:`ffneuro.export.golden`):
+from the file alone (schema in docs/hdf5-schema.md, replayed by :mod:`ffneuro.export.golden`):
 
 - ``/`` attributes: format, schema version, ffneuro version, number of layers/classes,
   the default inference mode;

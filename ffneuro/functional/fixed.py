@@ -2,11 +2,11 @@
 
 A chip stores each layer's weights as integers with a per-layer scale, feeds quantised
 activities into an accumulator of limited width, and applies each learning update at
-its learning precision with its rounding. This module turns a hardware profile into a
-``ChipSpec`` (just the numbers the simulation needs) and holds the pure functions that
+its learning precision with its rounding. ``hw.chip`` reduces a profile to a ``ChipSpec``
+(just the numbers the simulation needs); this module holds the pure functions that
 apply those limits to tensors. The layer unit calls them; the trainer never does.
 
-Modelling choices (documented in the README):
+Modelling choices (docs/architecture.md, docs/hdf5-schema.md):
 - weights: ``weight_bits`` integers × a per-layer step. With ``scale_rule = pow2`` the
   step is a power of two (an exponent, as Loihi's weight exponent), chosen once at
   initialisation so the initial weights use at most half the range (one bit of headroom

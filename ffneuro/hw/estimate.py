@@ -5,7 +5,7 @@ Energy (Accelergy style: counts and the energy table are kept apart)::
     E_dynamic[layer, kind] = count[layer, kind] × e[kind]            (pJ)
     E_static               = P_static × t,  t = steps × t_step        (mW × ns = pJ)
 
-Counts come from :mod:`ffneuro.events` (measured on a real run, or analytic from assumed
+Counts come from :mod:`ffneuro.hw.events` (measured on a real run, or analytic from assumed
 activities); ``e[kind]`` from the profile's energy table (:data:`ENERGY_FIELDS`).
 ``neuron_update`` is split as the profiles define it: units that received input in the
 step (the auxiliary count ``neuron_update_active``) pay ``neuron_update_active_pj``, the

@@ -1,7 +1,7 @@
 """Counting the hardware events of Forward-Forward training and inference.
 
 This module only *counts*; it never holds an energy number. Energy is
-``Σ count × energy-per-event`` and lives in :mod:`ffneuro.estimate`, with the
+``Σ count × energy-per-event`` and lives in :mod:`ffneuro.hw.energy`, with the
 per-event energies taken from a hardware profile (Accelergy keeps its action
 counts and its energy reference table apart in the same way).
 

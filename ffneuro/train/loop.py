@@ -112,7 +112,7 @@ def check_budget(profile, layer_sizes: list[int], simulate_anyway: bool, history
         table = "\n".join(format_memory(report["layers"], report))
         raise BudgetError(f"model {layer_sizes} does not fit profile {profile.name!r} "
                           f"({report['cores_used']} cores needed, {profile.memory.cores} available); "
-                          "pass --set hardware.simulate_anyway=true to train regardless", table)
+                          "pass --simulate-anyway to train regardless", table)
     return report
 
 

@@ -24,7 +24,7 @@ from ffneuro.hw.chip import ChipSpec
 from ffneuro.hw.events import forward_events, update_events
 from ffneuro.units.base import ExportTables, Resources, StepResult, UnitSpec, dense_input, format_attrs, unit_loss
 from ffneuro.units.optim import make_optimizer, set_lr
-from ffneuro.units.synapse import DenseSynapse
+from ffneuro.units.synapse import DenseSynapse, SynapticUnit
 
 
 class _ReLUFullGrad(torch.autograd.Function):
@@ -63,7 +63,7 @@ class _ExactLinear(torch.autograd.Function):
         return None, grad.t() @ x, grad.sum(dim=0), None
 
 
-class FFDense(nn.Module):
+class FFDense(SynapticUnit, nn.Module):
     """A dense ReLU layer trained by its own local FF objective (the unit contract of
     units/base.py).
 
@@ -96,27 +96,7 @@ class FFDense(nn.Module):
         self.optimizer = make_optimizer(self.parameters(), spec.optimizer, spec.lr, spec.momentum,
                                         spec.weight_decay)
 
-    # -- the synapse's weights -------------------------------------------------------
-    @property
-    def weight(self) -> nn.Parameter:
-        return self.synapse.weight
-
-    @property
-    def bias(self) -> nn.Parameter:
-        return self.synapse.bias
-
-    @property
-    def w_step(self) -> torch.Tensor:
-        return self.synapse.w_step
-
     # -- fixed point -----------------------------------------------------------------
-    @property
-    def calibrated(self) -> bool:
-        return self.chip is not None and self.synapse.on_grid
-
-    def weight_fmt(self) -> FixedPoint:
-        return self.synapse.weight_fmt(self.chip)
-
     def input_fmt(self) -> FixedPoint:
         return FixedPoint(self.chip.activation_bits, bool(self.x_signed), float(self.x_step))
 

@@ -45,7 +45,7 @@ from ffneuro.functional.quant import FixedPoint
 from ffneuro.hw.events import spike_forward_events, spike_update_events
 from ffneuro.units.base import ExportTables, Resources, StepResult, UnitSpec, dense_input, format_attrs, unit_loss
 from ffneuro.units.optim import make_optimizer, set_lr
-from ffneuro.units.synapse import DenseSynapse
+from ffneuro.units.synapse import DenseSynapse, SynapticUnit
 
 
 
@@ -77,7 +77,7 @@ class LIFSpec:
                          reset_mechanism=self.reset, reset_delay=False)
 
 
-class FFSpiking(nn.Module):
+class FFSpiking(SynapticUnit, nn.Module):
     """A dense layer of LIF neurons trained by its own FF objective on its firing rates
     (or spike counts), with its own optimizer.
 
@@ -122,27 +122,7 @@ class FFSpiking(nn.Module):
         self.optimizer = make_optimizer([self.weight, self.bias], spec.optimizer, spec.lr, spec.momentum,
                                         spec.weight_decay)
 
-    # -- the synapse's weights -------------------------------------------------------
-    @property
-    def weight(self) -> nn.Parameter:
-        return self.synapse.weight
-
-    @property
-    def bias(self) -> nn.Parameter:
-        return self.synapse.bias
-
-    @property
-    def w_step(self) -> torch.Tensor:
-        return self.synapse.w_step
-
     # -- fixed point -----------------------------------------------------------------
-    @property
-    def calibrated(self) -> bool:
-        return self.chip is not None and self.synapse.on_grid
-
-    def weight_fmt(self) -> FixedPoint:
-        return self.synapse.weight_fmt(self.chip)
-
     def int_params(self) -> dict[str, int]:
         """Bias, threshold and decay in the chip's integer form: membrane in weight LSBs,
         β with DECAY_FRAC_BITS fractional bits."""

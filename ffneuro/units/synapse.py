@@ -113,6 +113,31 @@ class DenseSynapse(nn.Module):
                 "integer weights (out_features, in_features); real value = weight * weight_scale")
 
 
+class SynapticUnit:
+    """What a unit built on a synapse (``self.synapse``, with ``self.chip``) shows of it:
+    its weights, their step, whether they are on the chip's grid and their format."""
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.synapse.weight
+
+    @property
+    def bias(self) -> nn.Parameter:
+        return self.synapse.bias
+
+    @property
+    def w_step(self) -> torch.Tensor:
+        return self.synapse.w_step
+
+    @property
+    def calibrated(self) -> bool:
+        """On a chip, once its formats are chosen (``calibrate``)."""
+        return self.chip is not None and self.synapse.on_grid
+
+    def weight_fmt(self) -> FixedPoint:
+        return self.synapse.weight_fmt(self.chip)
+
+
 def migrate_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A network state_dict from before units had synapses (``layers.i.weight``) in the
     current layout (``layers.i.synapse.weight``)."""
