@@ -162,3 +162,15 @@ def test_every_shipped_fixed_point_profile_uses_a_simulated_rule():
         prof = load_profile(name)
         spec = chip_spec(prof)
         assert spec is None or spec.rule in SIMULATED_RULES
+
+
+def test_config_and_profiles_load_without_torch():
+    """The config, the profiles, the chip's numbers and the SRAM mapping are plain data: a
+    sweep driver or an estimate-only tool can read them without importing torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ffneuro.config, ffneuro.hw.profiles, ffneuro.hw.chip, ffneuro.hw.mapping; "
+            "ffneuro.config.preset('hinton'); print('torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "False"
