@@ -385,3 +385,20 @@ def test_estimate_rejects_mismatched_events():
         estimate(make_profile(), layer_sizes=[4, 3, 2, 2], events=ev, num_classes=2, source="analytic")
     with pytest.raises(EstimateError, match="source"):
         estimate(make_profile(), layer_sizes=[4, 3, 2], events=ev, num_classes=2, source="guessed")
+
+
+def test_sram_follows_the_units_reported_synapses():
+    """A unit reports its stored weights (Resources.synapses): all-to-all gives the default
+    figures; a weight-sharing unit that stores fewer pays for fewer weight bytes."""
+    from ffneuro.hw.profiles import load_profile
+
+    prof = load_profile("cmos-45nm")                          # 8-bit weights, no optimiser state
+    dense = sram_report([64, 32, 10], prof, optimizer_slots=0)
+    same = sram_report([64, 32, 10], prof, optimizer_slots=0, synapses=[64 * 32, 32 * 10])
+    assert same == dense
+    shared = sram_report([64, 32, 10], prof, optimizer_slots=0, synapses=[288, 32 * 10])
+    assert [l["weight_sram_bytes"] for l in shared["layers"]] == [288, 320]      # 8 bits each
+    assert shared["layers"][0]["synapses"] == 288
+    assert shared["backprop"]["gradient_sram_bytes"] < dense["backprop"]["gradient_sram_bytes"]
+    with pytest.raises(EstimateError, match="synapses"):
+        sram_report([64, 32, 10], prof, optimizer_slots=0, synapses=[5])

@@ -86,16 +86,26 @@ def estimate_from_layers(
     return report
 
 
-def history_steps(saved: dict) -> int:
-    """Time steps of state the run's learning rule keeps per sample (the largest over its
-    units): from the unit resources a run dir records, else from its config."""
-    if saved.get("resources"):
-        return max(int(r.get("history_steps", 0)) for r in saved["resources"])
-    from ffneuro.config import RunConfig
-    from ffneuro.units.stack import stack_resources
+def memory_args(saved: dict) -> dict:
+    """The SRAM mapping's view of a run's units (stored weights per unit, the most time
+    steps of learning state any keeps): from the resources its config.json records; for
+    run dirs written before units reported them, all-to-all weights and the history of
+    the units its config describes."""
+    res = saved.get("resources")
+    if res:
+        return {"learning_history_steps": max(int(r.get("history_steps", 0)) for r in res),
+                "synapses": [int(r["synapses"]) for r in res]}
+    sizes = [int(s) for s in saved["layer_sizes"]]
+    steps = 0
+    if saved.get("config"):
+        import dataclasses
 
-    cfg = RunConfig.from_dict(saved.get("config") or {})
-    return max(r.history_steps for r in stack_resources(cfg.units, int(saved["layer_sizes"][0])))
+        from ffneuro.config import RunConfig
+        from ffneuro.units.stack import stack_resources
+
+        units = dataclasses.replace(RunConfig.from_dict(saved["config"]).units, layers=tuple(sizes[1:]))
+        steps = max(r.history_steps for r in stack_resources(units, sizes[0]))
+    return {"learning_history_steps": steps, "synapses": [a * b for a, b in zip(sizes[:-1], sizes[1:])]}
 
 
 def estimate_from_run(run_dir: str | Path, profile, *, n_train: int | None = None) -> dict[str, Any]:
@@ -120,7 +130,7 @@ def estimate_from_run(run_dir: str | Path, profile, *, n_train: int | None = Non
     events = {"train": ledger.per_sample("train"), "infer": ledger.per_sample("infer")}
     report = estimate(prof, layer_sizes=sizes, events=events, num_classes=int(config["num_classes"]),
                       source="measured", optimizer_slots=slots, n_train=n_train,
-                      learning_history_steps=history_steps(config))
+                      **memory_args(config))
     report["samples"] = dict(ledger.samples)
     report["run_dir"] = str(run_dir)
     return report

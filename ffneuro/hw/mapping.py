@@ -138,7 +138,7 @@ def _core_mapping(sizes: list[int], bits_per_synapse: float, mem) -> dict[str, A
 
 
 def sram_report(layer_sizes: Sequence[int], profile, *, optimizer_slots: int,
-                learning_history_steps: int = 0) -> dict[str, Any]:
+                learning_history_steps: int = 0, synapses: Sequence[int] | None = None) -> dict[str, Any]:
     """On-chip memory of FF learning per layer, the core mapping, and backprop's need.
 
     Per layer (n_in → n_out), bit-packed (``ceil(bits × count / 8)`` bytes):
@@ -176,6 +176,11 @@ def sram_report(layer_sizes: Sequence[int], profile, *, optimizer_slots: int,
     n_in·activation_bits) / 8``, in shared SRAM (even on a chip without any, like
     backprop's stored activations: a chip with no room for it cannot run BPTT). The
     eligibility rule keeps running sums only (the traces above), so it adds nothing.
+
+    ``synapses``: the stored weights of each layer as its unit reports them
+    (``units.base.Resources.synapses``; default n_in·n_out, all-to-all). Weight, optimizer
+    and gradient bytes follow it; the cut into per-core tiles assumes all-to-all tiles
+    of fan_in × fan_out (a weight-sharing synapse needs a tiling of its own).
     """
     sizes = [int(s) for s in layer_sizes]
     if len(sizes) < 2 or any(s < 1 for s in sizes):
@@ -189,10 +194,12 @@ def sram_report(layer_sizes: Sequence[int], profile, *, optimizer_slots: int,
     ff_map = _core_mapping(sizes, ff_bits, mem)
     bp_map = _core_mapping(sizes, bp_bits, mem)
     core_bytes = _limit(mem.synaptic_sram_bytes_per_core)
+    n_syns = [a * b for a, b in zip(sizes[:-1], sizes[1:])] if synapses is None else [int(n) for n in synapses]
+    if len(n_syns) != len(sizes) - 1 or any(n < 1 for n in n_syns):
+        raise EstimateError(f"synapses: need one positive count per layer of {sizes}, got {list(synapses)}")
 
     layers = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        n_syn = n_in * n_out
+    for i, (n_in, n_out, n_syn) in enumerate(zip(sizes[:-1], sizes[1:], n_syns)):
         part = {
             "weight_sram_bytes": _bytes(p.weight_bits, n_syn),
             "bias_sram_bytes": _bytes(p.accumulator_bits, n_out),
@@ -206,6 +213,7 @@ def sram_report(layer_sizes: Sequence[int], profile, *, optimizer_slots: int,
             "layer": i + 1,
             "fan_in": n_in,
             "fan_out": n_out,
+            "synapses": n_syn,
             **part,
             "sram_bytes": sum(part.values()),
             "synaptic_sram_bytes": synaptic,
@@ -223,7 +231,7 @@ def sram_report(layer_sizes: Sequence[int], profile, *, optimizer_slots: int,
     other = (sum(layer["per_unit_sram_bytes"] for layer in layers) + act_buffer if shared else 0) + history
     ff_total = sum(layer["sram_bytes"] for layer in layers) + (act_buffer if shared else 0) + history
 
-    grads = sum(_bytes(p.weight_bits, l["fan_in"] * l["fan_out"]) + _bytes(p.accumulator_bits, l["fan_out"])
+    grads = sum(_bytes(p.weight_bits, l["synapses"]) + _bytes(p.accumulator_bits, l["fan_out"])
                 for l in layers)
     stored = _bytes(p.activation_bits, sum(sizes) * batch)
     bp_common = sum(l["weight_sram_bytes"] + l["bias_sram_bytes"] + l["state_sram_bytes"]

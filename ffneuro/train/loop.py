@@ -99,15 +99,17 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def history_steps(net: FFNetwork) -> int:
-    """The most time steps of state any unit's learning rule keeps per sample."""
-    return max(r.history_steps for r in net.resources())
+def memory_args(net: FFNetwork) -> dict:
+    """What the SRAM mapping needs from the units' resources: the stored weights of each
+    and the most time steps of state any unit's learning rule keeps per sample."""
+    res = net.resources()
+    return {"learning_history_steps": max(r.history_steps for r in res), "synapses": [r.synapses for r in res]}
 
 
-def check_budget(profile, layer_sizes: list[int], simulate_anyway: bool, history_steps: int = 0) -> dict:
-    """Memory check before training: the per-unit SRAM table against the chip's budget."""
-    report = sram_report(layer_sizes, profile, optimizer_slots=optimizer_slots(profile),
-                         learning_history_steps=history_steps)
+def check_budget(profile, layer_sizes: list[int], simulate_anyway: bool, **memory) -> dict:
+    """Memory check before training: the per-unit SRAM table against the chip's budget
+    (``memory``: see ``memory_args``)."""
+    report = sram_report(layer_sizes, profile, optimizer_slots=optimizer_slots(profile), **memory)
     if not report["fits"] and not simulate_anyway:
         table = "\n".join(format_memory(report["layers"], report))
         raise BudgetError(f"model {layer_sizes} does not fit profile {profile.name!r} "
@@ -200,7 +202,7 @@ def train(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, prog
     data = data if data is not None else load_dataset(cfg.data.name, val_fraction=cfg.data.val_fraction, seed=seed)
     streams = Streams(seed, len(cfg.units.layers))
     net = network if network is not None else build_network(cfg, data, streams, chip)
-    budget = check_budget(prof, net.layer_sizes, simulate_anyway, history_steps(net)) if prof is not None else None
+    budget = check_budget(prof, net.layer_sizes, simulate_anyway, **memory_args(net)) if prof is not None else None
     bs = min(cfg.loop.batch_size, prof.streaming.max_batch) if prof is not None else cfg.loop.batch_size
     count_events = (prof is not None) if count_events is None else count_events
     ledger = EventLedger() if count_events else None
@@ -315,7 +317,7 @@ def train(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, prog
             prof, layer_sizes=net.layer_sizes,
             events={"train": ledger.per_sample("train"), "infer": ledger.per_sample("infer")},
             num_classes=net.num_classes, source="measured", optimizer_slots=optimizer_slots(prof), n_train=n,
-            learning_history_steps=history_steps(net))
+            **memory_args(net))
     if budget is not None:
         metrics["sram_fits"] = budget["fits"]
     if out is not None:
