@@ -17,12 +17,11 @@ from __future__ import annotations
 import base64
 import io
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 
 from ffneuro import rng
-from ffneuro.train.probe import Probe, entropy_record, probe_goodness, probe_indices, silent_fraction  # noqa: F401
+from ffneuro.train.probe import entropy_record, probe_goodness, probe_indices, silent_fraction
 
 ENTROPY_KINDS = ("positive", "negative", "both")
 

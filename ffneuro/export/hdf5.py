@@ -34,7 +34,7 @@ import torch
 
 from ffneuro import __version__, rng
 from ffneuro.export.golden import SCHEMA, SCHEMA_VERSION, sha256
-from ffneuro.functional.fixed import DECAY_FRAC_BITS, GAIN_FRAC_BITS, INPUT_LEVELS
+from ffneuro.functional.fixed import GAIN_FRAC_BITS, INPUT_LEVELS
 
 CALIBRATION_SAMPLES = 256
 

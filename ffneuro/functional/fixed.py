@@ -41,7 +41,6 @@ Modelling choices (docs/architecture.md, docs/hdf5-schema.md):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 

@@ -42,9 +42,9 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from ffneuro.hw.energy import ENERGY_FIELDS, _resolve_profile, estimate  # noqa: F401  (the report)
+from ffneuro.hw.energy import _resolve_profile, estimate
 from ffneuro.hw.events import EVENT_KINDS, EventLedger, analytic_events
 from ffneuro.hw.mapping import EstimateError, format_bytes, format_memory, optimizer_slots, text_table
 

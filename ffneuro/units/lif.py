@@ -39,7 +39,7 @@ from snntorch import surrogate
 from ffneuro.functional.encoding import CodedBatch
 from ffneuro.functional.fixed import DECAY_FRAC_BITS, int_goodness, int_spike_encode
 from ffneuro.functional.goodness import goodness
-from ffneuro.functional.lif import (ATAN_ALPHA, FAST_SIGMOID_SLOPE, encode, lif_step, rate_encode,
+from ffneuro.functional.lif import (ATAN_ALPHA, FAST_SIGMOID_SLOPE, encode, lif_step, rate_encode,  # noqa: F401
                                     spike_activity, surrogate_slope)
 from ffneuro.functional.quant import FixedPoint
 from ffneuro.hw.events import spike_forward_events, spike_update_events
