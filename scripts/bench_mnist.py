@@ -48,7 +48,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--mnist")
     ap.add_argument("--profile")
-    ap.add_argument("--set", action="append", default=[], help="extra override KEY=VALUE (repeatable)")
+    ap.add_argument("--set", action="append", default=[],
+                    help="extra override SECTION.KEY=VALUE, as `ffneuro train --set` (repeatable)")
     ap.add_argument("--thresholds", default="3.3,2.1,2.0,1.4")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -56,13 +57,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     overrides = {"data": f"mnist:{mnist_dir(args.mnist)}", "epochs": args.epochs, "eval_every": args.eval_every,
                  "seed": args.seed}
-    for kv in args.set:
-        k, v = kv.split("=", 1)
-        try:
-            overrides[k] = json.loads(v)          # numbers, true/false, [lists]
-        except json.JSONDecodeError:
-            overrides[k] = v                      # plain strings: --set negatives=hard
-    cfg = build_config(args.preset, overrides)
+    cfg = build_config(args.preset, overrides).with_sets(args.set)      # --set section.key=value, as the CLI
     data = load_dataset(cfg.data.name, seed=cfg.loop.seed)
     t0 = time.time()
     partial: list[dict] = []

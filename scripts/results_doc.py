@@ -434,8 +434,8 @@ def mnist_runs() -> list[str]:
             f"Full MNIST ({first['n_train']:,} training, {first['n_test']:,} test images), one torch thread. "
             "Reproduce with "
             "`python scripts/bench_mnist.py --preset NAME --threads 1 --out bench/NAME.json` plus the overrides "
-            "in the recipe column (`--epochs`, `--eval-every 2`, and `--set KEY=VALUE` with the script's flat keys, "
-            "e.g. `--set lr_schedule=linear-decay`; in `ffneuro train` the same is `--set optim.lr_schedule=linear-decay`).",
+            "in the recipe column (`--epochs`, `--eval-every 2`, and `--set SECTION.KEY=VALUE` as in `ffneuro train`, "
+            "e.g. `--set optim.lr_schedule=linear-decay`).",
             "",
             *table(["run", "bench file", "recipe", "test error % multi / one-pass", "each layer alone",
                     "layers 1..k", "train time"], rows), "",
