@@ -1,6 +1,6 @@
 """The run configuration as `ffneuro train` builds it: --set typing, precedence, config
 files, presets, the TOML that --print-config writes, old flat run dirs, and errors that
-name the section and key. No training here (tests/test_cli.py runs the command)."""
+name the section and key. No training here (tests/cli/test_cli.py runs the command)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from ffneuro.config import ConfigError, RunConfig, preset, preset_names
 from ffneuro.config.run import parse_assignment
 from ffneuro.config.sections import SECTIONS
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def resolve(*sets, config=None, preset=None, **flags):
