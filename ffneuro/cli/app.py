@@ -57,7 +57,8 @@ CONFIG_PANEL = "Configuration (later wins: preset < --config < flags < --set)"
 RUN_PANEL = "Running"
 
 
-@app.command(epilog=_help_text(api.options_help()),
+@app.command(short_help="Train a network (or continue one), in float or as a chip would learn it.",
+             epilog=_help_text(api.options_help()),
              context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 def train(
     ctx: typer.Context,
@@ -105,8 +106,7 @@ def train(
         rich_help_panel=RUN_PANEL, help="CPU threads (0: automatic — one thread for batches of 8 or fewer, "
                                         "e.g. a chip's batch-1 learning, else torch's default)")] = 0,
 ) -> None:
-    """Train a network, or continue one (--resume). Example: ffneuro train --profile loihi-like
-
+    """Train a network, or continue one (--resume). Example: ffneuro train --profile loihi-like.
     The run's configuration is built from, later wins: the defaults, a --preset, a --config
     TOML file, the flags --data --profile --layers --epochs --seed --simulate-anyway, then
     each --set SECTION.KEY=VALUE in order. Every option is listed below by section, with its
@@ -130,7 +130,7 @@ def train(
     _emit(api.metrics_summary(metrics), as_json, api.format_metrics(metrics))
 
 
-@app.command("eval")
+@app.command("eval", short_help="Re-evaluate a trained run from its checkpoint.")
 def eval_(
     run_dir: Annotated[Path, typer.Argument(help="A run dir written by `ffneuro train --out`")],
     data: Annotated[Optional[str], typer.Option(help="Evaluate on this dataset instead of the run's")] = None,
@@ -141,7 +141,7 @@ def eval_(
     _emit(metrics, as_json, api.format_metrics(metrics))
 
 
-@app.command()
+@app.command(short_help="Energy per sample and SRAM of a network on a chip, measured or analytic.")
 def estimate(
     profile: Annotated[str, typer.Option(help="Hardware profile name or TOML path")],
     run: Annotated[Optional[Path], typer.Option(help="A run dir: use its measured event counts")] = None,
@@ -162,7 +162,7 @@ def estimate(
     _emit(report, as_json, api.format_estimate(report))
 
 
-@app.command()
+@app.command(short_help="Export a run's integer tables (HDF5) or its spiking graph (NIR).")
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A run dir written by `ffneuro train --out`")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Output file (model.h5, or model.nir with --format nir)")],
@@ -182,7 +182,7 @@ def export(
           ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("file", "bytes")))
 
 
-@app.command()
+@app.command(short_help="Summarise an exported HDF5 file.")
 def inspect(
     file: Annotated[Path, typer.Argument(help="An HDF5 file written by `ffneuro export`")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
@@ -194,7 +194,7 @@ def inspect(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(short_help="Replay an export with the golden integer model; exit 1 on any mismatch.")
 def verify(
     file: Annotated[Path, typer.Argument(help="An HDF5 file written by `ffneuro export`")],
     data: Annotated[Optional[str], typer.Option(help="Also report the replayed accuracy on this dataset "
@@ -210,7 +210,7 @@ def verify(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(short_help="Layer collaboration, functional entropy and plots of a run.")
 def analyze(
     run_dir: Annotated[Path, typer.Argument(help="A run dir written by `ffneuro train --out`")],
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default RUN_DIR/analysis)")] = None,
@@ -224,7 +224,7 @@ def analyze(
     _emit(r, as_json, api.format_analysis(r))
 
 
-@app.command()
+@app.command(short_help="Spike rasters, rates and sparsity of a spiking run.")
 def spikes(
     run_dir: Annotated[Path, typer.Argument(help="A spiking run dir (`ffneuro train --set units.neuron=lif --out`)")],
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default RUN_DIR/spikes)")] = None,
@@ -237,7 +237,7 @@ def spikes(
     _emit(r, as_json, api.format_spikes(r))
 
 
-@app.command()
+@app.command(short_help="One table across runs: errors, time, energy.")
 def compare(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run dirs (FF, CFF or bp baselines)")],
     plot: Annotated[Optional[Path], typer.Option("--plot", "--out",
