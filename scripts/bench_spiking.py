@@ -1,6 +1,6 @@
 """All-spiking FF MLP on real MNIST, and its energy per inference next to a graded 8-bit MLP.
 
-    python scripts/bench_spiking.py --mnist /work/shared/data/mnist --out bench/spiking.json
+    python scripts/bench_spiking.py --mnist DIR --out bench/spiking.json
     python scripts/bench_spiking.py --goodness-study --out bench/spiking_goodness.json
 
 1. Trains an FF network of LIF units (``--neuron lif``: rate-coded input over --steps T,

@@ -25,8 +25,6 @@ first (post-training quantisation, calibrated on training data as on-chip traini
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +33,8 @@ import torch
 from ffneuro import __version__, rng
 from ffneuro.export.golden import SCHEMA, SCHEMA_VERSION, sha256
 from ffneuro.functional.fixed import GAIN_FRAC_BITS, INPUT_LEVELS
+from ffneuro.runs.files import atomic_output
+from ffneuro.units.base import format_attrs
 
 CALIBRATION_SAMPLES = 256
 
@@ -67,20 +67,6 @@ def _put(group, name: str, array: np.ndarray, doc: str):
     ds.attrs["sha256"] = sha256(array)
     ds.attrs["doc"] = doc
     return ds
-
-
-def _exponent(step: float) -> int | None:
-    m, e = np.frexp(step)
-    return int(e - 1) if m == 0.5 else None
-
-
-def _format_attrs(group, prefix: str, bits: int, signed: bool, step: float) -> None:
-    group.attrs[f"{prefix}_bits"] = bits
-    group.attrs[f"{prefix}_signed"] = int(signed)          # 0/1, plain integer for C readers
-    group.attrs[f"{prefix}_scale"] = step
-    e = _exponent(step)
-    if e is not None:
-        group.attrs[f"{prefix}_exponent"] = e
 
 
 # ----------------------------------------------------------------------------------------
@@ -123,13 +109,15 @@ def test_vectors(net, x: torch.Tensor, y: torch.Tensor, inference_layers: list[i
     n, c = a0.shape[0], net.num_classes
     acts: list[list[torch.Tensor]] = [[] for _ in net.layers]
     good = torch.empty(n, c + 1, len(net.layers), dtype=torch.int64)
+    table = torch.empty(n, c, len(net.layers), dtype=torch.float64)     # real goodness: the multi-pass scores
     for k in range(c + 1):              # every label code, then the neutral code
         labels = [torch.full((n,), k, dtype=torch.long)] if k < c else None
         for p in net.stream(a0, labels):
             act = p.unit.head_activity(p.h_out)                 # spiking units: spike counts
             acts[p.index].append(act)
             good[:, k, p.index] = p.unit.integer_goodness(p.h_out)
-    table = net.goodness_table(a0)
+            if k < c:
+                table[:, k, p.index] = p.unit.goodness(p.h_out)
     score = multipass_scores(table, inference_layers)
     out = {"input": as_int(a0), "label": y.numpy().astype(np.int64),
            "goodness": good.numpy(), "score": score.numpy().astype(np.float64),
@@ -161,18 +149,8 @@ def write_hdf5(path: Path, net, cfg, saved: dict, profile_dict: dict, quantisati
                inference_layers: list[int], vectors: dict[str, np.ndarray] | None, metrics: dict) -> None:
     import h5py
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            _write(f, net, cfg, saved, profile_dict, quantisation, inference_layers, vectors, metrics)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
+        _write(f, net, cfg, saved, profile_dict, quantisation, inference_layers, vectors, metrics)
 
 
 def _write(f, net, cfg, saved, profile_dict, quantisation, inference_layers, vectors, metrics) -> None:
@@ -218,8 +196,8 @@ def _write(f, net, cfg, saved, profile_dict, quantisation, inference_layers, vec
         # head inputs: ReLU outputs, or spike counts of spiking layers
         wf, xf = head.weight_fmt(), head.input_fmt()
         g.attrs["layers"] = np.asarray(net.head_idx, dtype=np.int32)
-        _format_attrs(g, "weight", wf.bits, wf.signed, wf.step)
-        _format_attrs(g, "input", xf.bits, xf.signed, xf.step)
+        for k, v in {**format_attrs("weight", wf), **format_attrs("input", xf)}.items():
+            g.attrs[k] = v
         g.attrs["norm"] = head.norm
         g.attrs["norm_gains"] = np.asarray(head.norm_gains(), dtype=np.int64)
         g.attrs["norm_gain_frac_bits"] = GAIN_FRAC_BITS

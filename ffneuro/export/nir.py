@@ -40,11 +40,9 @@ def to_nir(net):
 
 def export_nir(run_dir: Path, out: Path) -> dict:
     """`ffneuro export --format nir`: write the run's spiking network as a NIR file."""
-    import os
-    import tempfile
-
     import nir
 
+    from ffneuro.runs.files import atomic_output
     from ffneuro.runs.load import load_run
 
     cfg, saved, net = load_run(Path(run_dir))
@@ -53,16 +51,8 @@ def export_nir(run_dir: Path, out: Path) -> dict:
     except ValueError as e:
         raise NIRExportError(f"{run_dir}: {e}") from None
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_output(out) as tmp:
         nir.write(tmp, graph)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return {"file": str(out), "format": "nir", "nodes": len(graph.nodes), "layers": len(net.layers),
             **net.input_stage.export_attrs(), "label_encoding": net.encoding.mode,
             "bytes": out.stat().st_size}

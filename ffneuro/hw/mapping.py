@@ -170,7 +170,7 @@ def sram_report(layer_sizes: Sequence[int], profile, *, optimizer_slots: int,
     chip without any), and no traces.
 
     Spiking units trained by BPTT through their own T steps (``learning_history_steps =
-    T``, see :func:`learning_history_steps`) also hold, for the one layer being updated,
+    T``, a unit's ``Resources.history_steps``) also hold, for the one layer being updated,
     every step's membrane and input spikes of both passes until the backward:
     ``learning_history_sram_bytes = max_l 2·max_batch·T·(n_out·state_bits +
     n_in·activation_bits) / 8``, in shared SRAM (even on a chip without any, like

@@ -7,14 +7,12 @@ import pytest
 import torch
 
 from ffneuro import rng
-from ffneuro.rng import Streams
 from typer.testing import CliRunner
 
 from ffneuro.train.probe import entropy_record, probe_goodness, probe_indices, silent_fraction
 from ffneuro.analysis.report import collaboration_table, entropy_rows, finding, marginal_contributions
 from ffneuro.cli import app
 from ffneuro.config import RunConfig
-from ffneuro.data.loaders import load_dataset
 from ffneuro.functional.encoding import random_wrong_labels
 from ffneuro.functional.goodness import entropy_decomposition
 from ffneuro.network import FFNetwork

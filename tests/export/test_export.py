@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 from ffneuro.export import golden
 from ffneuro.cli import app
 from ffneuro.config import RunConfig
-from ffneuro.data.loaders import load_dataset
 from ffneuro.export.hdf5 import chip_network, export_run, smallest_int_dtype
 from ffneuro.network import default_inference_layers
 from ffneuro.functional.fixed import GAIN_FRAC_BITS, int_normalize, isqrt, norm_gain

@@ -8,7 +8,6 @@ import torch
 
 from ffneuro.runs import files as runio
 from ffneuro.config import ConfigError, RunConfig
-from ffneuro.data.loaders import load_dataset
 from ffneuro.functional.encoding import LabelEncoding, choose_encoding, hard_wrong_labels, random_wrong_labels
 from ffneuro.units.base import UnitSpec, unit_loss
 from ffneuro.functional.cff import gamma_members

@@ -1,7 +1,6 @@
 """Training under a fixed-point profile: weights stay on the chip's grid, updates follow
 its precision and rounding, its batch limit holds, and no optimiser state exists."""
 
-import dataclasses
 
 import pytest
 import torch

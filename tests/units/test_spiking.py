@@ -9,7 +9,6 @@ from typer.testing import CliRunner
 
 from ffneuro.cli import app
 from ffneuro.config import RunConfig
-from ffneuro.data.loaders import load_dataset
 from ffneuro.hw.events import spike_forward_events
 from ffneuro.units.base import UnitSpec
 from ffneuro.functional.lif import direct_encode, latency_encode, rate_encode

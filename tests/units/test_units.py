@@ -17,7 +17,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ffneuro.config import RunConfig
-from ffneuro.data.loaders import load_dataset
 from ffneuro.export import golden
 from ffneuro.export.hdf5 import test_vectors as export_vectors, write_hdf5
 from ffneuro.functional.fixed import (GAIN_FRAC_BITS, activation_format, int_goodness, int_matmul, int_normalize,
