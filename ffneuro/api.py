@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ffneuro.runs import files as runio
 from ffneuro.config import ConfigError, RunConfig, preset as preset_config, preset_names as _preset_names
-from ffneuro.config.sections import SECTIONS
+from ffneuro.config.sections import SECTIONS, LayerSpec
 
 
 def preset_names() -> list[str]:
@@ -340,6 +340,8 @@ def _toml_value(v) -> str:
         return '"' + "".join(out) + '"'
     if isinstance(v, (tuple, list)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, LayerSpec):
+        return _toml_value(v.text())
     raise TypeError(f"no TOML form for {v!r}")
 
 

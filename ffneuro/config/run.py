@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ffneuro.config.sections import (SECTIONS, CFFConfig, ConfigError, DataConfig, HardwareConfig,
-                                     InferenceConfig, LoopConfig, OptimConfig, UnitsConfig)
+                                     InferenceConfig, LayerSpec, LoopConfig, OptimConfig, UnitsConfig)
 
 # Flat (pre-section) key → (section, field) where the names differ; every other flat key is
 # the field of the same name in the one section that has it.
@@ -61,7 +61,18 @@ class RunConfig:
         if self.loop.negatives == "hard" and not self.inference.head:
             raise ConfigError("loop.negatives = 'hard' samples from the one-pass head's scores: enable "
                               "inference.head")
-        n = len(self.units.layers)
+        n = self.units.n_units
+        if self.units.loss == "cwc" and self.data.label_encoding not in ("auto", "none"):
+            raise ConfigError(f"units.loss = 'cwc' takes the label in the loss, not the input: "
+                              f"data.label_encoding must be auto or none, not {self.data.label_encoding!r}")
+        if self.units.loss != "cwc" and self.data.label_encoding == "none":
+            raise ConfigError("data.label_encoding = 'none' leaves the label out of the input: only "
+                              "units.loss = 'cwc' (channel-wise competition) learns without it")
+        if self.units.loss == "cwc" and (self.loop.algo == "cff" or self.loop.negatives == "hard"):
+            raise ConfigError("units.loss = 'cwc' uses no negative data: it works with loop.algo = ff and "
+                              "loop.negatives = random (unused)")
+        if self.loop.unit_epochs and len(self.loop.unit_epochs) != n:
+            raise ConfigError(f"loop.unit_epochs has {len(self.loop.unit_epochs)} entries for {n} units (one per unit)")
         if self.inference.layers is not None:
             bad = [i for i in self.inference.layers if not 1 <= i <= n]
             if bad or not self.inference.layers:
@@ -158,6 +169,14 @@ def coerce(sec: str, key: str, value: Any) -> Any:
         if "None" not in kind:
             raise ConfigError(f"{where} cannot be empty")
         return None
+    if "LayerSpec" in kind:
+        items = [v for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise ConfigError(f"{where} = {value!r} has the wrong type (expected a list of units)")
+        try:
+            return tuple(LayerSpec.from_value(v) for v in items)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
     try:
         if kind.startswith("tuple"):
             if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -191,6 +210,8 @@ def coerce(sec: str, key: str, value: Any) -> Any:
 def type_name(f: dataclasses.Field) -> str:
     """A field's type as a user reads it."""
     kind = str(f.type)
+    if "LayerSpec" in kind:
+        return "comma-separated units KIND:SIZE[:option...]"
     base = ("comma-separated integers" if kind.startswith("tuple") else "true or false" if kind.startswith("bool")
             else "an integer" if kind.startswith("int") else "a number" if kind.startswith("float") else "a string")
     return base + (" or none" if "None" in kind else "")
@@ -204,6 +225,8 @@ def parse_value(sec: str, key: str, text: str) -> Any:
     t = text.strip()
     if "None" in kind and t.lower() in ("none", "null", ""):
         return None
+    if "LayerSpec" in kind:
+        return coerce(sec, key, t)
     try:
         if kind.startswith("tuple"):
             return tuple(int(v) for v in t.replace(" ", "").split(",") if v)

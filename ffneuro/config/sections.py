@@ -15,10 +15,10 @@ import math
 from dataclasses import dataclass, field, fields
 
 GOODNESS_KINDS = ("sumsq", "meansq", "sum", "neg-sumsq")
-LOSS_KINDS = ("ff", "symba", "entropy")
+LOSS_KINDS = ("ff", "symba", "entropy", "cwc")
 NORM_KINDS = ("length", "rms", "none")
 ALGOS = ("ff", "cff", "bp", "bp-pairwise")   # bp*: backprop baselines (ffneuro/train/baselines.py)
-SCHEDULES = ("layer", "network")
+SCHEDULES = ("layer", "network", "alternate")
 GAMMA_KINDS = ("all", "earlier", "later")
 CFF_THETAS = ("sum", "own", "mean")
 NEURONS = ("relu", "lif")
@@ -28,7 +28,8 @@ SPIKE_LEARNING = ("bptt", "eligibility")
 RESETS = ("zero", "subtract")
 SURROGATES = ("fast_sigmoid", "atan")
 NEGATIVES = ("random", "hard")
-ENCODINGS = ("auto", "overlay", "concat")
+ENCODINGS = ("auto", "overlay", "concat", "planes", "none")
+UNIT_KINDS = ("dense", "conv")
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "linear-decay", "multistep")
 RELU_GRADS = ("full", "standard")
@@ -83,13 +84,97 @@ class DataConfig:
         _require(self.label_scale is None or self.label_scale > 0,
                  f"data.label_scale = {self.label_scale} must be > 0 (or unset: the data maximum)")
 
+@dataclass(frozen=True)
+class LayerSpec:
+    """One unit of a stack: its synapse kind and shape. ``dense``: ``size`` neurons, each
+    seeing every input. ``conv``: ``size`` output channels of a ``kernel``×``kernel``
+    convolution (``stride``, zero ``padding``, ``groups``: channels split into groups that
+    see only their own inputs), then an optional ``pool``×``pool`` max-pool (1: none).
+
+    Written in a TOML config as a table (``{kind = "conv", size = 50, kernel = 3,
+    padding = 1, pool = 2}``) or on the command line as ``KIND:SIZE`` plus options
+    ``kK sS pP gG poolN`` separated by colons (``conv:50:k3:p1:pool2``).
+
+    >>> LayerSpec.parse("conv:80:k3:p1:g10:pool2")
+    LayerSpec(kind='conv', size=80, kernel=3, stride=1, padding=1, groups=10, pool=2)
+    >>> LayerSpec.parse("conv:80:k3:p1:g10:pool2").text(), LayerSpec.parse("dense:500").text()
+    ('conv:80:k3:p1:g10:pool2', 'dense:500')
+    """
+
+    kind: str = "dense"
+    size: int = 500
+    kernel: int = 3
+    stride: int = 1
+    padding: int = 0
+    groups: int = 1
+    pool: int = 1
+
+    OPTIONS = (("pool", "pool"), ("k", "kernel"), ("s", "stride"), ("p", "padding"), ("g", "groups"))
+
+    @classmethod
+    def parse(cls, text: str) -> "LayerSpec":
+        parts = [p.strip() for p in text.strip().split(":")]
+        if len(parts) < 2 or parts[0] not in UNIT_KINDS or not parts[1].isdigit():
+            raise ConfigError(f"unit {text!r}: expected KIND:SIZE[:option...] with KIND one of "
+                              f"{', '.join(UNIT_KINDS)}, e.g. conv:50:k3:p1:pool2 or dense:500")
+        values: dict = {"kind": parts[0], "size": int(parts[1])}
+        for part in parts[2:]:
+            for prefix, name in cls.OPTIONS:
+                if part.startswith(prefix) and part[len(prefix):].isdigit():
+                    values[name] = int(part[len(prefix):])
+                    break
+            else:
+                raise ConfigError(f"unit {text!r}: unknown option {part!r} (options: kK sS pP gG poolN)")
+        return cls(**values)
+
+    @classmethod
+    def from_value(cls, value) -> "LayerSpec":
+        """From a table (TOML/JSON), a ``KIND:SIZE:...`` string or a LayerSpec."""
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, str):
+            return cls.parse(value)
+        if isinstance(value, dict):
+            known = {f.name for f in fields(cls)}
+            unknown = sorted(set(value) - known)
+            if unknown:
+                raise ConfigError(f"unit {value!r}: unknown key {unknown[0]!r} (keys: {', '.join(sorted(known))})")
+            if not all(isinstance(v, int) and not isinstance(v, bool) for k, v in value.items() if k != "kind"):
+                raise ConfigError(f"unit {value!r}: every key but kind takes an integer")
+            return cls(**value)
+        raise ConfigError(f"unit {value!r}: expected a table or a KIND:SIZE string")
+
+    def text(self) -> str:
+        if self.kind == "dense":
+            return f"dense:{self.size}"
+        defaults = LayerSpec()
+        out = [self.kind, str(self.size), f"k{self.kernel}"]
+        for prefix, name in (("s", "stride"), ("p", "padding"), ("g", "groups"), ("pool", "pool")):
+            if getattr(self, name) != getattr(defaults, name):
+                out.append(f"{prefix}{getattr(self, name)}")
+        return ":".join(out)
+
+    def validate(self, where: str) -> None:
+        _require(self.kind in UNIT_KINDS, f"{where}: kind = {self.kind!r} is not allowed "
+                                          f"(choose from {', '.join(UNIT_KINDS)})")
+        _require(self.size >= 1, f"{where}: size = {self.size} must be >= 1")
+        if self.kind == "conv":
+            _require(1 <= self.kernel <= 15 and 1 <= self.stride <= self.kernel and 0 <= self.padding < self.kernel,
+                     f"{where}: needs 1 <= kernel <= 15, 1 <= stride <= kernel and 0 <= padding < kernel")
+            _require(self.groups >= 1 and self.size % self.groups == 0,
+                     f"{where}: groups = {self.groups} must divide the {self.size} output channels")
+            _require(1 <= self.pool <= 8, f"{where}: pool = {self.pool} must be in 1..8 (1: no pooling)")
+
 
 @dataclass(frozen=True)
 class UnitsConfig:
     """The stack of local plasticity units and the rule each one learns by."""
 
     SECTION = "units"
-    layers: tuple[int, ...] = opt((500, 500, 500), "Widths of the units, input to output, e.g. 500,500,500")
+    layers: tuple[int, ...] = opt((500, 500, 500), "Widths of a stack of dense units, input to output, "
+                                                   "e.g. 500,500,500 (ignored when units.stack is given)")
+    stack: tuple[LayerSpec, ...] = opt((), "The units one by one, for stacks with convolutions: e.g. "
+                                           "conv:50:k3:p1, conv:50:k3:p1:pool2, dense:500 (see LayerSpec)")
     neuron: str = opt("relu", "Dynamics of every unit: relu (graded) | lif (spiking leaky integrate-and-fire)",
                       NEURONS)
     norm: str = opt("rms", "Normalisation of each unit's input", NORM_KINDS)
@@ -110,11 +195,26 @@ class UnitsConfig:
     spike_learning: str = opt("bptt", "lif: bptt (through the unit's own T steps) | eligibility (online "
                                       "traces, memory independent of T)", SPIKE_LEARNING)
     spike_goodness: str = opt("rate", "lif: goodness on firing rates or spike counts", SPIKE_GOODNESS)
+    batch_norm: bool = opt(False, "conv: batch-normalise each conv unit's output after pooling (CwComp); "
+                                  "on a chip it folds into a per-channel scale and bias")
+
+    def plan(self) -> tuple[LayerSpec, ...]:
+        """The units in order: ``stack`` if given, else a dense unit per ``layers`` width."""
+        return self.stack or tuple(LayerSpec("dense", w) for w in self.layers)
+
+    @property
+    def n_units(self) -> int:
+        return len(self.plan())
 
     def validate(self) -> None:
         _check(self)
         _require(bool(self.layers) and all(w >= 1 for w in self.layers),
                  f"units.layers = {list(self.layers)} must be one or more positive widths")
+        for i, spec in enumerate(self.stack):
+            spec.validate(f"units.stack[{i + 1}]")
+        kinds = [s.kind for s in self.plan()]
+        _require("conv" not in kinds[kinds.index("dense"):] if "dense" in kinds else True,
+                 "units.stack: conv units must come before dense units (a dense unit flattens the feature map)")
         _require(0 < self.temperature, f"units.temperature = {self.temperature} must be a finite number > 0")
         _require(self.alpha > 0, f"units.alpha = {self.alpha} must be > 0")
         _require(self.peer_norm >= 0, f"units.peer_norm = {self.peer_norm} must be >= 0")
@@ -168,8 +268,11 @@ class LoopConfig:
 
     SECTION = "loop"
     algo: str = opt("ff", "ff | cff (collaborative) | bp | bp-pairwise (backprop baselines)", ALGOS)
-    schedule: str = opt("network", "network: every unit on every batch | layer: one unit after the other",
-                        SCHEDULES)
+    schedule: str = opt("network", "network: every unit on every batch | layer: one unit after the other | "
+                                   "alternate: batch t updates chunk t mod K of loop.chunk units", SCHEDULES)
+    chunk: int = opt(1, "alternate: consecutive units updated together on a batch")
+    unit_epochs: tuple[int, ...] = opt((), "Epochs unit i learns for, one per unit (CwComp's interleaved layer "
+                                           "training, e.g. 11,16,21,25); empty: every epoch")
     epochs: int = opt(20, "Epochs (per unit under the layer schedule)")
     batch_size: int = opt(32, "Mini-batch size (capped by a profile's streaming limit)")
     seed: int = opt(0, "Random seed: every random stream of the run derives from it")
@@ -183,6 +286,8 @@ class LoopConfig:
         _require(self.epochs >= 1 and self.batch_size >= 1, "loop.epochs and loop.batch_size must be >= 1")
         _require(self.entropy_probe >= 0, "loop.entropy_probe must be >= 0 (0 turns the entropy log off)")
         _require(self.eval_every >= 0, "loop.eval_every must be >= 0")
+        _require(self.chunk >= 1, f"loop.chunk = {self.chunk} must be >= 1")
+        _require(all(e >= 1 for e in self.unit_epochs), f"loop.unit_epochs = {list(self.unit_epochs)} must be >= 1")
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,8 @@ def random_shift(x: torch.Tensor, feature_shape: tuple[int, ...], max_shift: int
 
 def shift_images(x: torch.Tensor, feature_shape: tuple[int, ...], dy: torch.Tensor, dx: torch.Tensor,
                  fill: float = 0.0) -> torch.Tensor:
-    """Translate sample k of ``x`` (N, D) by ``dy[k]`` rows down and ``dx[k]`` columns right.
+    """Translate sample k of ``x`` (N, D) (or maps (N, C, H, W)) by ``dy[k]`` rows down and
+    ``dx[k]`` columns right; the result has the shape of ``x``.
 
     Pixels moved out of the frame are dropped; the vacated ones take ``fill``.
     """
@@ -56,4 +57,4 @@ def shift_images(x: torch.Tensor, feature_shape: tuple[int, ...], dy: torch.Tens
     cols = torch.arange(w, device=x.device)[None, :] + s - dx[:, None]          # (N, W)
     out = padded.gather(2, rows[:, None, :, None].expand(n, c, h, w + 2 * s))
     out = out.gather(3, cols[:, None, None, :].expand(n, c, h, w))
-    return out.reshape(n, -1)
+    return out.reshape(x.shape)

@@ -4,6 +4,12 @@ A sample x (flattened, standardised) is combined with a label y either by
 *overlaying* a one-hot on the first C features (Hinton) or by *concatenating* it
 (for inputs whose first features carry signal). The neutral label puts 1/C on every
 label entry (one-pass inference).
+
+Image stacks (conv units) need the label everywhere a kernel looks: ``planes`` appends C
+constant input channels, plane k holding the label code's entry k at every pixel (the
+one-hot spread over the whole image; for the first conv unit this is a per-class bias
+map, exact up to the zero padding at the border). ``none`` leaves the label out of the
+input: the channel-wise competitive loss takes it in the loss instead.
 """
 
 from __future__ import annotations
@@ -32,17 +38,34 @@ class CodedBatch:
 
 @dataclass(frozen=True)
 class LabelEncoding:
-    mode: str            # "overlay" | "concat"
+    mode: str            # "overlay" | "concat" | "planes" | "none"
     num_classes: int
     scale: float = 1.0
     neutral: float | None = None     # value of every label entry for the neutral label (default scale / C)
 
     def input_features(self, data_features: int) -> int:
-        """Width of the first layer's input for samples with ``data_features`` features."""
+        """Width of the first layer's input for flat samples with ``data_features`` features."""
         return data_features + (self.num_classes if self.mode == "concat" else 0)
 
+    def input_shape(self, data_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of one encoded sample for data samples of ``data_shape``: (D,) flat, or
+        (C, H, W) maps (``planes`` adds one channel per class).
+
+        >>> LabelEncoding("planes", 10).input_shape((3, 32, 32)), LabelEncoding("concat", 10).input_shape((64,))
+        ((13, 32, 32), (74,))
+        """
+        if self.mode == "planes":
+            if len(data_shape) != 3:
+                raise ValueError(f"label planes need image samples (channels, H, W), not shape {data_shape}")
+            return (data_shape[0] + self.num_classes, *data_shape[1:])
+        if len(data_shape) == 1:
+            return (self.input_features(data_shape[0]),)
+        if self.mode != "none":
+            raise ValueError(f"label encoding {self.mode!r} needs flat samples, not shape {data_shape}")
+        return tuple(data_shape)
+
     def encode(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Combine samples (N, D) with integer labels (N,)."""
+        """Combine samples (N, D) (or maps (N, C, H, W)) with integer labels (N,)."""
         return self._combine(x, self.one_hot(y, x.dtype))
 
     def one_hot(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -51,7 +74,10 @@ class LabelEncoding:
 
     def coded(self, x: torch.Tensor, labels: list[torch.Tensor]) -> CodedBatch:
         """The same samples under several labellings, factored (see CodedBatch).
-        ``coded(x, [y]).dense()`` equals ``encode(x, y)``."""
+        ``coded(x, [y]).dense()`` equals ``encode(x, y)``. Maps and the label-free
+        encoding are not factored: their K codings come stacked, code-major."""
+        if self.mode in ("planes", "none"):
+            return torch.cat([self.encode(x, y) for y in labels])
         rest = x if self.mode == "concat" else x[:, self.num_classes:]
         return CodedBatch(rest, torch.stack([self.one_hot(y, x.dtype) for y in labels]))
 
@@ -63,13 +89,18 @@ class LabelEncoding:
         return self._combine(x, neutral)
 
     def _combine(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        if self.mode == "none":
+            return x
+        if self.mode == "planes":
+            planes = code[:, :, None, None].expand(-1, -1, *x.shape[2:])
+            return torch.cat([x, planes], dim=1)
         if self.mode == "concat":
             return torch.cat([code, x], dim=1)
         if self.mode == "overlay":
             out = x.clone()
             out[:, : self.num_classes] = code
             return out
-        raise ValueError(f"unknown label encoding {self.mode!r} (allowed: overlay, concat)")
+        raise ValueError(f"unknown label encoding {self.mode!r} (allowed: overlay, concat, planes, none)")
 
 
 def choose_encoding(mode: str, x_train: torch.Tensor, num_classes: int) -> str:

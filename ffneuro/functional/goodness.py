@@ -2,7 +2,8 @@
 
 Every function here is pure (tensors in, tensors out) so it can be hand-checked in
 tests and reused by the trainer, the analysis code and the golden integer model.
-Shapes: ``h`` is ``(batch, units)``; goodness and per-sample losses are ``(batch,)``.
+Shapes: ``h`` is ``(batch, units)`` (``normalize`` and the group goodness also take
+feature maps ``(batch, channels, H, W)``); goodness and per-sample losses are ``(batch,)``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ def normalize(h: torch.Tensor, kind: str = "length", eps: float = _EPS) -> torch
     """
     if kind == "none":
         return h
-    return h / norm_factor(h.pow(2).sum(dim=1, keepdim=True), h.shape[1], kind, eps)
+    dims = tuple(range(1, h.dim()))
+    return h / norm_factor(h.pow(2).sum(dim=dims, keepdim=True), h[0].numel(), kind, eps)
 
 
 def norm_factor(sumsq: torch.Tensor, width: int, kind: str = "length", eps: float = _EPS) -> torch.Tensor:
@@ -109,6 +111,44 @@ def layer_loss(
     else:
         raise ValueError(f"unknown loss {kind!r} (allowed: {', '.join(LOSS_KINDS)})")
     return per_sample.mean()
+
+
+def group_goodness(h: torch.Tensor, groups: int) -> torch.Tensor:
+    """Channel-wise goodness (seed 002 eq. 2): the channels (dim 1) of ``h`` split into
+    ``groups`` contiguous groups of S = channels / groups, and
+    ``G[n, j] = mean over group j's channels and all positions of h²``. For dense
+    activity (N, width) the "channels" are the units. Returns (N, groups).
+
+    >>> group_goodness(torch.tensor([[1., 3., 2., 0.]]), 2)
+    tensor([[5., 2.]])
+    """
+    n, c = h.shape[0], h.shape[1]
+    if c % groups:
+        raise ValueError(f"{c} channels do not split into {groups} equal groups")
+    return h.reshape(n, groups, -1).pow(2).mean(dim=2)
+
+
+def competitive_loss(g: torch.Tensor, y: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Channel-wise competitive loss (seed 002 eq. 3, CwComp's CwC): the mean over the
+    batch of ``−log softmax(G_n / τ)[y_n]``, i.e. the cross-entropy of the class groups'
+    goodness against the true class. No negative data and no threshold.
+
+    >>> round(float(competitive_loss(torch.tensor([[0., 0.]]), torch.tensor([1]))), 4)  # log 2
+    0.6931
+    """
+    return F.cross_entropy(g / temperature, y)
+
+
+def competitive_split(g: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(g_pos, g_neg) of channel-wise goodness G (N, J): ``g_pos = G · Zᵀ`` (the true
+    class's group) and ``g_neg`` the mean of the other groups (``G · (1 − Z)ᵀ / (J − 1)``).
+
+    >>> competitive_split(torch.tensor([[4., 1., 3.]]), torch.tensor([0]))
+    (tensor([4.]), tensor([2.]))
+    """
+    pos = g.gather(1, y.view(-1, 1)).view(-1)
+    neg = (g.sum(dim=1) - pos) / max(g.shape[1] - 1, 1)
+    return pos, neg
 
 
 def peer_norm_loss(running_mean: torch.Tensor) -> torch.Tensor:

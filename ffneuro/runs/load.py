@@ -41,8 +41,9 @@ def load_run(run_dir: Path, profile: str | None = None) -> tuple[RunConfig, dict
     own = saved.get("profile_name")
     name = own if profile is None else profile
     prof = load_profile(name) if name else None
-    n_units = len(cfg.units.layers)
-    data_features = saved["layer_sizes"][0] - (saved["num_classes"] if saved["label_encoding"] == "concat" else 0)
+    n_units = cfg.units.n_units
+    data_features = (tuple(saved["feature_shape"]) if "feature_shape" in saved else
+                     saved["layer_sizes"][0] - (saved["num_classes"] if saved["label_encoding"] == "concat" else 0))
     net = FFNetwork.from_config(cfg, data_features, saved["num_classes"], saved["label_encoding"],
                                 generators=[torch.Generator().manual_seed(0) for _ in range(n_units)],
                                 chip=chip_spec(prof), label_scale=saved["label_scale"])

@@ -25,17 +25,17 @@ from ffneuro.config import RunConfig
 from ffneuro.data.augment import batch_transform
 from ffneuro.data.loaders import Dataset, load_dataset
 from ffneuro.evaluate import evaluate
-from ffneuro.functional.encoding import choose_encoding, random_wrong_labels
+from ffneuro.functional.encoding import random_wrong_labels
 from ffneuro.hw.chip import ChipSpec, chip_spec
 from ffneuro.hw.energy import estimate
 from ffneuro.hw.events import EventLedger
 from ffneuro.hw.mapping import format_memory, optimizer_slots, sram_report
-from ffneuro.network import FFNetwork, default_inference_layers
+from ffneuro.network import FFNetwork, default_inference_layers, resolve_encoding
 from ffneuro.rng import Streams, inference_generator
 from ffneuro.runs import files as runio
 from ffneuro.train.baselines import BASELINES, train_baseline
 from ffneuro.train.probe import entropy_record, probe_goodness, probe_indices
-from ffneuro.train.schedules import lr_factor, stages
+from ffneuro.train.schedules import active_units, lr_factor, stages
 from ffneuro.train.step import event_counter, train_step
 from ffneuro.units.synapse import migrate_state
 
@@ -69,14 +69,14 @@ def build_network(cfg: RunConfig, data: Dataset, streams: Streams, chip: ChipSpe
     mean = float(data.x_train.mean()) if cfg.data.standardize else 0.0
     std = float(data.x_train.std()) if cfg.data.standardize else 1.0
     x_std = (data.x_train - mean) / std
-    mode = choose_encoding(cfg.data.label_encoding, x_std, data.num_classes)
+    mode = resolve_encoding(cfg, x_std, data.num_classes)
     scale = cfg.data.label_scale if cfg.data.label_scale is not None else float(x_std.max())
-    return FFNetwork.from_config(cfg, data.x_train.shape[1], data.num_classes, mode, mean, std,
+    return FFNetwork.from_config(cfg, data.feature_shape, data.num_classes, mode, mean, std,
                                  generators=streams.units, chip=chip, label_scale=scale)
 
 
 def total_epochs(cfg: RunConfig) -> int:
-    return cfg.loop.epochs * len(stages(cfg.loop.schedule, len(cfg.units.layers)))
+    return cfg.loop.epochs * len(stages(cfg.loop.schedule, cfg.units.n_units))
 
 
 def set_epoch_lr(net: FFNetwork, cfg: RunConfig, epoch_in_stage: int) -> float:
@@ -200,7 +200,7 @@ def train(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, prog
     seed = cfg.loop.seed
     torch.manual_seed(seed)
     data = data if data is not None else load_dataset(cfg.data.name, val_fraction=cfg.data.val_fraction, seed=seed)
-    streams = Streams(seed, len(cfg.units.layers))
+    streams = Streams(seed, cfg.units.n_units)
     net = network if network is not None else build_network(cfg, data, streams, chip)
     budget = check_budget(prof, net.layer_sizes, simulate_anyway, **memory_args(net)) if prof is not None else None
     bs = min(cfg.loop.batch_size, prof.streaming.max_batch) if prof is not None else cfg.loop.batch_size
@@ -219,6 +219,7 @@ def train(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, prog
         runio.write_json(out / runio.CONFIG, {
             "ffneuro_version": __version__, "config": cfg.to_dict(), "dataset": data.name,
             "source": data.source, "num_classes": data.num_classes, "layer_sizes": net.layer_sizes,
+            "feature_shape": list(data.feature_shape), "parameters": net.trainable_parameters(),
             "resources": [r.to_dict() for r in net.resources()],
             "n_train": int(data.x_train.shape[0]),
             "label_encoding": net.encoding.mode, "label_scale": net.label_scale, "batch_size_applied": bs,
@@ -229,7 +230,7 @@ def train(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, prog
     x_test, y_test = net.prepare_input(data.x_test.to(dev)), data.y_test.to(dev)
     inference_layers = default_inference_layers(cfg)
     jitter = batch_transform(cfg.data.augment_shift, data,
-                             fill=net.prepare_input(torch.zeros(1, 1, device=dev)).item())
+                             fill=net.prepare_input(torch.zeros(1, x_train[0].numel(), device=dev)).flatten()[0].item())
     n = x_train.shape[0]
     total = total_epochs(cfg)
     last_eval: dict = {}
@@ -237,13 +238,14 @@ def train(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, prog
         calib = torch.randperm(n, generator=streams["calibration"])[: max(bs, 256)]
         net.calibrate(x_train[calib], y_train[calib], streams["encoder"])
     probe = None
-    if cfg.loop.entropy_probe:                  # a fixed held-out probe for the entropy log
+    if cfg.loop.entropy_probe and not net.competitive:   # a fixed held-out probe for the entropy log
         g = streams.probe()
         idx = probe_indices(x_test.shape[0], cfg.loop.entropy_probe, g)
         y_p = y_test[idx]
         probe = (x_test[idx], y_p, random_wrong_labels(y_p, net.num_classes, g))
 
-    for s_idx, active in enumerate(stages(cfg.loop.schedule, len(net.layers))):
+    lp = cfg.loop
+    for s_idx, stage in enumerate(stages(lp.schedule, len(net.layers))):
         for e in range(cfg.loop.epochs):
             epoch = s_idx * cfg.loop.epochs + e
             if epoch < state.epoch:
@@ -253,24 +255,28 @@ def train(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, prog
             net.train()
             set_epoch_lr(net, cfg, e)
             perm = torch.randperm(n, generator=streams["order"]).to(dev)
-            sums, count = None, 0
+            sums: dict[int, float] = {}
+            counts: dict[int, int] = {}
             t0 = time.perf_counter()
             bar = tqdm(range(0, n, bs), desc=f"epoch {epoch + 1}/{total}", disable=not progress,
                        leave=False, unit="batch", mininterval=0.5)
-            for start in bar:
+            for t, start in enumerate(bar):
                 idx = perm[start:start + bs]
                 xb = jitter(x_train[idx], streams["augment"])
+                active = active_units(stage, epoch=e, batch=t, schedule=lp.schedule, unit_epochs=lp.unit_epochs,
+                                      chunk=lp.chunk)
                 st = train_step(net, cfg, xb, y_train[idx], active, streams, ledger, bs)
                 if ledger is not None:
                     ledger.add_samples("train", idx.shape[0])
-                sums = st["loss"] if sums is None else [a + b for a, b in zip(sums, st["loss"])]
-                count += 1
-                if count % 20 == 0:
-                    bar.set_postfix({f"L{active[0] + i + 1}": f"{v / count:.3f}" for i, v in enumerate(sums)})
+                for i, v in st["loss"].items():
+                    sums[i] = sums.get(i, 0.0) + v
+                    counts[i] = counts.get(i, 0) + 1
+                if t % 20 == 19:
+                    bar.set_postfix({f"L{i + 1}": f"{sums[i] / counts[i]:.3f}" for i in sorted(sums)})
             state.train_s += time.perf_counter() - t0
             state.epoch = epoch + 1
             record = {"epoch": state.epoch, "train_s": round(state.train_s, 3),
-                      "loss": {f"layer{active[0] + i + 1}": v / max(count, 1) for i, v in enumerate(sums or [])}}
+                      "loss": {f"layer{i + 1}": sums[i] / counts[i] for i in sorted(sums)}}
             if probe is not None:
                 net.eval()
                 seen = probe_goodness(net, *probe)

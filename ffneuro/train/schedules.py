@@ -27,9 +27,33 @@ def lr_factor(epoch: int, total_epochs: int, schedule: str, milestones: tuple[in
 
 
 def stages(schedule: str, n_units: int) -> list[list[int]]:
-    """The units updated in each stage: all at once (``network``) or one at a time (``layer``).
+    """The units updated in each stage: all at once (``network``, ``alternate``) or one at
+    a time (``layer``).
 
     >>> stages("network", 3), stages("layer", 2)
     ([[0, 1, 2]], [[0], [1]])
     """
-    return [list(range(n_units))] if schedule == "network" else [[i] for i in range(n_units)]
+    return [[i] for i in range(n_units)] if schedule == "layer" else [list(range(n_units))]
+
+
+def active_units(stage: list[int], *, epoch: int, batch: int, schedule: str, unit_epochs: tuple[int, ...] = (),
+                 chunk: int = 1) -> list[int]:
+    """The units of ``stage`` that learn on mini-batch ``batch`` of 0-based ``epoch``.
+
+    ``unit_epochs[i]``: unit i learns in epochs 0..unit_epochs[i]−1 only (CwComp's
+    interleaved layer training, ILT). ``alternate``: the still-learning units split into
+    chunks of ``chunk`` consecutive units, and batch t updates chunk t mod K (seed 002's
+    chunked local updates, alternating between layers over iterations).
+
+    >>> active_units([0, 1, 2], epoch=0, batch=4, schedule="alternate", chunk=2)
+    [0, 1]
+    >>> active_units([0, 1, 2], epoch=0, batch=5, schedule="alternate", chunk=2)
+    [2]
+    >>> active_units([0, 1, 2], epoch=3, batch=0, schedule="network", unit_epochs=(3, 4, 4))
+    [1, 2]
+    """
+    units = [i for i in stage if i >= len(unit_epochs) or epoch < unit_epochs[i]]
+    if schedule == "alternate" and units:
+        chunks = [units[k:k + chunk] for k in range(0, len(units), chunk)]
+        return chunks[batch % len(chunks)]
+    return units

@@ -8,6 +8,13 @@
 CFF adds γ_i, the other units' goodness from a frozen copy (a no-grad scout pass with
 the weights as they were at the start of the step), to unit i's goodness. Every pass's
 events are counted by the units themselves when a ledger is given.
+
+Channel-wise competition (``units.loss = cwc``) needs no negative data and no label in
+the input: one pass, each active unit's local step takes the true labels, and the head
+learns from the same pass's activities::
+
+    batch ─▶ unit 1 ─▶ unit 2 ─▶ … ─▶ unit L ─▶ head (last two units' activities)
+             (each active unit: competitive loss on its class groups, one local step)
 """
 
 from __future__ import annotations
@@ -57,14 +64,47 @@ def _fork(g: torch.Generator) -> torch.Generator:
     return torch.Generator().set_state(g.get_state())
 
 
+def competitive_step(net: FFNetwork, x: torch.Tensor, y: torch.Tensor, active: list[int], streams: Streams,
+                     ledger: EventLedger | None = None, update_batch: int = 1) -> dict:
+    """One mini-batch of channel-wise competitive learning (see the module docstring).
+    The pass ends after the last active unit unless the head needs later activities."""
+    losses: dict[int, float] = {}
+    kept: list[torch.Tensor] = []
+    b = x.shape[0]
+
+    def through(i: int, unit, h):
+        if i not in active:
+            with torch.no_grad():
+                return unit(h)
+        r = unit.local_step(h, generator=streams.unit(i), targets=y)
+        losses[i] = r.loss
+        if ledger is not None:
+            ledger.add("train", i, unit.update_events(h, b, update_batch))
+        return r.h
+
+    upto = None if net.head is not None else max(active, default=-1) + 1
+    for p in net.stream(x, None, generator=streams["encoder"], through=through, upto=upto):
+        if ledger is not None:
+            ledger.add("train", p.index, p.unit.forward_events(p.h_in, p.h_out))
+        if net.head is not None and p.index in net.head_idx:
+            kept.append(p.unit.head_activity(p.h_out))
+    stats: dict = {"loss": losses}
+    if net.head is not None:
+        _, stats["head_loss"] = net.head.local_step(kept, y)
+    return stats
+
+
 def train_step(net: FFNetwork, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor, active: list[int],
                streams: Streams, ledger: EventLedger | None = None, update_batch: int = 1) -> dict:
     """Stream one mini-batch through the units, updating those in ``active``.
 
     With a ``ledger``, every pass's events are counted from the real tensors by the units
     (the neutral pass and head, the CFF scout pass, the FF pass and each unit's update);
-    ``update_batch`` is the number of samples per applied update.
+    ``update_batch`` is the number of samples per applied update. Returns the local loss
+    of every updated unit (``loss``: {unit index: loss}) and the head's.
     """
+    if net.competitive:
+        return competitive_step(net, x, y, active, streams, ledger, update_batch)
     stats: dict = {}
     # 1. Neutral pass: trains the one-pass head and supplies scores for hard negatives.
     scores = None
@@ -86,7 +126,7 @@ def train_step(net: FFNetwork, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor,
     if cff and cfg.cff.gamma != "earlier":
         scout = scout_goodness(net, x, labels, _fork(streams["encoder"]), event_counter(ledger, "train", net, False))
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []
-    losses = []
+    losses: dict[int, float] = {}
 
     def through(i: int, unit, h):
         if i not in active:
@@ -104,14 +144,14 @@ def train_step(net: FFNetwork, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor,
                 gam_p = torch.stack([seen[j][0] for j in members]).sum(0)
                 gam_n = torch.stack([seen[j][1] for j in members]).sum(0)
         r = unit.local_step(h, gam_p, gam_n, streams.unit(i))
-        losses.append(r.loss)
+        losses[i] = r.loss
         seen.append((r.g_pos, r.g_neg))
         if ledger is not None:
             ledger.add("train", i, unit.update_events(h, b, update_batch))
         return r.h
 
     # 4. Stream through the units. The last active unit ends the pass: nothing later learns.
-    for p in net.stream(x, labels, generator=streams["encoder"], through=through, upto=max(active) + 1):
+    for p in net.stream(x, labels, generator=streams["encoder"], through=through, upto=max(active, default=-1) + 1):
         if ledger is not None:
             ledger.add("train", p.index, p.unit.forward_events(p.h_in, p.h_out))
     stats["loss"] = losses

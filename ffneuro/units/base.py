@@ -23,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from ffneuro.functional.encoding import CodedBatch
-from ffneuro.functional.goodness import layer_loss
+from ffneuro.functional.goodness import competitive_loss, competitive_split, group_goodness, layer_loss
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class UnitSpec:
     momentum: float = 0.9
     weight_decay: float = 0.0
     temperature: float = 1.0     # τ: the loss compares (g + γ − θ)/τ (FF) or α(g⁺ − g⁻)/τ (SymBa)
+    classes: int = 10            # J: class groups of the channel-wise competitive loss (cwc)
 
 
 def unit_loss(spec: UnitSpec, g_pos: torch.Tensor, g_neg: torch.Tensor, gamma_pos: torch.Tensor | None = None,
@@ -57,6 +58,25 @@ def unit_loss(spec: UnitSpec, g_pos: torch.Tensor, g_neg: torch.Tensor, gamma_po
     sn = g_neg if gamma_neg is None else g_neg + gamma_neg.detach()
     tau = spec.temperature
     return layer_loss(spec.loss, sp / tau, sn / tau, theta=spec.theta / tau, alpha=spec.alpha)
+
+
+def local_objective(spec: UnitSpec, h: torch.Tensor, goodness_fn, targets: torch.Tensor | None,
+                    gamma_pos: torch.Tensor | None = None,
+                    gamma_neg: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, g⁺, g⁻) of a unit's per-sample activity ``h`` (N, channels, ...).
+
+    With ``targets`` (the channel-wise competitive loss, ``cwc``): ``h`` holds N positives
+    only; G = ``group_goodness(h, J)``, the loss ``competitive_loss(G, y, τ)`` and g⁺/g⁻ the
+    true group's and the others' mean (detached, for the logs). Otherwise ``h`` holds the
+    N/2 positives then the N/2 negatives and ``goodness_fn(h)`` enters ``unit_loss``."""
+    if targets is not None:
+        g = group_goodness(h, spec.classes)
+        g_pos, g_neg = competitive_split(g.detach(), targets)
+        return competitive_loss(g, targets, spec.temperature), g_pos, g_neg
+    g = goodness_fn(h)
+    b = g.shape[0] // 2
+    g_pos, g_neg = g[:b], g[b:]
+    return unit_loss(spec, g_pos, g_neg, gamma_pos, gamma_neg), g_pos, g_neg
 
 
 @dataclass
@@ -107,12 +127,14 @@ class Unit(Protocol):
 
     in_features: int
     out_features: int
+    in_shape: tuple[int, ...]     # one sample's input activity: (features,) or (channels, H, W)
+    out_shape: tuple[int, ...]
 
     def forward(self, x: torch.Tensor | CodedBatch) -> torch.Tensor: ...
     def goodness(self, h: torch.Tensor) -> torch.Tensor: ...
     def local_step(self, x: torch.Tensor | CodedBatch, gamma_pos: torch.Tensor | None = None,
-                   gamma_neg: torch.Tensor | None = None,
-                   generator: torch.Generator | None = None) -> StepResult: ...
+                   gamma_neg: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                   targets: torch.Tensor | None = None) -> StepResult: ...
     @property
     def calibrated(self) -> bool: ...
     def calibrate(self, x: torch.Tensor) -> None: ...
@@ -137,7 +159,10 @@ class PassThrough:
 
 
 def dense_input(x: torch.Tensor | CodedBatch) -> torch.Tensor:
-    return x.dense() if isinstance(x, CodedBatch) else x
+    """A batch of inputs as a (N, features) matrix (factored codes expanded, feature maps
+    flattened)."""
+    x = x.dense() if isinstance(x, CodedBatch) else x
+    return x.flatten(1) if x.dim() > 2 else x
 
 
 def format_attrs(prefix: str, fmt) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from ffneuro.functional.goodness import goodness, normalize, norm_factor, peer_n
 from ffneuro.functional.quant import FixedPoint
 from ffneuro.hw.chip import ChipSpec
 from ffneuro.hw.events import forward_events, update_events
-from ffneuro.units.base import ExportTables, Resources, StepResult, UnitSpec, dense_input, format_attrs, unit_loss
+from ffneuro.units.base import ExportTables, Resources, StepResult, UnitSpec, dense_input, format_attrs, local_objective
 from ffneuro.units.optim import make_optimizer, set_lr
 from ffneuro.units.synapse import DenseSynapse, SynapticUnit
 
@@ -86,6 +86,7 @@ class FFDense(SynapticUnit, nn.Module):
         self.onchip_lr = onchip_lr
         self.in_features = in_features
         self.out_features = out_features
+        self.in_shape, self.out_shape = (in_features,), (out_features,)
         # Init as in loeweX: N(0, 1/sqrt(fan_out)), zero bias.
         w = torch.randn(out_features, in_features, generator=generator) / math.sqrt(out_features)
         self.synapse = DenseSynapse(w)
@@ -143,7 +144,7 @@ class FFDense(SynapticUnit, nn.Module):
         """W · n(x) + b in real units (float units only; the chip path is ``chip_forward``)."""
         if isinstance(x, CodedBatch):
             return self._coded_pre_activation(x)
-        return self.synapse.current(normalize(x, self.spec.norm))
+        return self.synapse.current(normalize(dense_input(x), self.spec.norm))
 
     def _coded_pre_activation(self, x: CodedBatch) -> torch.Tensor:
         """W · n(x) + b for K codes of the same samples, with the data part multiplied once.
@@ -188,21 +189,24 @@ class FFDense(SynapticUnit, nn.Module):
         set_lr(self.optimizer, lr)
 
     def local_step(self, x: torch.Tensor | CodedBatch, gamma_pos: torch.Tensor | None = None,
-                   gamma_neg: torch.Tensor | None = None,
-                   generator: torch.Generator | None = None) -> StepResult:
+                   gamma_neg: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                   targets: torch.Tensor | None = None) -> StepResult:
         """One local update from a batch of positive and negative input activities.
 
         ``x`` holds the B positives then the B negatives: a (2B, in_features) tensor, or
         for the first unit a CodedBatch whose codes are [positive, negative]. γ (CFF) is a
-        detached per-sample constant added to this unit's goodness. Only this unit's
-        parameters receive gradient: the inputs carry no graph.
+        detached per-sample constant added to this unit's goodness. With ``targets``
+        (channel-wise competition: groups of units per class) x holds B samples only.
+        Only this unit's parameters receive gradient: the inputs carry no graph.
         """
         if isinstance(x, CodedBatch):
             b = x.rest.shape[0]
             if self.calibrated:
                 x = x.dense()
-            return self._learn(x, b, gamma_pos, gamma_neg, generator)
-        return self._learn(x.detach(), x.shape[0] // 2, gamma_pos, gamma_neg, generator)
+            return self._learn(x, b, gamma_pos, gamma_neg, generator, targets)
+        x = dense_input(x.detach())
+        b = x.shape[0] if targets is not None else x.shape[0] // 2
+        return self._learn(x, b, gamma_pos, gamma_neg, generator, targets)
 
     def _activity(self, x: torch.Tensor | CodedBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(h in real units with a graph to the parameters, the input in real units, the
@@ -217,11 +221,11 @@ class FFDense(SynapticUnit, nn.Module):
         return relu(z, self.spec.relu_grad), x_real, z_int.clamp_min(0)
 
     def _learn(self, x: torch.Tensor | CodedBatch, b: int, gamma_pos: torch.Tensor | None,
-               gamma_neg: torch.Tensor | None, generator: torch.Generator | None) -> StepResult:
+               gamma_neg: torch.Tensor | None, generator: torch.Generator | None,
+               targets: torch.Tensor | None = None) -> StepResult:
         h, x_real, h_out = self._activity(x)
-        g = goodness(h, self.spec.goodness)
-        g_pos, g_neg = g[:b], g[b:]
-        loss = unit_loss(self.spec, g_pos, g_neg, gamma_pos, gamma_neg)
+        loss, g_pos, g_neg = local_objective(self.spec, h, lambda a: goodness(a, self.spec.goodness), targets,
+                                             gamma_pos, gamma_neg)
         if self.spec.peer_norm > 0:
             m = self.spec.peer_momentum
             running = self.running_mean * m + h[:b].mean(dim=0) * (1 - m)
@@ -235,7 +239,6 @@ class FFDense(SynapticUnit, nn.Module):
         for p in (self.weight, self.bias):
             p.grad = None        # streaming: nothing of this step outlives it but the new weights
         return StepResult(h_out.detach(), float(loss.detach()), g_pos.detach(), g_neg.detach())
-
 
     @torch.no_grad()
     def _chip_update(self, generator: torch.Generator | None, x: torch.Tensor, h: torch.Tensor) -> None:

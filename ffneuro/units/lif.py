@@ -43,7 +43,7 @@ from ffneuro.functional.lif import (ATAN_ALPHA, FAST_SIGMOID_SLOPE, encode, lif_
                                     spike_activity, surrogate_slope)
 from ffneuro.functional.quant import FixedPoint
 from ffneuro.hw.events import spike_forward_events, spike_update_events
-from ffneuro.units.base import ExportTables, Resources, StepResult, UnitSpec, dense_input, format_attrs, unit_loss
+from ffneuro.units.base import ExportTables, Resources, StepResult, UnitSpec, format_attrs, local_objective
 from ffneuro.units.optim import make_optimizer, set_lr
 from ffneuro.units.synapse import DenseSynapse, SynapticUnit
 
@@ -113,6 +113,7 @@ class FFSpiking(SynapticUnit, nn.Module):
         self.lif_spec = lif
         self.in_features = in_features
         self.out_features = out_features
+        self.in_shape, self.out_shape = (in_features,), (out_features,)
         self.chip = chip
         self.onchip_lr = onchip_lr
         self.steps = steps                   # T: the goodness of spike counts is scaled by 1/T²
@@ -240,8 +241,11 @@ class FFSpiking(SynapticUnit, nn.Module):
             out.append(spk)
         return torch.stack(out), psi_sum / t_steps, eps_sum / t_steps, eps_b_sum / t_steps
 
-    def _eligibility_step(self, x: torch.Tensor, b: int, gamma_pos, gamma_neg,
-                          generator: torch.Generator | None = None) -> StepResult:
+    def _rate_goodness(self, r: torch.Tensor) -> torch.Tensor:
+        return goodness(r, self.spec.goodness)
+
+    def _eligibility_step(self, x: torch.Tensor, gamma_pos, gamma_neg, generator: torch.Generator | None = None,
+                          targets: torch.Tensor | None = None) -> StepResult:
         """The online rule: dr_j/dW_ji ≈ mean_t ψ_j · mean_t ε_i (a factorised e-prop-style
         estimate that ignores the reset's dependence on W), so the weight gradient is
         (dL/dr ⊙ ψ̄)ᵀ · ε̄ from quantities accumulated step by step."""
@@ -249,9 +253,7 @@ class FFSpiking(SynapticUnit, nn.Module):
         if self.calibrated:               # the chip's own spikes; the traces come from the float twin
             s = self.int_forward(x)
         r = spike_activity(s, self.lif_spec.goodness_on).requires_grad_(True)
-        g = goodness(r, self.spec.goodness)
-        g_pos, g_neg = g[:b], g[b:]
-        loss = unit_loss(self.spec, g_pos, g_neg, gamma_pos, gamma_neg)
+        loss, g_pos, g_neg = local_objective(self.spec, r, self._rate_goodness, targets, gamma_pos, gamma_neg)
         (d_r,) = torch.autograd.grad(loss, r)
         delta = d_r * psi * (1.0 if self.lif_spec.goodness_on == "rate" else float(x.shape[0]))  # counts = T·rates
         self.weight.grad = delta.t() @ eps
@@ -260,18 +262,18 @@ class FFSpiking(SynapticUnit, nn.Module):
         return StepResult(s, float(loss.detach()), g_pos.detach(), g_neg.detach())
 
     def local_step(self, x: torch.Tensor, gamma_pos: torch.Tensor | None = None,
-                   gamma_neg: torch.Tensor | None = None, generator: torch.Generator | None = None) -> StepResult:
-        """One local update from x (T, 2B, in): the B positives then the B negatives."""
+                   gamma_neg: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                   targets: torch.Tensor | None = None) -> StepResult:
+        """One local update from x (T, 2B, in): the B positives then the B negatives (with
+        ``targets``, channel-wise competition on the rates: x (T, B, in))."""
         x = x.detach()
-        b = x.shape[1] // 2
         if self.lif_spec.learning == "eligibility":
-            return self._eligibility_step(x, b, gamma_pos, gamma_neg, generator)
+            return self._eligibility_step(x, gamma_pos, gamma_neg, generator, targets)
         s = self.float_forward(x)
         if self.calibrated:               # values: the chip's integer spikes; gradient: the float twin's
             s = s + (self.int_forward(x) - s).detach()
-        g = goodness(spike_activity(s, self.lif_spec.goodness_on), self.spec.goodness)
-        g_pos, g_neg = g[:b], g[b:]
-        loss = unit_loss(self.spec, g_pos, g_neg, gamma_pos, gamma_neg)
+        loss, g_pos, g_neg = local_objective(self.spec, spike_activity(s, self.lif_spec.goodness_on),
+                                             self._rate_goodness, targets, gamma_pos, gamma_neg)
         loss.backward()
         self._apply(generator)
         return StepResult(s.detach(), float(loss.detach()), g_pos.detach(), g_neg.detach())
@@ -355,7 +357,7 @@ class SpikeEncoder:
         self.kind, self.steps, self.chip = kind, steps, chip
 
     def __call__(self, x: torch.Tensor | CodedBatch, generator: torch.Generator | None = None) -> torch.Tensor:
-        x = dense_input(x)
+        x = x.dense() if isinstance(x, CodedBatch) else x
         if self.chip is not None:
             return int_spike_encode(self.kind, x, self.steps)
         return encode(self.kind, x, self.steps, generator)

@@ -113,6 +113,49 @@ class DenseSynapse(nn.Module):
                 "integer weights (out_features, in_features); real value = weight * weight_scale")
 
 
+class ConvSynapse(nn.Module):
+    """Convolution weights ``W`` (out_channels, in_channels / groups, k, k) and biases
+    ``b`` (out_channels,): the current ``conv2d(x, W, stride, padding, groups) + b`` for
+    feature maps x (N, in_channels, H, W). Each output position reads the k×k window
+    of its group's input channels with the same kernel (weight sharing)."""
+
+    kind = "conv"
+
+    def __init__(self, weight: torch.Tensor, *, stride: int = 1, padding: int = 0, groups: int = 1):
+        super().__init__()
+        self.out_channels, per_group, self.kernel, _ = weight.shape
+        self.in_channels = per_group * groups
+        self.stride, self.padding, self.groups = stride, padding, groups
+        self.weight = nn.Parameter(weight)
+        self.bias = nn.Parameter(torch.zeros(self.out_channels))
+        self.register_buffer("w_step", torch.tensor(0.0))      # 0: float (not on a chip's grid)
+
+    @property
+    def synapses(self) -> int:
+        return self.weight.numel()
+
+    @property
+    def fan_in(self) -> int:
+        """Inputs per output neuron: its group's input channels × the kernel window."""
+        return self.weight[0].numel()
+
+    @property
+    def fan_out(self) -> int:
+        """Output neurons an input position feeds (interior, stride 1): the output channels
+        of its group × the kernel window, divided by stride²."""
+        return (self.out_channels // self.groups) * self.kernel * self.kernel // (self.stride * self.stride)
+
+    def out_size(self, size: int) -> int:
+        return (size + 2 * self.padding - self.kernel) // self.stride + 1
+
+    def current(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, 1, self.groups)
+
+    @property
+    def on_grid(self) -> bool:
+        return float(self.w_step) > 0
+
+
 class SynapticUnit:
     """What a unit built on a synapse (``self.synapse``, with ``self.chip``) shows of it:
     its weights, their step, whether they are on the chip's grid and their format."""

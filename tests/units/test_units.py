@@ -44,6 +44,7 @@ class StubUnit(nn.Module):
     def __init__(self, n_in: int, n_out: int, generator: torch.Generator, lr: float = 1e-2):
         super().__init__()
         self.in_features, self.out_features = n_in, n_out
+        self.in_shape, self.out_shape = (n_in,), (n_out,)
         self.weight = nn.Parameter(torch.randn(n_out, n_in, generator=generator) / math.sqrt(n_in))
         self.bias = nn.Parameter(torch.zeros(n_out))
         self.spec = UnitSpec(theta=float(n_out))
@@ -83,7 +84,7 @@ class StubUnit(nn.Module):
             return int_goodness(h, "sumsq").double() * self._ints()[2] ** 2
         return h.pow(2).sum(dim=1)
 
-    def local_step(self, x, gamma_pos=None, gamma_neg=None, generator=None) -> StepResult:
+    def local_step(self, x, gamma_pos=None, gamma_neg=None, generator=None, targets=None) -> StepResult:
         x = dense_input(x).detach()
         b = x.shape[0] // 2
         h = F.relu(F.linear(normalize(x, "rms"), self.weight, self.bias))
