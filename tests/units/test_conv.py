@@ -1,0 +1,235 @@
+"""Conv units (units/conv.py) and channel-wise competitive learning: hand-computed
+maths, shapes, locality, mixed stacks, schedules, the competitive predictor and run-dir
+round trips."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ffneuro.config import ConfigError, RunConfig
+from ffneuro.config.run import preset
+from ffneuro.config.sections import LayerSpec
+from ffneuro.evaluate import evaluate_run
+from ffneuro.functional.encoding import LabelEncoding
+from ffneuro.functional.goodness import competitive_loss, competitive_split, group_goodness
+from ffneuro.network import FFNetwork, default_inference_layers
+from ffneuro.runs.load import load_run
+from ffneuro.train.loop import train
+from ffneuro.units.base import UnitSpec
+from ffneuro.units.conv import FFConv
+from ffneuro.units.stack import unit_shapes
+
+CONV_STACK = "conv:10:k3:p1,conv:20:k3:p1:g10:pool2"
+CWC = [f"units.stack={CONV_STACK}", "units.loss=cwc", "units.norm=none", "units.batch_norm=true",
+       "optim.lr=0.01", "loop.entropy_probe=0"]
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# -- pure maths ---------------------------------------------------------------------------
+def test_group_goodness_of_feature_maps_by_hand():
+    h = torch.zeros(1, 4, 2, 2)
+    h[0, 0] = 1.0            # group 0: channels 0, 1 → mean of 4 ones and 4 zeros = 0.5
+    h[0, 3, 0, 0] = 4.0      # group 1: channels 2, 3 → 16 / 8 = 2
+    assert torch.equal(group_goodness(h, 2), torch.tensor([[0.5, 2.0]]))
+    with pytest.raises(ValueError, match="equal groups"):
+        group_goodness(h, 3)
+
+
+def test_competitive_loss_is_the_cross_entropy_of_group_goodness():
+    g = torch.tensor([[1.0, 3.0, 0.5], [2.0, 0.0, 0.0]])
+    y = torch.tensor([1, 2])
+    by_hand = -(math.log(math.exp(3) / (math.exp(1) + math.exp(3) + math.exp(0.5)))
+                + math.log(1 / (math.exp(2) + 2))) / 2
+    assert float(competitive_loss(g, y)) == pytest.approx(by_hand, rel=1e-6)
+    assert float(competitive_loss(2 * g, y, temperature=2.0)) == pytest.approx(by_hand, rel=1e-6)
+    pos, neg = competitive_split(g, y)
+    assert torch.equal(pos, torch.tensor([3.0, 0.0])) and torch.allclose(neg, torch.tensor([0.75, 1.0]))
+
+
+def test_label_planes_spread_the_code_over_the_whole_image():
+    enc = LabelEncoding("planes", 3, scale=2.0)
+    x = torch.rand(2, 1, 4, 5)
+    out = enc.encode(x, torch.tensor([2, 0]))
+    assert out.shape == (2, 4, 4, 5) and torch.equal(out[:, :1], x)
+    assert torch.all(out[0, 3] == 2.0) and torch.all(out[0, 1:3] == 0) and torch.all(out[1, 1] == 2.0)
+    coded = enc.coded(x, [torch.tensor([2, 0]), torch.tensor([1, 1])])
+    assert torch.equal(coded[:2], out) and torch.all(coded[2:, 2] == 2.0)
+    assert torch.allclose(enc.encode_neutral(x)[:, 1:], torch.full((2, 3, 4, 5), 2.0 / 3))
+
+
+# -- the unit -----------------------------------------------------------------------------
+def test_conv_unit_forward_is_conv_relu_pool_batchnorm():
+    unit = FFConv((3, 8, 8), 4, UnitSpec(norm="none", relu_grad="standard"), generator=gen(), kernel=3, padding=1,
+                  groups=1, pool=2, batch_norm=True)
+    unit.eval()
+    with torch.no_grad():
+        unit.bn.running_mean.copy_(torch.tensor([0.1, 0.2, 0.3, 0.4]))
+        unit.bn.running_var.copy_(torch.tensor([1.0, 2.0, 0.5, 4.0]))
+        unit.bn.weight.copy_(torch.tensor([1.0, -1.0, 2.0, 0.5]))
+    x = torch.rand(2, 3, 8, 8, generator=gen(1))
+    z = F.max_pool2d(F.relu(F.conv2d(x, unit.weight, unit.bias, padding=1)), 2)
+    a = unit.bn.weight / torch.sqrt(unit.bn.running_var + unit.bn.eps)          # the folded per-channel scale
+    b = unit.bn.bias - a * unit.bn.running_mean                                # and bias
+    expected = z * a[None, :, None, None] + b[None, :, None, None]
+    assert torch.allclose(unit(x), expected, atol=1e-6)
+    assert unit.out_shape == (4, 4, 4) and unit(x.flatten(1)).shape == (2, 4, 4, 4)
+
+
+def test_conv_unit_shapes_and_resources():
+    unit = FFConv((10, 16, 16), 20, UnitSpec(), generator=gen(), kernel=3, stride=1, padding=0, groups=10, pool=2)
+    assert unit.out_shape == (20, 7, 7) and unit.out_features == 20 * 49
+    r = unit.resources()
+    assert r.synapses == 20 * 1 * 9 and r.fan_in == 9 and r.neurons == 20 * 14 * 14
+    assert unit_shapes((LayerSpec("conv", 20, kernel=3, groups=10, pool=2), LayerSpec("dense", 5)),
+                       (10, 16, 16)) == [(10, 16, 16), (20, 7, 7), (5,)]
+
+
+def test_competitive_local_step_touches_only_its_own_parameters():
+    """Locality, proven with gradient hooks: the input carries no gradient and only the
+    unit's own weights (and batch-norm scale and shift) change."""
+    a = FFConv((3, 8, 8), 10, UnitSpec(loss="cwc", norm="none", lr=0.05), generator=gen(0), kernel=3, padding=1,
+               batch_norm=True)
+    b = FFConv((10, 8, 8), 20, UnitSpec(loss="cwc", norm="none", lr=0.05), generator=gen(1), kernel=3, padding=1,
+               groups=10, pool=2, batch_norm=True)
+    x = torch.rand(6, 3, 8, 8, generator=gen(2), requires_grad=True)
+    y = torch.tensor([0, 1, 2, 3, 4, 5])
+    seen = []
+    x.register_hook(lambda g: seen.append("input"))
+    for p in a.parameters():
+        p.register_hook(lambda g: seen.append("a"))
+    before_a = [p.detach().clone() for p in a.parameters()]
+    before_b = [p.detach().clone() for p in b.parameters()]
+    h = a(x)                                     # a graph from x through a into b's input...
+    r = b.local_step(h, targets=y)               # ...which b's step must not use
+    assert seen == [] and x.grad is None
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), before_a))
+    assert all(not torch.equal(p, q) for p, q in zip(b.parameters(), before_b))
+    assert all(p.grad is None for p in b.parameters())
+    assert r.h.requires_grad is False and r.h.shape == (6, 20, 4, 4)
+    assert r.loss > 0 and r.g_pos.shape == (6,)
+
+
+def test_competitive_steps_lower_the_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    unit = FFConv((1, 6, 6), 10, UnitSpec(loss="cwc", norm="none", lr=0.05), generator=gen(), kernel=3, padding=1,
+                  batch_norm=True)
+    x = torch.rand(20, 1, 6, 6, generator=gen(3))
+    y = torch.arange(20) % 10
+    losses = [unit.local_step(x, targets=y).loss for _ in range(60)]
+    assert losses[-1] < 0.6 * losses[0] and losses[-1] < losses[30] < losses[0]
+
+
+def test_ff_local_step_on_positives_and_negatives():
+    unit = FFConv((2, 6, 6), 4, UnitSpec(theta=10.0, lr=0.01), generator=gen(), kernel=3, padding=1)
+    r = unit.local_step(torch.rand(8, 2, 6, 6, generator=gen(4)))
+    assert r.g_pos.shape == (4,) and r.g_neg.shape == (4,)
+
+
+# -- config and stacks -----------------------------------------------------------------------
+def test_stack_from_toml_tables_strings_and_errors():
+    cfg = RunConfig.from_dict({"units": {"stack": [{"kind": "conv", "size": 8, "kernel": 5, "pool": 2},
+                                                   "dense:32"]}})
+    assert cfg.units.plan() == (LayerSpec("conv", 8, kernel=5, pool=2), LayerSpec("dense", 32))
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+    assert RunConfig().units.plan() == tuple(LayerSpec("dense", 500) for _ in range(3))
+    for bad, match in ((["units.stack=conv:8:x1"], "unknown option"),
+                       (["units.stack=dense:8,conv:8"], "conv units must come before"),
+                       (["units.stack=conv:9:g2"], "must divide"),
+                       (["units.loss=cwc", "data.label_encoding=overlay"], "label in the loss"),
+                       (["units.stack=conv:10,conv:10", "loop.unit_epochs=3"], "one per unit")):
+        with pytest.raises(ConfigError, match=match):
+            RunConfig().with_sets(bad)
+    with pytest.raises(ConfigError, match="unknown key"):
+        RunConfig.from_dict({"units": {"stack": [{"kind": "conv", "size": 8, "kernal": 3}]}})
+
+
+def test_ff_tiny_counts_its_parameters_layer_by_layer():
+    """Trainable parameters by hand: conv weights + biases + the batch norm's scale and
+    shift per channel; the head reads the last two units (no bias)."""
+    net = FFNetwork.from_config(preset("ff-tiny"), (3, 32, 32), 10, "none", generators=gen())
+    counts = net.trainable_parameters()
+    assert counts["unit1"] == 50 * 3 * 9 + 50 + 2 * 50
+    assert counts["unit2"] == counts["unit3"] == 50 * 50 * 9 + 50 + 2 * 50
+    assert counts["unit4"] == 50 * 50 * 16 + 50 + 2 * 50
+    assert [u.out_shape for u in net.layers] == [(50, 32, 32), (50, 16, 16), (50, 16, 16), (50, 7, 7)]
+    assert counts["head"] == 10 * (50 * 16 * 16 + 50 * 7 * 7)
+    assert counts["total"] == sum(v for k, v in counts.items() if k != "total")
+
+
+def test_cwcomp_preset_is_the_published_architecture():
+    cfg = preset("cwcomp")
+    assert [s.text() for s in cfg.units.plan()] == ["conv:20:k3:p1", "conv:80:k3:p1:g10:pool2",
+                                                     "conv:240:k3:p1", "conv:480:k3:p1:g10:pool2"]
+    assert default_inference_layers(cfg) == [2, 3]
+
+
+# -- training -------------------------------------------------------------------------------
+def test_mixed_stack_learns_competitively_on_digits(digits, tmp_path):
+    cfg = RunConfig().with_sets(CWC + ["units.stack=conv:10:k3:p1,conv:20:k3:p1:g10:pool2,dense:40",
+                                       "loop.epochs=3"])
+    m = train(cfg, out=tmp_path / "run", data=digits, progress=False)
+    assert m["test_error"]["one_pass"] < 15 and m["test_error"]["multi_pass"] < 60
+    assert set(m["history"][-1]["loss"]) == {"layer1", "layer2", "layer3"}
+    assert m["inference_layers"] == [2, 3]
+    # the run dir rebuilds the same network: same errors from `ffneuro eval`
+    again = evaluate_run(tmp_path / "run")
+    assert again["test_error"] == pytest.approx(m["test_error"])
+    _, saved, net = load_run(tmp_path / "run")
+    assert saved["feature_shape"] == [8, 8] and net.data_shape == (1, 8, 8)
+    assert saved["parameters"]["total"] == net.trainable_parameters()["total"]
+
+
+def test_competitive_scores_are_the_group_goodness_of_one_pass(digits):
+    cfg = RunConfig().with_sets(CWC + ["loop.epochs=1"])
+    net = FFNetwork.from_config(cfg, (8, 8), 10, "none", generators=gen())
+    net.eval()
+    x = net.prepare_input(digits.x_test[:7])
+    table = net.goodness_table(x, batch_size=3)
+    with torch.no_grad():
+        h1 = net.layers[0](x)
+        h2 = net.layers[1](h1)
+    assert torch.allclose(table[:, :, 0], group_goodness(h1, 10)) and torch.allclose(table[:, :, 1],
+                                                                                     group_goodness(h2, 10))
+
+
+def test_unit_epochs_freeze_a_unit_after_its_epochs(digits):
+    cfg = RunConfig().with_sets(CWC + ["loop.unit_epochs=1,2", "loop.epochs=2", "loop.eval_every=0"])
+    snapshots = []
+    from ffneuro.rng import Streams
+    from ffneuro.train.loop import build_network
+    net = build_network(cfg, digits, Streams(0, 2))
+    train(cfg, data=digits, progress=False, network=net,
+          on_epoch=lambda r: snapshots.append([u.weight.detach().clone() for u in net.layers]))
+    assert torch.equal(snapshots[0][0], snapshots[1][0])          # unit 1 learned in epoch 1 only
+    assert not torch.equal(snapshots[0][1], snapshots[1][1])      # unit 2 in both
+
+
+def test_alternate_schedule_updates_one_chunk_per_batch(digits):
+    cfg = RunConfig().with_sets(CWC + ["loop.schedule=alternate", "loop.epochs=1", "loop.batch_size=1437",
+                                       "loop.eval_every=0"])
+    from ffneuro.rng import Streams
+    from ffneuro.train.loop import build_network
+    net = build_network(cfg, digits, Streams(0, 2))
+    before = [u.weight.detach().clone() for u in net.layers]
+    m = train(cfg, data=digits, progress=False, network=net)      # one batch: chunk 0 (unit 1) only
+    assert not torch.equal(before[0], net.layers[0].weight) and torch.equal(before[1], net.layers[1].weight)
+    assert set(m["history"][0]["loss"]) == {"layer1"}
+
+
+def test_label_planes_conv_ff_trains(digits):
+    cfg = RunConfig().with_sets([f"units.stack={CONV_STACK}", "loop.epochs=1", "loop.entropy_probe=0"])
+    m = train(cfg, data=digits, progress=False)
+    assert m["inference_layers"] == [2] and 0 <= m["test_error"]["multi_pass"] <= 100
+
+
+def test_conv_units_refuse_a_fixed_point_profile(digits):
+    cfg = RunConfig().with_sets([f"units.stack={CONV_STACK}", "loop.epochs=1"])
+    with pytest.raises(ConfigError, match="fixed-point profile"):
+        train(cfg, data=digits, progress=False, profile="loihi-like")
