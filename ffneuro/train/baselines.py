@@ -1,6 +1,8 @@
 """Backprop baselines in the same harness as FF, for honest comparison (SPEC §2, Table 1).
 
-- ``bp``: the classic MLP with a C-way softmax output, trained end to end by backprop.
+- ``bp``: the classic MLP with a C-way softmax output, trained end to end by backprop;
+  for a stack with conv units, the same CNN (each conv unit's convolution, ReLU, max-pool
+  and batch norm, then the dense units) with a C-way linear output.
 - ``bp-pairwise``: the pos/neg discriminator — the same input encoding as FF (the label
   overlaid or concatenated), one logit out, trained by backprop with binary
   cross-entropy on positive (true label) and negative (random wrong label) pairs; it
@@ -13,6 +15,7 @@ dir has the same config.json and metrics.json keys (``test_error``, ``epochs``,
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -25,12 +28,39 @@ from ffneuro import __version__
 from ffneuro.runs import files as runio
 from ffneuro.data.augment import batch_transform
 from ffneuro.config import RunConfig
+from ffneuro.config.sections import UnitsConfig
 from ffneuro.data.loaders import Dataset, load_dataset
 from ffneuro.functional.encoding import LabelEncoding, choose_encoding, random_wrong_labels
 from ffneuro.train.schedules import lr_factor
+from ffneuro.network import sample_shape
+from ffneuro.units.conv import BN_EPS
 from ffneuro.units.optim import make_optimizer, set_lr
+from ffneuro.units.stack import unit_shapes
 
 BASELINES = ("bp", "bp-pairwise")
+
+
+def cnn(units: UnitsConfig, in_shape: tuple[int, ...], out: int) -> nn.Sequential:
+    """The network of a (conv, …, dense) stack as one backprop model: every unit's
+    synapse and dynamics in the same order, and a linear C-way output."""
+    plan = units.plan()
+    shapes = unit_shapes(plan, in_shape)
+    layers: list[nn.Module] = []
+    for spec, shape_in, shape_out in zip(plan, shapes, shapes[1:]):
+        if spec.kind == "conv":
+            layers += [nn.Conv2d(shape_in[0], spec.size, spec.kernel, spec.stride, spec.padding, groups=spec.groups),
+                       nn.ReLU()]
+            if spec.pool > 1:
+                layers.append(nn.MaxPool2d(spec.pool))
+            if units.batch_norm:
+                layers.append(nn.BatchNorm2d(spec.size, eps=BN_EPS))
+        else:
+            if len(shape_in) > 1:
+                layers.append(nn.Flatten())
+            layers += [nn.Linear(math.prod(shape_in), spec.size), nn.ReLU()]
+    if len(shapes[-1]) > 1:
+        layers.append(nn.Flatten())
+    return nn.Sequential(*layers, nn.Linear(math.prod(shapes[-1]), out))
 
 
 def mlp(widths: list[int], out: int) -> nn.Sequential:
@@ -73,7 +103,13 @@ def train_baseline(cfg: RunConfig, *, out: Path | None = None, data: Dataset | N
     gen = torch.Generator().manual_seed(cfg.loop.seed)
     c, d = data.num_classes, data.x_train.shape[1]
     enc = None
-    if cfg.loop.algo == "bp-pairwise":
+    images = cfg.units.plan()[0].kind == "conv"
+    shape = sample_shape(data.feature_shape, images)
+    if images and cfg.loop.algo == "bp-pairwise":
+        raise ValueError("loop.algo = bp-pairwise needs a dense stack (its label is overlaid on flat inputs)")
+    if images:
+        model = cnn(cfg.units, shape, c)
+    elif cfg.loop.algo == "bp-pairwise":
         mode = choose_encoding(cfg.data.label_encoding, data.x_train, c)
         scale = cfg.data.label_scale if cfg.data.label_scale is not None else float(data.x_train.max())
         enc = LabelEncoding(mode, c, scale)
@@ -81,7 +117,11 @@ def train_baseline(cfg: RunConfig, *, out: Path | None = None, data: Dataset | N
     else:
         model = mlp([d, *cfg.units.layers], c)
     opt = make_optimizer(model.parameters(), cfg.optim.optimizer, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay)
-    x, y = data.x_train, data.y_train
+    x, y = data.x_train.reshape(-1, *shape), data.y_train
+    x_test = data.x_test.reshape(-1, *shape)
+    if cfg.data.standardize:
+        mean, std = float(data.x_train.mean()), float(data.x_train.std())
+        x, x_test = (x - mean) / std, (x_test - mean) / std
     jitter = batch_transform(cfg.data.augment_shift, data)
     history, train_s = [], 0.0
     for epoch in range(cfg.loop.epochs):
@@ -101,17 +141,20 @@ def train_baseline(cfg: RunConfig, *, out: Path | None = None, data: Dataset | N
         record = {"epoch": epoch + 1, "train_s": round(train_s, 3), "loss": {"network": total / max(count, 1)}}
         if epoch + 1 == cfg.loop.epochs or (cfg.loop.eval_every and (epoch + 1) % cfg.loop.eval_every == 0):
             model.eval()
-            err = float((predict(model, cfg, enc, data.x_test) != data.y_test).float().mean() * 100)
+            err = float((predict(model, cfg, enc, x_test) != data.y_test).float().mean() * 100)
             record["test_error"] = {cfg.loop.algo: err}
         history.append(record)
     metrics = {"test_error": history[-1]["test_error"], "epochs": cfg.loop.epochs, "wall_s": round(train_s, 3),
+               "parameters": sum(p.numel() for p in model.parameters()),
                "dataset": data.name, "n_train": int(x.shape[0]), "n_test": int(data.x_test.shape[0]),
                "profile": None, "history": history}
     if out is not None:
         out = Path(out)
         runio.write_json(out / runio.CONFIG, {
             "ffneuro_version": __version__, "config": cfg.to_dict(), "dataset": data.name, "source": data.source,
-            "num_classes": c, "layer_sizes": [d, *cfg.units.layers], "n_train": int(x.shape[0]), "profile_name": None})
+            "num_classes": c, "layer_sizes": [d, *(math.prod(s) for s in unit_shapes(cfg.units.plan(), shape)[1:])],
+            "feature_shape": list(data.feature_shape), "n_train": int(x.shape[0]), "profile_name": None,
+            "parameters": {"total": sum(p.numel() for p in model.parameters())}})
         runio.save_checkpoint(out / runio.CHECKPOINT, {f"model.{k}": v for k, v in model.state_dict().items()},
                               {"state": {"epoch": cfg.loop.epochs, "train_s": train_s, "history": history}})
         runio.write_json(out / runio.METRICS, metrics)

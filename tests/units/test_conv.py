@@ -233,3 +233,15 @@ def test_conv_units_refuse_a_fixed_point_profile(digits):
     cfg = RunConfig().with_sets([f"units.stack={CONV_STACK}", "loop.epochs=1"])
     with pytest.raises(ConfigError, match="fixed-point profile"):
         train(cfg, data=digits, progress=False, profile="loihi-like")
+
+
+def test_backprop_baseline_is_the_same_cnn(digits):
+    from ffneuro.train.baselines import cnn
+    cfg = RunConfig().with_sets(["units.stack=conv:10:k3:p1,conv:20:k3:p1:g10:pool2,dense:30", "units.batch_norm=true"])
+    model = cnn(cfg.units, (1, 8, 8), 10)
+    ff = FFNetwork.from_config(cfg.replace(inference={"head": False}), (8, 8), 10, "planes", generators=gen())
+    # the same synapses and batch norms (the FF first unit also reads the 10 label planes)
+    bp_params = sum(p.numel() for p in model.parameters())
+    assert bp_params == ff.trainable_parameters()["total"] - 10 * 10 * 9 + (30 * 10 + 10)
+    m = train(cfg.with_sets(["loop.algo=bp", "loop.epochs=2"]), data=digits, progress=False)
+    assert m["test_error"]["bp"] < 15 and m["parameters"] == bp_params
