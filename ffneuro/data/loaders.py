@@ -6,13 +6,15 @@ and whose ``y_*`` tensors are int64 of shape ``(N,)`` with values in ``[0, num_c
 
 Accepted specs (``load_dataset(spec)``):
 
-=====================  ==========================================================
-``digits``             scikit-learn's bundled 8x8 digits (the default; no download)
-``mnist:DIR``          MNIST IDX files (optionally ``.gz``) in DIR, DIR/raw or DIR/MNIST/raw
-``fashion-mnist:DIR``  Fashion-MNIST IDX files in DIR, DIR/raw or DIR/FashionMNIST/raw
-``cifar10:DIR``        CIFAR-10 binary batches in DIR or DIR/cifar-10-batches-bin
-``npz:FILE``           an .npz archive with x_train, y_train, x_test, y_test
-=====================  ==========================================================
+=======================  ==========================================================
+``digits``               scikit-learn's bundled 8x8 digits (the default; no download)
+``mnist:DIR``            MNIST IDX files (optionally ``.gz``) in DIR, DIR/raw or DIR/MNIST/raw
+``fashion-mnist:DIR``    Fashion-MNIST IDX files in DIR, DIR/raw or DIR/FashionMNIST/raw
+``cifar10:DIR``          CIFAR-10 binary batches in DIR or DIR/cifar-10-batches-bin
+``npz:FILE``             an .npz archive with x_train, y_train, x_test, y_test
+``imagefolder:DIR|ZIP``  PNG/JPEG images as train/CLASS/* and test/CLASS/* in DIR or a
+                         .zip (decoded once, then cached; see :mod:`ffneuro.data.imagefolder`)
+=======================  ==========================================================
 
 Bad input raises :class:`DataError` (a ``ValueError``) with a one-line message that
 names the file and the problem. Nothing here unpickles: .npz files are opened with
@@ -37,6 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ffneuro.data.imagefolder import ImageFolderError, read_imagefolder
+
 __all__ = [
     "DEFAULT_DATASET",
     "DataError",
@@ -46,11 +50,12 @@ __all__ = [
     "load_digits",
     "load_idx",
     "load_npz",
+    "read_imagefolder",
 ]
 
 DEFAULT_DATASET = "digits"
 
-SPEC_FORMS = "digits, mnist:DIR, fashion-mnist:DIR, cifar10:DIR, npz:FILE"
+SPEC_FORMS = "digits, mnist:DIR, fashion-mnist:DIR, cifar10:DIR, npz:FILE, imagefolder:DIR|ZIP"
 
 # Fixed split of the 8x8 digits: independent of the user's seed, so every run sees the
 # same 360 test images. np.random.RandomState is numpy's frozen legacy stream, so the
@@ -115,15 +120,34 @@ def load_dataset(spec: str, *, val_fraction: float = 0.0, seed: int = 0) -> Data
     kind = kind.strip().lower()
     if kind == "digits" and not arg:
         ds = load_digits()
-    elif kind in ("mnist", "fashion-mnist", "cifar10", "npz"):
+    elif kind in ("mnist", "fashion-mnist", "cifar10", "npz", "imagefolder"):
         if not arg:
-            what = "FILE" if kind == "npz" else "DIR"
+            what = {"npz": "FILE", "imagefolder": "DIR|ZIP"}.get(kind, "DIR")
             raise DataError(f"dataset spec {spec!r}: missing path, expected {kind}:{what}")
         path = Path(arg).expanduser()
         if kind == "cifar10":
             ds = load_cifar10_bin(path)
         elif kind == "npz":
             ds = load_npz(path)
+        elif kind == "imagefolder":
+            # imagefolder sits below this module (it cannot import DataError/Dataset without
+            # an import cycle), so its error and its uint8 (N, C, H, W) arrays are wrapped here
+            try:
+                images = read_imagefolder(path)
+            except ImageFolderError as exc:
+                raise DataError(str(exc)) from None
+            x_train, y_train = _to_tensors(images.x_train, images.y_train, 255.0)
+            x_test, y_test = _to_tensors(images.x_test, images.y_test, 255.0)
+            ds = Dataset(
+                name=f"imagefolder:{path.name}",
+                x_train=x_train,
+                y_train=y_train,
+                x_test=x_test,
+                y_test=y_test,
+                num_classes=len(images.classes),
+                feature_shape=tuple(int(d) for d in images.x_train.shape[1:]),
+                source=str(path),
+            )
         else:
             ds = load_idx(path, kind)
     else:
