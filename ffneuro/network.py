@@ -21,7 +21,6 @@ from ffneuro import rng
 from ffneuro.config import RunConfig
 from ffneuro.functional.encoding import CodedBatch, LabelEncoding, choose_encoding
 from ffneuro.functional.fixed import INPUT_LEVELS, integer_input, round_half_up_div
-from ffneuro.functional.goodness import group_goodness
 from ffneuro.units.base import Resources, Unit
 from ffneuro.units.head import LinearHead
 from ffneuro.units.stack import build_units
@@ -207,7 +206,7 @@ class FFNetwork(nn.Module):
             for s in range(0, n, batch_size):
                 xb = x[s:s + batch_size]
                 for p in self.stream(xb, None, generator=gen):
-                    out[s:s + xb.shape[0], :, p.index] = group_goodness(p.unit.head_activity(p.h_out), c).cpu()
+                    out[s:s + xb.shape[0], :, p.index] = p.unit.class_goodness(p.h_out, c).cpu()
             return out
         for s in range(0, n, batch_size):
             xb = x[s:s + batch_size]

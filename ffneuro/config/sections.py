@@ -67,7 +67,8 @@ class DataConfig:
     """What is learned and how the input is prepared."""
 
     SECTION = "data"
-    name: str = opt("digits", "Dataset: digits (embedded) | mnist:DIR | fashion-mnist:DIR | cifar10:DIR | npz:FILE")
+    name: str = opt("digits", "Dataset: digits (embedded) | mnist:DIR | fashion-mnist:DIR | cifar10:DIR | "
+                                "imagefolder:DIR|ZIP | npz:FILE")
     label_encoding: str = opt("auto", "How the label enters the input: overlay on the first C features, "
                                       "concat (prepend C), auto (overlay if those features are constant)", ENCODINGS)
     label_scale: float | None = opt(None, "One-hot value of the label code (default: the data maximum)")

@@ -182,6 +182,20 @@ def int_matmul(xq: torch.Tensor, w_int: torch.Tensor, w_absmax: int) -> torch.Te
     return torch.matmul(xq.to(torch.float64), w_int.to(torch.float64).t())
 
 
+def int_conv2d(xq: torch.Tensor, w_int: torch.Tensor, w_absmax: int, stride: int = 1, padding: int = 0,
+               groups: int = 1) -> torch.Tensor:
+    """The convolution of integer maps x_q (N, C, H, W) with integer kernels W_q (O, C/g, k, k),
+    exactly (float64 result holding integers); ``w_absmax`` bounds |W_q|. Zero padding.
+    Always float64: a float32 convolution may take a Winograd or FFT route whose
+    fractional transforms are not exact even for small integers; float64 takes the
+    im2col + matrix-product route, exact while partial sums stay below 2^53."""
+    bound = w_absmax * float(xq.abs().flatten(1).sum(dim=1).max()) if xq.numel() else 0.0
+    if bound >= 2 ** 53:
+        raise OverflowError("accumulator partial sums exceed 2^53: cannot evaluate exactly")
+    return torch.nn.functional.conv2d(xq.to(torch.float64), w_int.to(torch.float64), None, stride, padding, 1,
+                                      groups)
+
+
 def int_spike_encode(kind: str, a: torch.Tensor, steps: int) -> torch.Tensor:
     """The chip's deterministic spike encoders of integer inputs a (N, D) in [0, INPUT_LEVELS]
     → (T, N, D) spikes. ``rate``: a regular train, spike at step t iff

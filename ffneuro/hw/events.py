@@ -229,6 +229,83 @@ def update_events(
     return counts
 
 
+def _window_inputs(x: torch.Tensor, kernel: int, stride: int, padding: int, groups: int) -> torch.Tensor:
+    """(B, groups, H', W'): the non-zero inputs each output position's window sees in each
+    group (float64 counts, exact)."""
+    nz = x.ne(0).to(torch.float64)
+    ones = torch.ones(groups, x.shape[1] // groups, kernel, kernel, dtype=torch.float64)
+    return torch.nn.functional.conv2d(nz, ones, None, stride, padding, 1, groups)
+
+
+def conv_forward_events(x_in: torch.Tensor, h_out: torch.Tensor, *, out_channels: int, kernel: int, stride: int = 1,
+                        padding: int = 0, groups: int = 1, binary_input: bool = False,
+                        binary_output: bool | None = None) -> dict[str, float]:
+    """Events of one forward step of a conv unit over a batch: ``x_in`` (B, C, H, W) its
+    input maps, ``h_out`` its output maps after pooling (B, C_out, H'', W'').
+
+    A neuron is one output channel at one conv position (before pooling). Rules:
+    ``synops = weight_read = Σ_positions Σ_groups (non-zero inputs in the position's k×k
+    window of the group) × (C_out / groups)`` (only non-zero inputs cost, as for dense
+    units; every synop reads its kernel weight: an event-driven core keeps no kernel in
+    registers between input events); ``neuron_update = B × C_out × H' × W'`` (every conv
+    position's neurons, before pooling), of which ``neuron_update_active`` saw a non-zero
+    input; ``goodness_op = nnz-independent B × C_out × H'' × W''`` (the pooled outputs);
+    ``spike_route = nnz(h_out)`` for binary outputs.
+
+    >>> x = torch.zeros(1, 1, 3, 3); x[0, 0, 1, 1] = 2.0
+    >>> conv_forward_events(x, torch.zeros(1, 4, 3, 3), out_channels=4, kernel=3, padding=1)["synop_dense"]
+    36.0
+    """
+    if x_in.dim() != 4 or h_out.dim() != 4 or x_in.shape[0] != h_out.shape[0]:
+        raise EventsError(f"x_in/h_out: expected (batch, channels, H, W) maps of one batch, got "
+                          f"{tuple(x_in.shape)} and {tuple(h_out.shape)}")
+    if binary_output is None:
+        binary_output = binary_input
+    window = _window_inputs(x_in, kernel, stride, padding, groups)
+    per_group = out_channels // groups
+    synops = float(window.sum()) * per_group
+    counts = zero_counts()
+    counts["synop_sparse" if binary_input else "synop_dense"] = synops
+    counts["weight_read"] = synops
+    counts["neuron_update"] = float(window.shape[0] * window.shape[2] * window.shape[3] * out_channels)
+    counts["neuron_update_active"] = float(window.gt(0).sum()) * per_group
+    counts["goodness_op"] = float(h_out[0].numel() * h_out.shape[0])
+    counts["spike_route"] = _nnz(h_out) if binary_output else 0.0
+    return counts
+
+
+def conv_update_events(x_pos: torch.Tensor, x_neg: torch.Tensor | None, *, out_channels: int, kernel: int,
+                       stride: int = 1, padding: int = 0, groups: int = 1, neurons: int, batch_size: int,
+                       optimizer_slots: int = 0) -> dict[str, float]:
+    """Events of a conv unit's local update from its input maps in the positive pass
+    (and the negative pass; None under channel-wise competition, which has none).
+
+    Rules, the dense rules with weight sharing: ``learning_update`` = the synops of the
+    passes (each product δ·x that enters a kernel gradient); ``weight_write`` per applied
+    update (chunks of ``batch_size`` samples) = the kernel entries whose input channel was
+    non-zero somewhere in the chunk: ``|{(o, i, ky, kx)}| = Σ_chunks nnz-channels ×
+    (C_out / groups) × k²``; ``state_access = nnz(x) + 2·B·neurons + 2·optimizer_slots ×
+    weight_write`` (``neurons``: per sample, C_out × H' × W').
+    """
+    passes = [x_pos] if x_neg is None else [x_pos, x_neg]
+    rows = x_pos.shape[0]
+    per_group = out_channels // groups
+    learning = sum(float(_window_inputs(x, kernel, stride, padding, groups).sum()) for x in passes) * per_group
+    touched = torch.stack([x.ne(0).flatten(2).any(dim=2) for x in passes]).any(dim=0)        # (B, C_in)
+    n_chunks = -(-rows // batch_size)
+    pad = n_chunks * batch_size - rows
+    if pad:
+        touched = torch.cat([touched, touched.new_zeros(pad, touched.shape[1])])
+    channels = float(touched.view(n_chunks, batch_size, -1).any(dim=1).sum())
+    writes = channels * per_group * kernel * kernel
+    nnz_in = sum(_nnz(x) for x in passes)
+    counts = zero_counts()
+    counts["learning_update"] = learning
+    counts["weight_write"] = writes
+    counts["state_access"] = nnz_in + float(len(passes) * rows * neurons) + 2.0 * optimizer_slots * writes
+    return counts
+
+
 def spike_update_events(
     x_pos: torch.Tensor,
     x_neg: torch.Tensor,

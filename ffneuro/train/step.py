@@ -83,9 +83,10 @@ def competitive_step(net: FFNetwork, x: torch.Tensor, y: torch.Tensor, active: l
         return r.h
 
     upto = None if net.head is not None else max(active, default=-1) + 1
+    count = event_counter(ledger, "train", net, head=net.head is not None)
     for p in net.stream(x, None, generator=streams["encoder"], through=through, upto=upto):
-        if ledger is not None:
-            ledger.add("train", p.index, p.unit.forward_events(p.h_in, p.h_out))
+        if count is not None:
+            count(p)
         if net.head is not None and p.index in net.head_idx:
             kept.append(p.unit.head_activity(p.h_out))
     stats: dict = {"loss": losses}

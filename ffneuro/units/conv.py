@@ -10,8 +10,18 @@ group goodness for the competitive loss (``units.base.local_objective``).
 
 Batch norm on a chip: at inference a batch-normalised channel is ``a_c · x + b_c`` with
 ``a_c = γ_c / sqrt(σ²_c + ε)`` and ``b_c = β_c − a_c μ_c`` from the running statistics, a
-per-channel scale and bias the output stage applies after pooling. In training ffneuro
-uses the batch statistics (the unit's own activity, never another unit's), as CwComp.
+per-channel scale and bias the output stage applies after pooling. In float training
+ffneuro uses the batch statistics (the unit's own activity, never another unit's), as
+CwComp. Training on a chip needs those statistics over a batch the chip does not hold,
+so under a fixed-point profile a conv unit normalises its input instead (``norm = rms``:
+the whole input map as one vector, the integer normalisation of dense units), and
+``batch_norm`` is refused.
+
+On a chip (``chip``, once calibrated) the forward is the exact integer datapath: the
+integer input map normalised (``int_normalize``), the integer convolution
+(``functional.fixed.int_conv2d``) plus integer biases, saturation at the accumulator
+width, integer ReLU and max-pool. The update is the chip's fixed-point rule on the
+gradient of the real-valued conv at the chip's own activities.
 
 Shapes: x (N, C_in, H, W) → h (N, C_out, H', W'); a flat (N, C_in·H·W) input is read as
 maps of ``in_shape``.
@@ -25,9 +35,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ffneuro.functional.goodness import goodness, normalize
+from ffneuro.functional.fixed import GAIN_FRAC_BITS, activation_format, int_goodness, int_normalize, norm_gain
+from ffneuro.functional.goodness import goodness, group_goodness, normalize
+from ffneuro.functional.quant import FixedPoint
 from ffneuro.hw.chip import ChipSpec
-from ffneuro.units.base import ExportTables, Resources, StepResult, UnitSpec, local_objective
+from ffneuro.hw.events import conv_forward_events, conv_update_events
+from ffneuro.units.base import ExportTables, Resources, StepResult, UnitSpec, format_attrs, local_objective
 from ffneuro.units.dense import relu
 from ffneuro.units.optim import make_optimizer, set_lr
 from ffneuro.units.synapse import ConvSynapse, SynapticUnit
@@ -52,9 +65,6 @@ class FFConv(SynapticUnit, nn.Module):
                  groups: int = 1, pool: int = 1, batch_norm: bool = False, chip: ChipSpec | None = None,
                  onchip_lr: float = 2.0 ** -2):
         super().__init__()
-        if chip is not None:
-            raise ValueError("conv units are not yet simulated under a fixed-point profile: train them in "
-                             "float (no --profile) for now")
         c, h, w = in_shape
         if c % groups:
             raise ValueError(f"groups = {groups} must divide the {c} input channels of a conv unit")
@@ -78,24 +88,87 @@ class FFConv(SynapticUnit, nn.Module):
         self.in_features = c * h * w
         self.out_features = math.prod(self.out_shape)
         self.bn = nn.BatchNorm2d(out_channels, eps=BN_EPS) if batch_norm else None
+        # The input's fixed-point format under a chip profile (0 = not yet calibrated / float).
+        self.register_buffer("x_step", torch.tensor(0.0))
+        self.register_buffer("x_signed", torch.tensor(False))
         self.optimizer = make_optimizer(self.parameters(), spec.optimizer, spec.lr, spec.momentum,
                                         spec.weight_decay)
+
+    # -- fixed point -----------------------------------------------------------------
+    def input_fmt(self) -> FixedPoint:
+        return FixedPoint(self.chip.activation_bits, bool(self.x_signed), float(self.x_step))
+
+    def bias_fmt(self, w_step: float | None = None) -> FixedPoint:
+        """Biases live in accumulator units (w step × x step), at the accumulator width."""
+        step = (float(self.w_step) if w_step is None else w_step) * float(self.x_step)
+        return FixedPoint(self.chip.accumulator_bits, True, step)
+
+    @property
+    def out_step(self) -> float:
+        """Real value of one accumulator (and output activity) LSB: w step × x step."""
+        return float(self.w_step) * float(self.x_step)
+
+    def norm_gain(self) -> int:
+        return norm_gain(self.in_features, self.spec.norm, float(self.x_step))
+
+    @torch.no_grad()
+    def calibrate(self, x: torch.Tensor) -> None:
+        """Enter the chip's number formats (as a dense unit): the weight step from the
+        initial kernels, the input step from one batch of integer input maps."""
+        if self.bn is not None:
+            raise ValueError("units.batch_norm has no fixed-point training form (it needs batch statistics): "
+                             "under a profile use units.batch_norm = false with units.norm = rms")
+        norm_gain(self.in_features, self.spec.norm, 1.0)          # fails early for norm = none
+        xf = activation_format(normalize(self.maps(x).float(), self.spec.norm), self.chip)
+        self.x_step.fill_(xf.step)
+        self.x_signed.fill_(xf.signed)
+        self.synapse.calibrate(self.chip, self.bias_fmt)
+
+    @torch.no_grad()
+    def chip_forward(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The chip's integer datapath for integer input maps a (N, C, H, W): x_q (int64,
+        the whole map normalised as one vector, ``int_normalize``) and the saturated
+        accumulator z = conv(x_q, W_q) + b_q (float64 holding integers), before ReLU and
+        pooling."""
+        a = self.maps(a)
+        xq = int_normalize(a.flatten(1), self.norm_gain(), self.input_fmt()).view(a.shape)
+        z = self.synapse.int_current(xq, self.chip) + self.synapse.int_bias(self.out_step).view(1, -1, 1, 1)
+        lim = 2 ** (self.chip.accumulator_bits - 1) - 1
+        return xq, z.clamp_(-lim, lim)
+
+    def _pool(self, h: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(h, self.pool) if self.pool > 1 else h
 
     # -- inference -------------------------------------------------------------------
     def maps(self, x: torch.Tensor) -> torch.Tensor:
         return x if x.dim() == 4 else x.reshape(x.shape[0], *self.in_shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Activity h (N, C_out, H', W') for input maps x (N, C_in, H, W)."""
-        h = relu(self.synapse.current(normalize(self.maps(x), self.spec.norm)), self.spec.relu_grad)
-        if self.pool > 1:
-            h = F.max_pool2d(h, self.pool)
+        """Activity h (N, C_out, H', W') for input maps x (N, C_in, H, W). On a calibrated
+        chip: the integer ReLU output of the accumulator, max-pooled (float64 holding
+        integers; its real value is h · out_step)."""
+        if self.calibrated:
+            return self._pool(self.chip_forward(x)[1].clamp_min(0))
+        h = self._pool(relu(self.synapse.current(normalize(self.maps(x), self.spec.norm)), self.spec.relu_grad))
         return self.bn(h) if self.bn is not None else h
 
     def goodness(self, h: torch.Tensor) -> torch.Tensor:
         """Goodness (N,) of the whole output map (Σh² over channels and positions, or the
-        configured kind)."""
+        configured kind), in real units; on the chip the exact integer sum × scale."""
+        if self.calibrated:
+            return int_goodness(h.flatten(1), self.spec.goodness).to(torch.float64) * self.goodness_scale()
         return goodness(h.flatten(1), self.spec.goodness)
+
+    def goodness_scale(self) -> float:
+        s = self.out_step
+        return {"sumsq": s * s, "meansq": s * s / self.out_features, "sum": s, "neg-sumsq": -s * s}[
+            self.spec.goodness]
+
+    def class_goodness(self, h: torch.Tensor, classes: int) -> torch.Tensor:
+        """Channel-wise goodness G (N, classes) of the output map in real units."""
+        if self.calibrated:
+            return group_goodness(h.to(torch.float64), classes) * self.out_step ** 2
+        return group_goodness(h, classes)
 
     # -- learning --------------------------------------------------------------------
     def set_lr(self, lr: float, onchip_lr: float | None = None) -> None:
@@ -104,25 +177,37 @@ class FFConv(SynapticUnit, nn.Module):
             self.onchip_lr = onchip_lr
         set_lr(self.optimizer, lr)
 
-    @property
-    def calibrated(self) -> bool:
-        return False
-
-    def calibrate(self, x: torch.Tensor) -> None:
-        raise ValueError("conv units are not yet simulated under a fixed-point profile")
+    def _activity(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h in real units with a graph to the parameters, the activity to hand on). On the
+        chip the values are the exact integer datapath's and the gradient that of the
+        real-valued conv at the chip's own inputs (its value replaced, straight through)."""
+        if not self.calibrated:
+            h = self(x)
+            return h, h
+        xq, z_int = self.chip_forward(x)
+        z_f = self.synapse.current(xq.to(torch.float32) * float(self.x_step))
+        z = z_f + ((z_int * self.out_step).to(torch.float32) - z_f).detach()
+        return self._pool(relu(z, self.spec.relu_grad)), self._pool(z_int.clamp_min(0))
 
     def local_step(self, x: torch.Tensor, gamma_pos: torch.Tensor | None = None,
                    gamma_neg: torch.Tensor | None = None, generator: torch.Generator | None = None,
                    targets: torch.Tensor | None = None) -> StepResult:
         """One local update. With ``targets`` (channel-wise competition) x holds N samples;
         otherwise the B positives then the B negatives. Only this unit's parameters (and
-        its batch-norm scale and shift) receive gradient: the input carries no graph."""
-        h = self(x.detach())
-        loss, g_pos, g_neg = local_objective(self.spec, h, self.goodness, targets, gamma_pos, gamma_neg)
+        its batch-norm scale and shift) receive gradient: the input carries no graph. On a
+        chip the update is the chip's rule (the synapse's ``chip_update``) at
+        onchip_lr / fan-in."""
+        h, h_out = self._activity(x.detach())
+        loss, g_pos, g_neg = local_objective(self.spec, h, lambda a: goodness(a.flatten(1), self.spec.goodness),
+                                             targets, gamma_pos, gamma_neg)
         loss.backward()
-        self.optimizer.step()
+        if self.calibrated:
+            self.synapse.chip_update(self.onchip_lr / self.synapse.fan_in, self.chip, self.bias_fmt(), generator,
+                                     weight_decay=self.spec.weight_decay)
+        else:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)   # streaming: only the new weights outlive the step
-        return StepResult(h.detach(), float(loss.detach()), g_pos.detach(), g_neg.detach())
+        return StepResult(h_out.detach(), float(loss.detach()), g_pos.detach(), g_neg.detach())
 
     # -- what the rest of ffneuro asks of a unit -------------------------------------
     @staticmethod
@@ -135,13 +220,26 @@ class FFConv(SynapticUnit, nn.Module):
         return h.flatten(1)
 
     def integer_goodness(self, h: torch.Tensor) -> torch.Tensor:
-        raise ValueError("conv units have no integer datapath yet")
+        """The chip's exact integer goodness (N,) of integer output maps h."""
+        return int_goodness(h.flatten(1), self.spec.goodness)
+
+    def _geometry(self) -> dict:
+        sy = self.synapse
+        return {"out_channels": sy.out_channels, "kernel": sy.kernel, "stride": sy.stride, "padding": sy.padding,
+                "groups": sy.groups}
 
     def forward_events(self, x_in: torch.Tensor, h_out: torch.Tensor) -> dict[str, float]:
-        raise ValueError("conv units have no event model yet: estimate dense and spiking stacks only")
+        """One forward step: synops per non-zero input in each output position's window
+        (``hw.events.conv_forward_events``)."""
+        return conv_forward_events(self.maps(x_in), h_out, **self._geometry())
 
     def update_events(self, x_in: torch.Tensor, batch: int, update_batch: int) -> dict[str, float]:
-        raise ValueError("conv units have no event model yet: estimate dense and spiking stacks only")
+        """The local update's events from the step's input maps (``batch`` positives, then
+        as many negatives unless the loss is competitive)."""
+        x = self.maps(x_in)
+        x_neg = x[batch:] if x.shape[0] > batch else None
+        return conv_update_events(x[:batch], x_neg, neurons=math.prod(self.conv_shape), batch_size=update_batch,
+                                  **self._geometry())
 
     def resources(self) -> Resources:
         """Kernels as synapses (shared by every output position); one neuron per conv
@@ -150,7 +248,21 @@ class FFConv(SynapticUnit, nn.Module):
                          neurons=math.prod(self.conv_shape))
 
     def export_tables(self) -> ExportTables:
-        raise ValueError("conv units have no integer export yet")
+        """The integer datapath: kernels, biases in accumulator units, the geometry, the
+        input format and the normalisation gain (docs/hdf5-schema.md, kind ``conv-relu``)."""
+        wf, xf = self.weight_fmt(), self.input_fmt()
+        lim = 2 ** (self.chip.accumulator_bits - 1) - 1
+        c, h, w = self.in_shape
+        attrs = {"in_features": self.in_features, "out_features": self.out_features, "in_channels": c,
+                 "in_height": h, "in_width": w, **self._geometry(), "pool": self.pool,
+                 **format_attrs("weight", wf), **format_attrs("input", xf),
+                 "norm": self.spec.norm, "norm_gain": self.norm_gain(), "norm_gain_frac_bits": GAIN_FRAC_BITS,
+                 "accumulator_bits": self.chip.accumulator_bits, "output_scale": self.out_step,
+                 "goodness": self.spec.goodness, "goodness_scale": self.goodness_scale()}
+        return ExportTables("conv-relu", attrs, {
+            "weight": self.synapse.weight_table(self.chip),
+            "bias": (self.synapse.int_bias(self.out_step), -lim, lim,
+                     "integer biases (out_channels,) in accumulator units (weight_scale * input_scale)")})
 
     def nir_nodes(self, index: int) -> list:
         raise ValueError("NIR has no ReLU node: export graded units with --format hdf5")

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ffneuro.functional.encoding import CodedBatch
 from ffneuro.functional.fixed import GAIN_FRAC_BITS, activation_format, int_goodness, int_normalize, norm_gain
-from ffneuro.functional.goodness import goodness, normalize, norm_factor, peer_norm_loss
+from ffneuro.functional.goodness import goodness, group_goodness, normalize, norm_factor, peer_norm_loss
 from ffneuro.functional.quant import FixedPoint
 from ffneuro.hw.chip import ChipSpec
 from ffneuro.hw.events import forward_events, update_events
@@ -266,6 +266,12 @@ class FFDense(SynapticUnit, nn.Module):
         """The activity (N, width) the one-pass head reads: h itself."""
         return h
 
+    def class_goodness(self, h: torch.Tensor, classes: int) -> torch.Tensor:
+        """Goodness G (N, classes) of each class's group of units, in real units."""
+        if self.calibrated:
+            return group_goodness(h.to(torch.float64), classes) * self.out_step ** 2
+        return group_goodness(h, classes)
+
     def integer_goodness(self, h: torch.Tensor) -> torch.Tensor:
         """The chip's exact integer goodness (N,) of integer activities h."""
         return int_goodness(h, self.spec.goodness)
@@ -278,7 +284,8 @@ class FFDense(SynapticUnit, nn.Module):
         """The local update's events from the step's input (the ``batch`` positives then
         negatives), ``update_batch`` samples per applied weight write."""
         x = dense_input(x_in)
-        return update_events(x[:batch], x[batch:], self.out_features, update_batch)
+        x_neg = x[batch:] if x.shape[0] > batch else torch.zeros_like(x)    # competitive: no negatives
+        return update_events(x[:batch], x_neg, self.out_features, update_batch)
 
     def resources(self) -> Resources:
         return Resources(fan_in=self.synapse.fan_in, fan_out=self.out_features, synapses=self.synapse.synapses,

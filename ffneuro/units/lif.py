@@ -38,7 +38,7 @@ from snntorch import surrogate
 
 from ffneuro.functional.encoding import CodedBatch
 from ffneuro.functional.fixed import DECAY_FRAC_BITS, int_goodness, int_spike_encode
-from ffneuro.functional.goodness import goodness
+from ffneuro.functional.goodness import goodness, group_goodness
 from ffneuro.functional.lif import (ATAN_ALPHA, FAST_SIGMOID_SLOPE, encode, lif_step, rate_encode,  # noqa: F401
                                     spike_activity, surrogate_slope)
 from ffneuro.functional.quant import FixedPoint
@@ -292,6 +292,11 @@ class FFSpiking(SynapticUnit, nn.Module):
     def head_activity(self, s: torch.Tensor) -> torch.Tensor:
         """The activity (N, width) the one-pass head reads: spike counts over the T steps."""
         return s.sum(dim=0)
+
+    def class_goodness(self, s: torch.Tensor, classes: int) -> torch.Tensor:
+        """Goodness G (N, classes) of each class's group of units: of the firing rates (or
+        spike counts), as the competitive loss sees them."""
+        return group_goodness(spike_activity(s, self.lif_spec.goodness_on), classes)
 
     def integer_goodness(self, s: torch.Tensor) -> torch.Tensor:
         """The chip's exact integer goodness (N,) of the spike counts."""

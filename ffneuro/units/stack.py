@@ -96,9 +96,9 @@ def build_units(units: UnitsConfig, optim: OptimConfig, cff: CFFConfig | None, i
     check_competition(units, in_shape, classes)
     if units.neuron == "lif" and any(s.kind == "conv" for s in plan):
         raise ConfigError("units.neuron = 'lif' with conv units is not available yet: use relu")
-    if chip is not None and any(s.kind == "conv" for s in plan):
-        raise ConfigError("conv units are not yet simulated under a fixed-point profile: train them in float "
-                          "(no --profile)")
+    if chip is not None and units.batch_norm:
+        raise ConfigError("units.batch_norm has no fixed-point training form (it needs batch statistics): under a "
+                          "profile set units.batch_norm = false and units.norm = rms")
     if units.batch_norm and not any(s.kind == "conv" for s in plan):
         raise ConfigError("units.batch_norm normalises conv units' outputs: the stack has no conv unit")
 

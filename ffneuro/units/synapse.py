@@ -14,46 +14,29 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ffneuro.functional.fixed import chip_lr, fixed_update_, int_matmul, weight_format
+from ffneuro.functional.fixed import chip_lr, fixed_update_, int_conv2d, int_matmul, weight_format
 from ffneuro.functional.quant import FixedPoint
 
 
-class DenseSynapse(nn.Module):
-    """All-to-all weights ``W`` (out_features, in_features) and biases ``b`` (out_features,):
-    the current ``W · x + b``. ``weight`` is the initial table (drawn by the dynamics, whose
-    initialisation rule it is)."""
+class Synapse(nn.Module):
+    """What every synapse kind shares: weights ``W`` and biases ``b`` (one per output
+    neuron or channel), the chip format of the weights (a per-unit step ``w_step``; 0 while
+    in float), the integer table kept in step with the weights, and the chip's learning
+    rule applied to them. A kind provides ``current`` (float), ``int_current`` (exact
+    integers), ``synapses`` and ``fan_in``."""
 
-    kind = "dense"
+    kind = "synapse"
 
-    def __init__(self, weight: torch.Tensor):
+    def __init__(self, weight: torch.Tensor, n_out: int):
         super().__init__()
-        self.out_features, self.in_features = weight.shape
         self.weight = nn.Parameter(weight)
-        self.bias = nn.Parameter(torch.zeros(self.out_features))
+        self.bias = nn.Parameter(torch.zeros(n_out))
         self.register_buffer("w_step", torch.tensor(0.0))      # 0: float (not on a chip's grid)
 
-    # -- shape and cost ------------------------------------------------------------------
     @property
     def synapses(self) -> int:
-        return self.in_features * self.out_features
+        return self.weight.numel()
 
-    @property
-    def fan_in(self) -> int:
-        return self.in_features
-
-    # -- float -------------------------------------------------------------------------
-    def current(self, x: torch.Tensor) -> torch.Tensor:
-        """``x · Wᵀ + b`` for x (..., in_features)."""
-        return F.linear(x, self.weight, self.bias)
-
-    def split_current(self, rest: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The two parts of ``W · x`` (no bias) for inputs whose first C entries are K label
-        codes of the same samples: the data part once, (B, out), and each code's part,
-        (K, B, out)."""
-        c = codes.shape[-1]
-        return F.linear(rest, self.weight[:, c:]), torch.matmul(codes, self.weight[:, :c].t())
-
-    # -- chip --------------------------------------------------------------------------
     @property
     def on_grid(self) -> bool:
         return float(self.w_step) > 0
@@ -78,10 +61,6 @@ class DenseSynapse(nn.Module):
             self._w_int_key = key
         return self._w_int
 
-    def int_current(self, xq: torch.Tensor, chip) -> torch.Tensor:
-        """``x_q · W_qᵀ`` exactly for integer inputs (float64 holding integers), no bias."""
-        return int_matmul(xq, self.int_weight(), 2 ** (chip.weight_bits - 1))
-
     def int_bias(self, step: float) -> torch.Tensor:
         """The biases as integers of ``step`` (float64)."""
         return torch.round(self.bias.detach().to(torch.float64) / step)
@@ -92,28 +71,63 @@ class DenseSynapse(nn.Module):
                     cols: torch.Tensor | None = None) -> None:
         """The chip's learning rule on the gradients the dynamics left in ``.grad``: plain
         SGD at the learning precision (``functional.fixed.fixed_update_``), at ``lr``
-        rounded as the chip can apply it. ``rows``/``cols`` name the only weight entries
-        the update can touch (silent units, zero inputs); the integer table is kept in step."""
+        rounded as the chip can apply it. ``rows``/``cols`` name the only entries of a
+        dense table the update can touch (silent units, zero inputs); the integer table is
+        kept in step."""
         lr = chip_lr(lr, chip)
         w_int = self.int_weight()
         for param, fmt in ((self.weight, self.weight_fmt(chip)), (self.bias, bias_fmt)):
             grad = param.grad
             if weight_decay:
                 grad = grad + weight_decay * param
-            two_d = param.dim() == 2
-            fixed_update_(param, grad, fmt, lr, chip, generator, rows if two_d else None,
-                          cols if two_d else None, w_int if two_d else None)
+            table = param is self.weight
+            fixed_update_(param, grad, fmt, lr, chip, generator, rows if table else None,
+                          cols if table else None, w_int if table else None)
         self._w_int_key = (self.weight._version, self.weight.data_ptr(), float(self.w_step))
         self.weight.grad = self.bias.grad = None
 
-    def weight_table(self, chip) -> tuple[torch.Tensor, int, int, str]:
+    def weight_table(self, chip, doc: str) -> tuple[torch.Tensor, int, int, str]:
         """The integer weights for the export: (values, qmin, qmax, doc)."""
         fmt = self.weight_fmt(chip)
-        return (self.int_weight(), fmt.qmin, fmt.qmax,
-                "integer weights (out_features, in_features); real value = weight * weight_scale")
+        return self.int_weight(), fmt.qmin, fmt.qmax, doc
 
 
-class ConvSynapse(nn.Module):
+class DenseSynapse(Synapse):
+    """All-to-all weights ``W`` (out_features, in_features) and biases ``b`` (out_features,):
+    the current ``W · x + b``. ``weight`` is the initial table (drawn by the dynamics, whose
+    initialisation rule it is)."""
+
+    kind = "dense"
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__(weight, weight.shape[0])
+        self.out_features, self.in_features = weight.shape
+
+    @property
+    def fan_in(self) -> int:
+        return self.in_features
+
+    def current(self, x: torch.Tensor) -> torch.Tensor:
+        """``x · Wᵀ + b`` for x (..., in_features)."""
+        return F.linear(x, self.weight, self.bias)
+
+    def split_current(self, rest: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two parts of ``W · x`` (no bias) for inputs whose first C entries are K label
+        codes of the same samples: the data part once, (B, out), and each code's part,
+        (K, B, out)."""
+        c = codes.shape[-1]
+        return F.linear(rest, self.weight[:, c:]), torch.matmul(codes, self.weight[:, :c].t())
+
+    def int_current(self, xq: torch.Tensor, chip) -> torch.Tensor:
+        """``x_q · W_qᵀ`` exactly for integer inputs (float64 holding integers), no bias."""
+        return int_matmul(xq, self.int_weight(), 2 ** (chip.weight_bits - 1))
+
+    def weight_table(self, chip, doc: str = "integer weights (out_features, in_features); real value = "
+                                            "weight * weight_scale") -> tuple[torch.Tensor, int, int, str]:
+        return super().weight_table(chip, doc)
+
+
+class ConvSynapse(Synapse):
     """Convolution weights ``W`` (out_channels, in_channels / groups, k, k) and biases
     ``b`` (out_channels,): the current ``conv2d(x, W, stride, padding, groups) + b`` for
     feature maps x (N, in_channels, H, W). Each output position reads the k×k window
@@ -122,17 +136,10 @@ class ConvSynapse(nn.Module):
     kind = "conv"
 
     def __init__(self, weight: torch.Tensor, *, stride: int = 1, padding: int = 0, groups: int = 1):
-        super().__init__()
+        super().__init__(weight, weight.shape[0])
         self.out_channels, per_group, self.kernel, _ = weight.shape
         self.in_channels = per_group * groups
         self.stride, self.padding, self.groups = stride, padding, groups
-        self.weight = nn.Parameter(weight)
-        self.bias = nn.Parameter(torch.zeros(self.out_channels))
-        self.register_buffer("w_step", torch.tensor(0.0))      # 0: float (not on a chip's grid)
-
-    @property
-    def synapses(self) -> int:
-        return self.weight.numel()
 
     @property
     def fan_in(self) -> int:
@@ -151,9 +158,15 @@ class ConvSynapse(nn.Module):
     def current(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, 1, self.groups)
 
-    @property
-    def on_grid(self) -> bool:
-        return float(self.w_step) > 0
+    def int_current(self, xq: torch.Tensor, chip) -> torch.Tensor:
+        """The exact integer convolution of integer maps x_q (N, C, H, W) with W_q, no
+        bias (float64 holding integers), by ``functional.fixed.int_conv2d``."""
+        return int_conv2d(xq, self.int_weight(), 2 ** (chip.weight_bits - 1), self.stride, self.padding,
+                          self.groups)
+
+    def weight_table(self, chip, doc: str = "integer kernels (out_channels, in_channels / groups, kernel, "
+                                            "kernel); real value = weight * weight_scale"):
+        return super().weight_table(chip, doc)
 
 
 class SynapticUnit:

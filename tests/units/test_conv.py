@@ -229,10 +229,76 @@ def test_label_planes_conv_ff_trains(digits):
     assert m["inference_layers"] == [2] and 0 <= m["test_error"]["multi_pass"] <= 100
 
 
-def test_conv_units_refuse_a_fixed_point_profile(digits):
-    cfg = RunConfig().with_sets([f"units.stack={CONV_STACK}", "loop.epochs=1"])
-    with pytest.raises(ConfigError, match="fixed-point profile"):
-        train(cfg, data=digits, progress=False, profile="loihi-like")
+def test_batch_norm_is_refused_under_a_profile(digits):
+    cfg = RunConfig().with_sets([f"units.stack={CONV_STACK}", "units.batch_norm=true", "loop.epochs=1"])
+    with pytest.raises(ConfigError, match="batch_norm has no fixed-point"):
+        train(cfg, data=digits, progress=False, profile="cmos-45nm")
+
+
+def _int_conv_by_hand(x, w, b, padding):
+    """Integer convolution by explicit loops over positions (int64), stride 1, one group."""
+    n, c, h, wd = x.shape
+    o, _, k, _ = w.shape
+    xp = torch.nn.functional.pad(x, (padding,) * 4)
+    out = torch.zeros(n, o, h + 2 * padding - k + 1, wd + 2 * padding - k + 1, dtype=torch.int64)
+    for i in range(out.shape[2]):
+        for j in range(out.shape[3]):
+            patch = xp[:, :, i:i + k, j:j + k].reshape(n, -1)
+            out[:, :, i, j] = patch @ w.reshape(o, -1).t() + b
+    return out
+
+
+def test_chip_conv_forward_is_the_exact_integer_datapath():
+    from ffneuro.functional.fixed import int_normalize
+    from ffneuro.hw.chip import chip_spec
+    from ffneuro.hw.profiles import load_profile
+    chip = chip_spec(load_profile("cmos-45nm"))
+    unit = FFConv((2, 6, 6), 4, UnitSpec(norm="rms", loss="cwc", classes=2), generator=gen(), kernel=3, padding=1,
+                  pool=2, chip=chip)
+    a = torch.randint(0, 256, (3, 2, 6, 6), generator=gen(5)).to(torch.float32)
+    unit.calibrate(a)
+    assert unit.calibrated
+    xq = int_normalize(a.flatten(1), unit.norm_gain(), unit.input_fmt()).view(a.shape)
+    w = unit.synapse.int_weight().to(torch.int64)
+    b = unit.synapse.int_bias(unit.out_step).to(torch.int64)
+    lim = 2 ** (chip.accumulator_bits - 1) - 1
+    z = _int_conv_by_hand(xq, w, b, 1).clamp(-lim, lim).clamp_min(0)
+    expected = torch.nn.functional.max_pool2d(z.to(torch.float64), 2)
+    h = unit(a)
+    assert h.dtype == torch.float64 and torch.equal(h, expected)
+    assert torch.equal(unit.integer_goodness(h), (expected.to(torch.int64) ** 2).flatten(1).sum(1))
+    assert torch.allclose(unit.goodness(h), unit.integer_goodness(h).double() * unit.out_step ** 2)
+    # a chip step keeps the weights on the grid and the integer table in step with them
+    r = unit.local_step(a, targets=torch.tensor([0, 1, 1]), generator=gen(6))
+    assert torch.equal(r.h, h)                    # the step hands on the chip's own (pre-update) activity
+    assert torch.equal(unit.synapse.int_weight(), torch.round(unit.weight / unit.w_step))
+    codes = unit.weight.detach() / unit.w_step
+    assert float((codes - torch.round(codes)).abs().max()) < 1e-4
+
+
+def test_conv_events_by_hand():
+    from ffneuro.hw.events import conv_forward_events, conv_update_events
+    x = torch.zeros(2, 2, 4, 4)
+    x[0, 0, 0, 0] = 1.0          # a corner input: seen by the 4 windows (padding 1) that cover it
+    x[1, 1, 2, 2] = 3.0          # an interior input: seen by 9 windows
+    h = torch.zeros(2, 6, 2, 2)
+    ev = conv_forward_events(x, h, out_channels=6, kernel=3, padding=1, groups=2)
+    assert ev["synop_dense"] == (4 + 9) * 3 == ev["weight_read"]      # 3 output channels per group
+    assert ev["neuron_update"] == 2 * 6 * 16 and ev["neuron_update_active"] == (4 + 9) * 3
+    assert ev["goodness_op"] == 2 * 6 * 4
+    up = conv_update_events(x, None, out_channels=6, kernel=3, padding=1, groups=2, neurons=6 * 16, batch_size=1)
+    assert up["learning_update"] == (4 + 9) * 3
+    assert up["weight_write"] == 2 * 3 * 9          # one input channel per sample touched: its 3×9 kernel entries
+    assert up["state_access"] == 2 + 2 * 6 * 16
+
+
+def test_conv_stack_trains_under_a_profile_and_is_estimated(digits):
+    cfg = RunConfig().with_sets([f"units.stack={CONV_STACK}", "units.loss=cwc", "units.norm=rms",
+                                 "hardware.onchip_lr=8", "loop.epochs=1", "loop.entropy_probe=0"])
+    m = train(cfg, data=digits, progress=False, profile="cmos-45nm")
+    assert m["test_error"]["one_pass"] < 15
+    est = m["estimate"]
+    assert est["training"]["energy_pj_per_sample"] > est["inference"]["energy_pj_per_sample"] > 0
 
 
 def test_backprop_baseline_is_the_same_cnn(digits):
