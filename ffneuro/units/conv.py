@@ -37,18 +37,17 @@ import torch.nn.functional as F
 
 from ffneuro.functional.fixed import GAIN_FRAC_BITS, activation_format, int_goodness, int_normalize, norm_gain
 from ffneuro.functional.goodness import goodness, group_goodness, normalize
-from ffneuro.functional.quant import FixedPoint
 from ffneuro.hw.chip import ChipSpec
 from ffneuro.hw.events import conv_forward_events, conv_update_events
 from ffneuro.units.base import ExportTables, Resources, StepResult, UnitSpec, format_attrs, local_objective
 from ffneuro.units.dense import relu
 from ffneuro.units.optim import make_optimizer, set_lr
-from ffneuro.units.synapse import ConvSynapse, SynapticUnit
+from ffneuro.units.synapse import ConvSynapse, GradedInput, SynapticUnit
 
 BN_EPS = 1e-4      # CwComp's batch-norm ε
 
 
-class FFConv(SynapticUnit, nn.Module):
+class FFConv(GradedInput, SynapticUnit, nn.Module):
     """A convolutional ReLU unit trained by its own local objective (the unit contract of
     units/base.py).
 
@@ -93,23 +92,6 @@ class FFConv(SynapticUnit, nn.Module):
         self.register_buffer("x_signed", torch.tensor(False))
         self.optimizer = make_optimizer(self.parameters(), spec.optimizer, spec.lr, spec.momentum,
                                         spec.weight_decay)
-
-    # -- fixed point -----------------------------------------------------------------
-    def input_fmt(self) -> FixedPoint:
-        return FixedPoint(self.chip.activation_bits, bool(self.x_signed), float(self.x_step))
-
-    def bias_fmt(self, w_step: float | None = None) -> FixedPoint:
-        """Biases live in accumulator units (w step × x step), at the accumulator width."""
-        step = (float(self.w_step) if w_step is None else w_step) * float(self.x_step)
-        return FixedPoint(self.chip.accumulator_bits, True, step)
-
-    @property
-    def out_step(self) -> float:
-        """Real value of one accumulator (and output activity) LSB: w step × x step."""
-        return float(self.w_step) * float(self.x_step)
-
-    def norm_gain(self) -> int:
-        return norm_gain(self.in_features, self.spec.norm, float(self.x_step))
 
     @torch.no_grad()
     def calibrate(self, x: torch.Tensor) -> None:

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ffneuro.functional.fixed import chip_lr, fixed_update_, int_conv2d, int_matmul, weight_format
+from ffneuro.functional.fixed import chip_lr, fixed_update_, int_conv2d, int_matmul, norm_gain, weight_format
 from ffneuro.functional.quant import FixedPoint
 
 
@@ -192,6 +192,28 @@ class SynapticUnit:
 
     def weight_fmt(self) -> FixedPoint:
         return self.synapse.weight_fmt(self.chip)
+
+
+class GradedInput:
+    """The chip formats of a unit whose input is a graded activity it normalises in
+    integer form (dense and conv ReLU units): its input format (``x_step``, ``x_signed``
+    buffers, set by ``calibrate``), its biases in accumulator units and the output LSB."""
+
+    def input_fmt(self) -> FixedPoint:
+        return FixedPoint(self.chip.activation_bits, bool(self.x_signed), float(self.x_step))
+
+    def bias_fmt(self, w_step: float | None = None) -> FixedPoint:
+        """Biases live in accumulator units (w step × x step), at the accumulator width."""
+        step = (float(self.w_step) if w_step is None else w_step) * float(self.x_step)
+        return FixedPoint(self.chip.accumulator_bits, True, step)
+
+    @property
+    def out_step(self) -> float:
+        """Real value of one accumulator (and output activity) LSB: w step × x step."""
+        return float(self.w_step) * float(self.x_step)
+
+    def norm_gain(self) -> int:
+        return norm_gain(self.in_features, self.spec.norm, float(self.x_step))
 
 
 def migrate_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
