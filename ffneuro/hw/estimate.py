@@ -94,7 +94,7 @@ def memory_args(saved: dict) -> dict:
     res = saved.get("resources")
     if res:
         return {"learning_history_steps": max(int(r.get("history_steps", 0)) for r in res),
-                "synapses": [int(r["synapses"]) for r in res]}
+                "synapses": [int(r["synapses"]) for r in res], "sharing": res}
     sizes = [int(s) for s in saved["layer_sizes"]]
     steps = 0
     if saved.get("config"):

@@ -85,6 +85,64 @@ def map_layer(
             "inputs_per_core": k_in, "neurons_per_core": m}
 
 
+def map_conv_layer(
+    channels: int,
+    positions: int,
+    kernel_inputs: int,
+    *,
+    bits_per_synapse: float,
+    sram_bytes_per_core: float | None,
+    neurons_per_core: int | None,
+    max_fan_in_per_core: int | None,
+    max_fan_out_per_core: int | None,
+) -> dict[str, Any]:
+    """Cut a weight-sharing (conv) layer of ``channels`` output channels × ``positions``
+    output positions, each channel one kernel of ``kernel_inputs`` weights, into tiles.
+
+    Model (channel-major): a core holds whole channels — their kernels once in its
+    synaptic SRAM and their neurons at every position. 1. A kernel wider than a core's
+    inputs or SRAM (``k_max`` as in :func:`map_layer`) is split into ``g_in`` input groups.
+    2. If a channel's positions fit a core (``positions <= neurons_per_core``), a core
+    takes ``c = min(⌊neurons_per_core / positions⌋, ⌊8·S / (bits·k_in)⌋, channels)``
+    channels; else each channel is cut into ``bands = ⌈positions / neurons_per_core⌉``
+    bands of positions and every band's core stores its own copy of the kernel (a core
+    cannot read another core's SRAM), ``c = 1``. ``synaptic_copies`` counts the kernels
+    stored (channels × bands), so replication shows in the synaptic bytes.
+    """
+    budget_bits = 8 * _limit(sram_bytes_per_core)
+    k_max = min(_limit(max_fan_in_per_core), _fit(budget_bits, bits_per_synapse))
+    cap = min(_limit(neurons_per_core), _limit(max_fan_out_per_core))
+    if k_max < 1 or cap < 1:
+        return {"tiles": None, "input_groups": None, "channels_per_core": 0, "bands": None, "inputs_per_core": 0}
+    g_in = 1 if kernel_inputs <= k_max else math.ceil(kernel_inputs / k_max)
+    k_in = math.ceil(kernel_inputs / g_in)
+    if positions <= cap:
+        bands = 1
+        c = int(min(cap // positions, _fit(budget_bits, bits_per_synapse * k_in), channels))
+    else:
+        bands = math.ceil(positions / cap)
+        c = 1
+    if c < 1:
+        return {"tiles": None, "input_groups": None, "channels_per_core": 0, "bands": None, "inputs_per_core": 0}
+    tiles = g_in * math.ceil(channels / c) * bands
+    return {"tiles": tiles, "input_groups": g_in, "channels_per_core": c, "bands": bands, "inputs_per_core": k_in,
+            "synaptic_copies": channels * bands}
+
+
+def _conv_tiles(layer: int, share: dict, mapping: dict, bits_per_synapse: float):
+    """Yield (layer, input group, inputs, neurons, synaptic bytes) of a conv layer's tiles."""
+    g_in, c, bands = mapping["input_groups"], mapping["channels_per_core"], mapping["bands"]
+    channels, positions, kernel_inputs = share["channels"], share["positions"], share["fan_in"]
+    per_band = math.ceil(positions / bands)
+    for g in range(g_in):
+        k = kernel_inputs // g_in + (1 if g < kernel_inputs % g_in else 0)
+        for start in range(0, channels, c):
+            chans = min(c, channels - start)
+            for b in range(bands):
+                neurons = chans * min(per_band, positions - b * per_band)
+                yield layer, (g, start), k, neurons, _bytes(bits_per_synapse, k * chans)
+
+
 def _tiles(layer: int, fan_in: int, fan_out: int, mapping: dict, bits_per_synapse: float):
     """Yield (layer, input group, inputs, outputs, synaptic bytes) of a layer's tiles in order."""
     g_in, m = mapping["input_groups"], mapping["neurons_per_core"]
@@ -121,24 +179,29 @@ def pack_tiles(tiles, *, sram_bytes_per_core, neurons_per_core, max_fan_in_per_c
     return cores, [per_layer.get(i, set()) for i in range(1 + max(per_layer, default=-1))]
 
 
-def _core_mapping(sizes: list[int], bits_per_synapse: float, mem) -> dict[str, Any]:
+def _core_mapping(sizes: list[int], bits_per_synapse: float, mem, sharing: list[dict | None]) -> dict[str, Any]:
     limits = dict(
         sram_bytes_per_core=mem.synaptic_sram_bytes_per_core,
         neurons_per_core=mem.neurons_per_core,
         max_fan_in_per_core=mem.max_fan_in_per_core,
         max_fan_out_per_core=mem.max_fan_out_per_core,
     )
-    mappings = [map_layer(a, b, bits_per_synapse=bits_per_synapse, **limits) for a, b in zip(sizes[:-1], sizes[1:])]
+    mappings = [map_layer(a, b, bits_per_synapse=bits_per_synapse, **limits) if share is None else
+                map_conv_layer(share["channels"], share["positions"], share["fan_in"],
+                               bits_per_synapse=bits_per_synapse, **limits)
+                for a, b, share in zip(sizes[:-1], sizes[1:], sharing)]
     if any(mp["tiles"] is None for mp in mappings):
         return {"mappings": mappings, "cores_used": None, "layer_cores": [None] * len(mappings)}
-    tiles = (t for i, (a, b, mp) in enumerate(zip(sizes[:-1], sizes[1:], mappings))
-             for t in _tiles(i, a, b, mp, bits_per_synapse))
+    tiles = (t for i, (a, b, mp, share) in enumerate(zip(sizes[:-1], sizes[1:], mappings, sharing))
+             for t in (_tiles(i, a, b, mp, bits_per_synapse) if share is None else
+                       _conv_tiles(i, share, mp, bits_per_synapse)))
     cores_used, layer_cores = pack_tiles(tiles, **limits)
     return {"mappings": mappings, "cores_used": cores_used, "layer_cores": [len(c) for c in layer_cores]}
 
 
 def sram_report(layer_sizes: Sequence[int], profile, *, optimizer_slots: int,
-                learning_history_steps: int = 0, synapses: Sequence[int] | None = None) -> dict[str, Any]:
+                learning_history_steps: int = 0, synapses: Sequence[int] | None = None,
+                sharing: Sequence[dict] | None = None) -> dict[str, Any]:
     """On-chip memory of FF learning per layer, the core mapping, and backprop's need.
 
     Per layer (n_in → n_out), bit-packed (``ceil(bits × count / 8)`` bytes):
@@ -179,8 +242,19 @@ def sram_report(layer_sizes: Sequence[int], profile, *, optimizer_slots: int,
 
     ``synapses``: the stored weights of each layer as its unit reports them
     (``units.base.Resources.synapses``; default n_in·n_out, all-to-all). Weight, optimizer
-    and gradient bytes follow it; the cut into per-core tiles assumes all-to-all tiles
-    of fan_in × fan_out (a weight-sharing synapse needs a tiling of its own).
+    and gradient bytes follow it.
+
+    ``sharing``: each layer's ``Resources`` as a dict (``Unit.resources().to_dict()``);
+    a layer with ``channels > 0`` shares weights (conv). Such a layer is cut by
+    :func:`map_conv_layer` (whole channels per core, kernels copied onto every core that
+    holds part of a channel), its biases are per channel, its state and traces per
+    neuron (channels × conv positions; ``n_out`` is the pooled output handed on), and its
+    ``synaptic_sram_bytes`` count the stored copies. Feature maps are buffered whole: FF's
+    update needs the goodness of the whole output map before any weight changes, so the
+    input map waits until then (``activation_buffer_sram_bytes`` as for dense layers). A
+    streaming chip doing inference only could hold ``line_buffer_inputs`` per layer
+    instead: reported as ``line_buffer_sram_bytes`` (the largest layer's, both passes,
+    at ``activation_bits``), not counted in the totals.
     """
     sizes = [int(s) for s in layer_sizes]
     if len(sizes) < 2 or any(s < 1 for s in sizes):
@@ -191,24 +265,35 @@ def sram_report(layer_sizes: Sequence[int], profile, *, optimizer_slots: int,
     shared = mem.other_sram_bytes > 0
     ff_bits = p.weight_bits + slots * OPTIMIZER_STATE_BITS
     bp_bits = ff_bits + p.weight_bits
-    ff_map = _core_mapping(sizes, ff_bits, mem)
-    bp_map = _core_mapping(sizes, bp_bits, mem)
+    shares: list[dict | None] = [None] * (len(sizes) - 1)
+    if sharing is not None:
+        if len(sharing) != len(sizes) - 1:
+            raise EstimateError(f"sharing: need one resources entry per layer of {sizes}, got {len(sharing)}")
+        shares = [dict(r) if int(r.get("channels", 0)) > 0 else None for r in sharing]
+        if synapses is None:
+            synapses = [int(r["synapses"]) for r in sharing]
+    ff_map = _core_mapping(sizes, ff_bits, mem, shares)
+    bp_map = _core_mapping(sizes, bp_bits, mem, shares)
     core_bytes = _limit(mem.synaptic_sram_bytes_per_core)
     n_syns = [a * b for a, b in zip(sizes[:-1], sizes[1:])] if synapses is None else [int(n) for n in synapses]
     if len(n_syns) != len(sizes) - 1 or any(n < 1 for n in n_syns):
         raise EstimateError(f"synapses: need one positive count per layer of {sizes}, got {list(synapses)}")
 
     layers = []
-    for i, (n_in, n_out, n_syn) in enumerate(zip(sizes[:-1], sizes[1:], n_syns)):
+    for i, (n_in, n_out, n_syn, share) in enumerate(zip(sizes[:-1], sizes[1:], n_syns, shares)):
+        biases = n_out if share is None else int(share["channels"])
+        neurons = n_out if share is None else int(share["neurons"])
         part = {
             "weight_sram_bytes": _bytes(p.weight_bits, n_syn),
-            "bias_sram_bytes": _bytes(p.accumulator_bits, n_out),
-            "state_sram_bytes": _bytes(p.state_bits, n_out),
-            "trace_sram_bytes": _bytes(p.trace_bits, n_in + n_out),
-            "optimizer_sram_bytes": _bytes(OPTIMIZER_STATE_BITS, slots * (n_syn + n_out)),
+            "bias_sram_bytes": _bytes(p.accumulator_bits, biases),
+            "state_sram_bytes": _bytes(p.state_bits, neurons),
+            "trace_sram_bytes": _bytes(p.trace_bits, n_in + neurons),
+            "optimizer_sram_bytes": _bytes(OPTIMIZER_STATE_BITS, slots * (n_syn + biases)),
         }
         cores = ff_map["layer_cores"][i]
-        synaptic = _bytes(ff_bits, n_syn)
+        copies = 1 if share is None or ff_map["mappings"][i]["tiles"] is None else \
+            ff_map["mappings"][i]["synaptic_copies"] / int(share["channels"])
+        synaptic = _bytes(ff_bits, n_syn * copies)
         layers.append({
             "layer": i + 1,
             "fan_in": n_in,
@@ -225,14 +310,15 @@ def sram_report(layer_sizes: Sequence[int], profile, *, optimizer_slots: int,
         })
 
     act_buffer = max(_bytes(p.activation_bits, 2 * (a + b) * batch) for a, b in zip(sizes[:-1], sizes[1:]))
+    line_buffer = max((_bytes(p.activation_bits, 2 * int(sh["line_buffer_inputs"])) for sh in shares if sh),
+                      default=0)
     steps = max(0, int(learning_history_steps))
     history = max(_bytes(p.state_bits, 2 * batch * steps * b) + _bytes(p.activation_bits, 2 * batch * steps * a)
                   for a, b in zip(sizes[:-1], sizes[1:])) if steps else 0
     other = (sum(layer["per_unit_sram_bytes"] for layer in layers) + act_buffer if shared else 0) + history
     ff_total = sum(layer["sram_bytes"] for layer in layers) + (act_buffer if shared else 0) + history
 
-    grads = sum(_bytes(p.weight_bits, l["synapses"]) + _bytes(p.accumulator_bits, l["fan_out"])
-                for l in layers)
+    grads = sum(_bytes(p.weight_bits, l["synapses"]) + l["bias_sram_bytes"] for l in layers)
     stored = _bytes(p.activation_bits, sum(sizes) * batch)
     bp_common = sum(l["weight_sram_bytes"] + l["bias_sram_bytes"] + l["state_sram_bytes"]
                     + l["optimizer_sram_bytes"] for l in layers)
@@ -247,6 +333,7 @@ def sram_report(layer_sizes: Sequence[int], profile, *, optimizer_slots: int,
         "optimizer_slots": slots,
         "per_unit_memory": "shared SRAM" if shared else "in cores (bounded by neurons_per_core)",
         "activation_buffer_sram_bytes": act_buffer if shared else 0,
+        "line_buffer_sram_bytes": line_buffer,
         "learning_history_steps": steps,
         "learning_history_sram_bytes": history,
         "ff_sram_bytes": ff_total,

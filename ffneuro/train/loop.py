@@ -100,10 +100,12 @@ def resolve_device(device: str) -> torch.device:
 
 
 def memory_args(net: FFNetwork) -> dict:
-    """What the SRAM mapping needs from the units' resources: the stored weights of each
-    and the most time steps of state any unit's learning rule keeps per sample."""
+    """What the SRAM mapping needs from the units' resources: the stored weights of each,
+    their weight sharing (conv units) and the most time steps of state any unit's learning
+    rule keeps per sample."""
     res = net.resources()
-    return {"learning_history_steps": max(r.history_steps for r in res), "synapses": [r.synapses for r in res]}
+    return {"learning_history_steps": max(r.history_steps for r in res), "synapses": [r.synapses for r in res],
+            "sharing": [r.to_dict() for r in res]}
 
 
 def check_budget(profile, layer_sizes: list[int], simulate_anyway: bool, **memory) -> dict:

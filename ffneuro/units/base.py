@@ -96,7 +96,10 @@ class Resources:
     per output unit and outputs per input line; ``state_words``: per-neuron state words
     (membrane, activation); ``history_steps``: time steps of state its learning rule keeps
     per sample until the update (0: none, e.g. online rules); ``time_steps``: forward steps
-    per sample (1 for graded units).
+    per sample (1 for graded units). Weight sharing (conv): ``channels`` output channels
+    whose ``positions`` neurons each share one kernel of ``fan_in`` weights (0: no
+    sharing), and ``line_buffer_inputs``, the inputs a streaming chip must hold to produce
+    one output row (kernel rows × input width × input channels).
     """
 
     fan_in: int
@@ -106,6 +109,9 @@ class Resources:
     state_words: int = 1
     history_steps: int = 0
     time_steps: int = 1
+    channels: int = 0
+    positions: int = 1
+    line_buffer_inputs: int = 0
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

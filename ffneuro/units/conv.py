@@ -226,8 +226,11 @@ class FFConv(GradedInput, SynapticUnit, nn.Module):
     def resources(self) -> Resources:
         """Kernels as synapses (shared by every output position); one neuron per conv
         output position and channel (before pooling)."""
+        c, _, w = self.in_shape
         return Resources(fan_in=self.synapse.fan_in, fan_out=self.synapse.fan_out, synapses=self.synapse.synapses,
-                         neurons=math.prod(self.conv_shape))
+                         neurons=math.prod(self.conv_shape), channels=self.conv_shape[0],
+                         positions=self.conv_shape[1] * self.conv_shape[2],
+                         line_buffer_inputs=c * self.synapse.kernel * (w + 2 * self.synapse.padding))
 
     def export_tables(self) -> ExportTables:
         """The integer datapath: kernels, biases in accumulator units, the geometry, the
