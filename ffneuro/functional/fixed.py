@@ -186,14 +186,20 @@ def int_conv2d(xq: torch.Tensor, w_int: torch.Tensor, w_absmax: int, stride: int
                groups: int = 1) -> torch.Tensor:
     """The convolution of integer maps x_q (N, C, H, W) with integer kernels W_q (O, C/g, k, k),
     exactly (float64 result holding integers); ``w_absmax`` bounds |W_q|. Zero padding.
-    Always float64: a float32 convolution may take a Winograd or FFT route whose
-    fractional transforms are not exact even for small integers; float64 takes the
-    im2col + matrix-product route, exact while partial sums stay below 2^53."""
-    bound = w_absmax * float(xq.abs().flatten(1).sum(dim=1).max()) if xq.numel() else 0.0
+
+    Every output is a sum of fan-in = C/g·k² products. When max|x| · max|W| · fan-in < 2^24
+    every partial sum, in any order, is an integer float32 holds exactly, so a float32
+    convolution is exact as long as it multiplies and adds (a direct or im2col
+    convolution; tests/functional check it against float64 on the shapes ffneuro uses);
+    otherwise float64 (exact below 2^53)."""
+    fan_in = w_int[0].numel()
+    x_max = float(xq.abs().max()) if xq.numel() else 0.0
+    bound = min(float(w_absmax), float(w_int.abs().max()) if w_int.numel() else 0.0) * x_max * fan_in
     if bound >= 2 ** 53:
         raise OverflowError("accumulator partial sums exceed 2^53: cannot evaluate exactly")
-    return torch.nn.functional.conv2d(xq.to(torch.float64), w_int.to(torch.float64), None, stride, padding, 1,
-                                      groups)
+    dtype = torch.float32 if bound < 2 ** 24 else torch.float64
+    return torch.nn.functional.conv2d(xq.to(dtype), w_int.to(dtype), None, stride, padding, 1,
+                                      groups).to(torch.float64)
 
 
 def int_spike_encode(kind: str, a: torch.Tensor, steps: int) -> torch.Tensor:

@@ -142,3 +142,18 @@ def test_fixed_point_for_rules():
     assert fixed_point_for(torch.zeros(3), 8, True, "per_layer").step == 1.0
     with pytest.raises(ValueError):
         fixed_point_for(x, 8, True, "log")
+
+
+@pytest.mark.parametrize("c,o,k,size,groups", [(3, 50, 3, 32, 1), (50, 50, 3, 32, 1), (50, 50, 4, 16, 1),
+                                               (20, 80, 3, 16, 10), (80, 240, 3, 16, 1)])
+def test_int_conv2d_is_exact_on_the_float32_route(c, o, k, size, groups):
+    """The float32 route of int_conv2d (taken below the 2^24 bound) equals float64 exactly
+    on the shapes of the shipped conv presets, at the largest values the bound allows."""
+    from ffneuro.functional.fixed import int_conv2d
+    g = torch.Generator().manual_seed(c * o + k)
+    fan_in = c // groups * k * k
+    x_max = (2 ** 24 - 1) // (127 * fan_in)
+    x = torch.randint(0, min(x_max, 255) + 1, (4, c, size, size), generator=g).float()
+    w = torch.randint(-127, 128, (o, c // groups, k, k), generator=g).float()
+    exact = torch.nn.functional.conv2d(x.double(), w.double(), None, 1, 1, 1, groups)
+    assert torch.equal(int_conv2d(x, w, 128, 1, 1, groups), exact)
