@@ -1,7 +1,8 @@
 """Export a spiking run to NIR (the Neuromorphic Intermediate Representation, SPEC §7).
 
 The graph is ``input → (Affine → LIF) × L → output``: each unit's weights and biases as
-an ``Affine`` node and its neurons as a ``LIF`` node, in NIR's continuous-time form
+an ``Affine`` node (a conv unit's as a ``Conv2d`` node, with a ``Flatten`` node where maps
+enter a dense unit) and its neurons as a ``LIF`` node, in NIR's continuous-time form
 with the discretisation step ``dt`` that snntorch's exporter and importer use
 (β = 1 − dt/τ, so τ = dt/(1 − β); r = τ/dt so that the input enters unscaled; v_leak =
 v_reset = 0; v_threshold = θ_s). Lava-DL, Rockpool, Sinabs, SpiNNaker2 and snntorch read
@@ -26,14 +27,20 @@ def to_nir(net):
     """The NIR graph of a network whose units all have a NIR form (``unit.nir_nodes``)."""
     import nir
 
-    nodes = {"input": nir.Input(input_type={"input": np.array([net.layer_sizes[0]])})}
+    nodes = {"input": nir.Input(input_type={"input": np.array(net.layers[0].in_shape)})}
     edges, prev = [], "input"
     for i, unit in enumerate(net.layers):
+        if i and len(unit.in_shape) < len(net.layers[i - 1].out_shape):   # maps into a dense unit
+            # NIR's shapes are unbatched: flatten from dim 0 (an importer then runs one sample at a time)
+            nodes[f"flatten{i}"] = nir.Flatten(input_type={"input": np.array(net.layers[i - 1].out_shape)},
+                                               start_dim=0)
+            edges.append((prev, f"flatten{i}"))
+            prev = f"flatten{i}"
         for name, node in unit.nir_nodes(i):
             nodes[name] = node
             edges.append((prev, name))
             prev = name
-    nodes["output"] = nir.Output(output_type={"output": np.array([net.layer_sizes[-1]])})
+    nodes["output"] = nir.Output(output_type={"output": np.array(net.layers[-1].out_shape)})
     edges.append((prev, "output"))
     return nir.NIRGraph(nodes=nodes, edges=edges)
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import snntorch as snn
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from snntorch import surrogate
 
 from ffneuro.functional.encoding import CodedBatch
@@ -42,10 +43,10 @@ from ffneuro.functional.goodness import goodness, group_goodness
 from ffneuro.functional.lif import (ATAN_ALPHA, FAST_SIGMOID_SLOPE, encode, lif_step, rate_encode,  # noqa: F401
                                     spike_activity, surrogate_slope)
 from ffneuro.functional.quant import FixedPoint
-from ffneuro.hw.events import spike_forward_events, spike_update_events
+from ffneuro.hw.events import conv_forward_events, conv_update_events, spike_forward_events, spike_update_events
 from ffneuro.units.base import ExportTables, Resources, StepResult, UnitSpec, format_attrs, local_objective
 from ffneuro.units.optim import make_optimizer, set_lr
-from ffneuro.units.synapse import DenseSynapse, SynapticUnit
+from ffneuro.units.synapse import ConvSynapse, DenseSynapse, SynapticUnit
 
 
 
@@ -77,9 +78,24 @@ class LIFSpec:
                          reset_mechanism=self.reset, reset_delay=False)
 
 
+@dataclass(frozen=True)
+class ConvGeometry:
+    """The conv synapse of a spiking conv unit: input maps ``in_shape`` (C, H, W), a
+    ``kernel``×``kernel`` convolution (``stride``, zero ``padding``, ``groups``) and a
+    ``pool``×``pool`` max-pool of the output spikes (an OR over the window: spikes stay
+    binary)."""
+
+    in_shape: tuple[int, int, int]
+    kernel: int = 3
+    stride: int = 1
+    padding: int = 0
+    groups: int = 1
+    pool: int = 1
+
+
 class FFSpiking(SynapticUnit, nn.Module):
-    """A dense layer of LIF neurons trained by its own FF objective on its firing rates
-    (or spike counts), with its own optimizer.
+    """A layer of LIF neurons behind a dense or conv synapse (``conv``), trained by its
+    own FF objective on its firing rates (or spike counts), with its own optimizer.
 
     Per step (``lif_step``; for the default reset "zero" computed by snntorch's ``Leaky``)::
 
@@ -89,7 +105,8 @@ class FFSpiking(SynapticUnit, nn.Module):
     (``LIFSpec.surrogate``). Goodness: ``goodness(spike_activity(S, goodness_on))``.
 
     Shapes: x (T, N, in_features) spikes (or currents) → S (T, N, out_features) spikes;
-    ``goodness`` (N,); ``local_step`` takes the B positives then the B negatives (T, 2B, in).
+    with a conv synapse x (T, N, C, H, W) → S (T, N, C_out, H', W'); ``goodness`` (N,);
+    ``local_step`` takes the B positives then the B negatives (T, 2B, …).
 
     Example (runs as is)::
 
@@ -106,19 +123,32 @@ class FFSpiking(SynapticUnit, nn.Module):
 
     def __init__(self, in_features: int, out_features: int, spec: UnitSpec, lif: LIFSpec, *,
                  generator: torch.Generator, chip=None, steps: int = 8, onchip_lr: float = 2.0 ** -2,
-                 binary_input: bool = True):
+                 binary_input: bool = True, conv: ConvGeometry | None = None):
         super().__init__()
         self.binary_input = binary_input     # its inputs are spikes (accumulate-only synops), not currents
         self.spec = spec
         self.lif_spec = lif
-        self.in_features = in_features
-        self.out_features = out_features
-        self.in_shape, self.out_shape = (in_features,), (out_features,)
         self.chip = chip
         self.onchip_lr = onchip_lr
         self.steps = steps                   # T: the goodness of spike counts is scaled by 1/T²
-        w = torch.randn(out_features, in_features, generator=generator) * (2.0 / math.sqrt(in_features))
-        self.synapse = DenseSynapse(w)
+        self.pool = 1
+        if conv is None:
+            w = torch.randn(out_features, in_features, generator=generator) * (2.0 / math.sqrt(in_features))
+            self.synapse = DenseSynapse(w)
+            self.in_shape, self.conv_shape = (in_features,), (out_features,)
+        else:                                # a conv synapse: out_features is the number of output channels
+            c, h, wd = conv.in_shape
+            fan_in = c // conv.groups * conv.kernel ** 2
+            w = torch.randn(out_features, c // conv.groups, conv.kernel, conv.kernel, generator=generator)
+            self.synapse = ConvSynapse(w * (2.0 / math.sqrt(fan_in)), stride=conv.stride, padding=conv.padding,
+                                       groups=conv.groups)
+            self.pool = conv.pool
+            self.in_shape = tuple(conv.in_shape)
+            self.conv_shape = (out_features, self.synapse.out_size(h), self.synapse.out_size(wd))
+        self.out_shape = self.conv_shape if self.pool == 1 else (
+            self.conv_shape[0], self.conv_shape[1] // self.pool, self.conv_shape[2] // self.pool)
+        self.in_features = math.prod(self.in_shape)
+        self.out_features = math.prod(self.out_shape)
         self.lif = lif.neuron()
         self.optimizer = make_optimizer([self.weight, self.bias], spec.optimizer, spec.lr, spec.momentum,
                                         spec.weight_decay)
@@ -147,7 +177,7 @@ class FFSpiking(SynapticUnit, nn.Module):
         """The chip's learning rule, as for dense units (onchip.py): plain SGD at
         onchip_lr × SPIKING_CHIP_LR_GAIN / fan-in, rounded and clipped to the learning
         precision, saturating."""
-        self.synapse.chip_update(self.onchip_lr * SPIKING_CHIP_LR_GAIN / self.in_features, self.chip,
+        self.synapse.chip_update(self.onchip_lr * SPIKING_CHIP_LR_GAIN / self.synapse.fan_in, self.chip,
                                  self.bias_fmt(), generator)
 
     def _apply(self, generator: torch.Generator | None) -> None:
@@ -163,9 +193,10 @@ class FFSpiking(SynapticUnit, nn.Module):
         U = U'·(1 − S) (zero) or U' − S·θ_q (subtract). x (T, N, in) binary spikes."""
         p = self.int_params()
         b = self.synapse.int_bias(float(self.w_step)).clamp(-p["state_limit"], p["state_limit"])
-        cur = self.synapse.int_current(x.reshape(-1, x.shape[-1]), self.chip)
-        cur = (cur.to(torch.int64) + b.to(torch.int64)).view(x.shape[0], x.shape[1], -1)
-        u = torch.zeros(x.shape[1], self.out_features, dtype=torch.int64)
+        cur = self.synapse.int_current(x.reshape(-1, *self.in_shape), self.chip).to(torch.int64)
+        cur = (cur + b.to(torch.int64).view(-1, *([1] * (len(self.conv_shape) - 1)))).view(
+            x.shape[0], x.shape[1], *self.conv_shape)
+        u = torch.zeros(x.shape[1], *self.conv_shape, dtype=torch.int64)
         out = []
         for t in range(x.shape[0]):
             u = torch.div(u * p["decay"], 2 ** DECAY_FRAC_BITS, rounding_mode="floor") + cur[t]
@@ -173,7 +204,19 @@ class FFSpiking(SynapticUnit, nn.Module):
             spk = u >= p["threshold"]
             u = torch.where(spk, u - p["threshold"], u) if self.lif_spec.reset == "subtract" else torch.where(spk, 0, u)
             out.append(spk.to(torch.float32))
-        return torch.stack(out)
+        return self._pool(torch.stack(out))
+
+    def _pool(self, s: torch.Tensor) -> torch.Tensor:
+        """Max-pool of spike trains (T, N, C, H, W) per step: a spike if any in the window."""
+        if self.pool == 1:
+            return s
+        t, n = s.shape[:2]
+        return F.max_pool2d(s.reshape(t * n, *self.conv_shape), self.pool).view(t, n, *self.out_shape)
+
+    def _current(self, x: torch.Tensor) -> torch.Tensor:
+        """The input currents (T, N, *conv_shape) of all T steps at once."""
+        t, n = x.shape[:2]
+        return self.synapse.current(x.reshape(t * n, *self.in_shape)).view(t, n, *self.conv_shape)
 
     def goodness_scale(self) -> float:
         """Real goodness (of rates or counts) per unit of the integer goodness of spike counts."""
@@ -189,8 +232,8 @@ class FFSpiking(SynapticUnit, nn.Module):
         return self.float_forward(x)
 
     def float_forward(self, x: torch.Tensor) -> torch.Tensor:
-        mem = torch.zeros(x.shape[1], self.out_features, dtype=x.dtype, device=x.device)
-        cur = self.synapse.current(x)          # all T steps' input currents at once
+        mem = torch.zeros(x.shape[1], *self.conv_shape, dtype=x.dtype, device=x.device)
+        cur = self._current(x)                 # all T steps' input currents at once
         lif = self.lif_spec
         if lif.reset == "zero":
             step = self.lif                                  # snntorch's Leaky (equal to lif_step, tested)
@@ -201,14 +244,14 @@ class FFSpiking(SynapticUnit, nn.Module):
         for t in range(x.shape[0]):
             spk, mem = step(cur[t], mem)
             out.append(spk)
-        return torch.stack(out)
+        return self._pool(torch.stack(out))
 
     def goodness(self, s: torch.Tensor) -> torch.Tensor:
         """Goodness (N,) of the firing rates (or spike counts) of a spike train (T, N, units);
         on the chip the exact integer goodness of the spike counts times ``goodness_scale``."""
         if self.calibrated:
-            return int_goodness(s.sum(dim=0), self.spec.goodness).to(torch.float64) * self.goodness_scale()
-        return goodness(spike_activity(s, self.lif_spec.goodness_on), self.spec.goodness)
+            return self.integer_goodness(s).to(torch.float64) * self.goodness_scale()
+        return goodness(spike_activity(s, self.lif_spec.goodness_on).flatten(1), self.spec.goodness)
 
     def set_lr(self, lr: float, onchip_lr: float | None = None) -> None:
         set_lr(self.optimizer, lr)
@@ -242,7 +285,7 @@ class FFSpiking(SynapticUnit, nn.Module):
         return torch.stack(out), psi_sum / t_steps, eps_sum / t_steps, eps_b_sum / t_steps
 
     def _rate_goodness(self, r: torch.Tensor) -> torch.Tensor:
-        return goodness(r, self.spec.goodness)
+        return goodness(r.flatten(1), self.spec.goodness)
 
     def _eligibility_step(self, x: torch.Tensor, gamma_pos, gamma_neg, generator: torch.Generator | None = None,
                           targets: torch.Tensor | None = None) -> StepResult:
@@ -291,7 +334,7 @@ class FFSpiking(SynapticUnit, nn.Module):
 
     def head_activity(self, s: torch.Tensor) -> torch.Tensor:
         """The activity (N, width) the one-pass head reads: spike counts over the T steps."""
-        return s.sum(dim=0)
+        return s.sum(dim=0).flatten(1)
 
     def class_goodness(self, s: torch.Tensor, classes: int) -> torch.Tensor:
         """Goodness G (N, classes) of each class's group of units: of the firing rates (or
@@ -300,30 +343,63 @@ class FFSpiking(SynapticUnit, nn.Module):
 
     def integer_goodness(self, s: torch.Tensor) -> torch.Tensor:
         """The chip's exact integer goodness (N,) of the spike counts."""
-        return int_goodness(s.sum(dim=0), self.spec.goodness)
+        return int_goodness(s.sum(dim=0).flatten(1), self.spec.goodness)
 
     def forward_events(self, x_in: torch.Tensor, s_out: torch.Tensor) -> dict[str, float]:
         """Events of the T steps: synops per input spike (or current), a neuron update
         per unit and step, a route per output spike, the goodness once per sample."""
+        if isinstance(self.synapse, ConvSynapse):      # every step a conv pass; the goodness once per sample
+            t, n = x_in.shape[:2]
+            counts = conv_forward_events(x_in.reshape(t * n, *self.in_shape), s_out.reshape(t * n, *self.out_shape),
+                                         binary_input=self.binary_input, binary_output=True, **self._geometry())
+            counts["goodness_op"] = float(n * self.out_features)
+            return counts
         return spike_forward_events(x_in, s_out, binary_input=self.binary_input)
+
+    def _geometry(self) -> dict:
+        sy = self.synapse
+        return {"out_channels": sy.out_channels, "kernel": sy.kernel, "stride": sy.stride, "padding": sy.padding,
+                "groups": sy.groups}
 
     def update_events(self, x_in: torch.Tensor, batch: int, update_batch: int) -> dict[str, float]:
         """The update's events by learning rule, from the input trains of the ``batch``
         positives then negatives."""
-        return spike_update_events(x_in[:, :batch], x_in[:, batch:], self.out_features, update_batch,
+        if isinstance(self.synapse, ConvSynapse):
+            # BPTT through the T steps: the conv rule on every step's input (sample-major,
+            # so an applied batch is update_batch samples × T steps), history written and read
+            t = x_in.shape[0]
+
+            def trains(x):
+                return x.transpose(0, 1).reshape(-1, *self.in_shape)
+            x_neg = trains(x_in[:, batch:]) if x_in.shape[1] > batch else None
+            counts = conv_update_events(trains(x_in[:, :batch]), x_neg, neurons=math.prod(self.conv_shape),
+                                        batch_size=update_batch * t, **self._geometry())
+            counts["state_access"] *= 2
+            return counts
+        x_neg = x_in[:, batch:] if x_in.shape[1] > batch else torch.zeros_like(x_in)
+        return spike_update_events(x_in[:, :batch], x_neg, self.out_features, update_batch,
                                    rule=self.lif_spec.learning)
 
     def resources(self) -> Resources:
         """BPTT through the unit's own T steps keeps T steps of membrane and input spikes
         per sample until the update; the eligibility rule keeps running sums only."""
+        history = self.steps if self.lif_spec.learning == "bptt" else 0
+        if isinstance(self.synapse, ConvSynapse):
+            c, _, w = self.in_shape
+            return Resources(fan_in=self.synapse.fan_in, fan_out=self.synapse.fan_out,
+                             synapses=self.synapse.synapses, neurons=math.prod(self.conv_shape),
+                             history_steps=history, time_steps=self.steps, channels=self.conv_shape[0],
+                             positions=self.conv_shape[1] * self.conv_shape[2],
+                             line_buffer_inputs=c * self.synapse.kernel * (w + 2 * self.synapse.padding))
         return Resources(fan_in=self.synapse.fan_in, fan_out=self.out_features, synapses=self.synapse.synapses,
-                         neurons=self.out_features,
-                         history_steps=self.steps if self.lif_spec.learning == "bptt" else 0,
-                         time_steps=self.steps)
+                         neurons=self.out_features, history_steps=history, time_steps=self.steps)
 
     def export_tables(self) -> ExportTables:
         """The integer LIF: weights, biases in membrane units, threshold and fixed-point
         decay (docs/hdf5-schema.md, kind ``lif``)."""
+        if isinstance(self.synapse, ConvSynapse):
+            raise ValueError("spiking conv units have no integer HDF5 export yet: export them to NIR "
+                             "(--format nir) or export graded conv units")
         p = self.int_params()
         wf = self.weight_fmt()
         attrs = {"in_features": self.in_features, "out_features": self.out_features, **format_attrs("weight", wf),
@@ -337,13 +413,27 @@ class FFSpiking(SynapticUnit, nn.Module):
                      "integer bias (out_features,) in membrane units (weight LSBs), added every step")})
 
     def nir_nodes(self, index: int) -> list:
-        """NIR's Affine → LIF (continuous time, snntorch's dt; see export/nir.py)."""
+        """NIR's Affine (a conv synapse: Conv2d) → LIF (continuous time, snntorch's dt; see
+        export/nir.py)."""
         import nir
         import numpy as np
 
         if self.lif_spec.reset != "zero":
             raise ValueError(f"reset = {self.lif_spec.reset!r}: NIR's LIF resets to zero; train with "
                              "--set units.reset=zero")
+        if isinstance(self.synapse, ConvSynapse):
+            if self.pool > 1:
+                raise ValueError("NIR has no max-pool node: export spiking conv stacks without pooling (pool 1)")
+            sy = self.synapse
+            shape = self.conv_shape
+            tau = np.full(shape, NIR_DT / (1.0 - self.lif_spec.beta), dtype=np.float32)
+            return [(f"conv{index}", nir.Conv2d(input_shape=tuple(self.in_shape[1:]),
+                                                weight=self.weight.detach().numpy().astype(np.float32),
+                                                stride=sy.stride, padding=sy.padding, dilation=1, groups=sy.groups,
+                                                bias=self.bias.detach().numpy().astype(np.float32))),
+                    (f"lif{index}", nir.LIF(tau=tau, r=tau / NIR_DT, v_leak=np.zeros(shape, dtype=np.float32),
+                                            v_threshold=np.full(shape, self.lif_spec.threshold, dtype=np.float32),
+                                            v_reset=np.zeros(shape, dtype=np.float32)))]
         n = self.out_features
         tau = np.full(n, NIR_DT / (1.0 - self.lif_spec.beta), dtype=np.float32)
         return [(f"fc{index}", nir.Affine(weight=self.weight.detach().numpy().astype(np.float32),

@@ -1,6 +1,6 @@
 """Building a stack of units from the run config: the one place that maps the configured
-synapse and dynamics to a unit class (dense ReLU → ``FFDense``, dense LIF →
-``FFSpiking``, conv ReLU → ``FFConv``) and the stack's input stage (graded units take the
+synapse and dynamics to a unit class (dense ReLU → ``FFDense``, conv ReLU → ``FFConv``,
+LIF behind either synapse → ``FFSpiking``) and the stack's input stage (graded units take the
 encoded input as it is; spiking units a spike encoder)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from ffneuro.functional.cff import collaborative_theta, gamma_members
 from ffneuro.units.base import PassThrough, Resources, UnitSpec
 from ffneuro.units.conv import FFConv
 from ffneuro.units.dense import FFDense
-from ffneuro.units.lif import FFSpiking, LIFSpec, SpikeEncoder
+from ffneuro.units.lif import ConvGeometry, FFSpiking, LIFSpec, SpikeEncoder
 
 
 def unit_shapes(plan: tuple[LayerSpec, ...], in_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
@@ -49,10 +49,10 @@ def widths(units: UnitsConfig, in_shape: tuple[int, ...]) -> list[int]:
 
 def default_theta(units: UnitsConfig, spec: LayerSpec, width: int) -> float:
     """θ of a unit of ``width`` outputs when the config does not give one (the unit kind's rule)."""
-    if spec.kind == "conv":
-        return FFConv.default_theta(units.goodness, width)
     if units.neuron == "lif":
         return FFSpiking.default_theta(units.goodness, width, units.steps, units.spike_goodness)
+    if spec.kind == "conv":
+        return FFConv.default_theta(units.goodness, width)
     return FFDense.default_theta(units.goodness, width)
 
 
@@ -72,6 +72,11 @@ def unit_spec(units: UnitsConfig, optim: OptimConfig, cff: CFFConfig | None, i: 
                     peer_norm=units.peer_norm, peer_momentum=units.peer_momentum, relu_grad=units.relu_grad,
                     optimizer=optim.optimizer, lr=optim.lr, momentum=optim.momentum,
                     weight_decay=optim.weight_decay, temperature=tau, classes=classes)
+
+
+def lif_spec(units: UnitsConfig) -> LIFSpec:
+    return LIFSpec(units.beta, units.spike_threshold, units.reset, units.surrogate, units.spike_learning,
+                   units.spike_goodness)
 
 
 def check_competition(units: UnitsConfig, in_shape: tuple[int, ...], classes: int) -> None:
@@ -95,7 +100,11 @@ def build_units(units: UnitsConfig, optim: OptimConfig, cff: CFFConfig | None, i
     shapes = unit_shapes(plan, in_shape)
     check_competition(units, in_shape, classes)
     if units.neuron == "lif" and any(s.kind == "conv" for s in plan):
-        raise ConfigError("units.neuron = 'lif' with conv units is not available yet: use relu")
+        if units.spike_learning != "bptt":
+            raise ConfigError("spiking conv units learn by bptt only (units.spike_learning = bptt): the "
+                              "eligibility traces are per synapse of a dense unit")
+        if units.batch_norm:
+            raise ConfigError("units.batch_norm normalises graded conv outputs: spiking conv units have none")
     if chip is not None and units.batch_norm:
         raise ConfigError("units.batch_norm has no fixed-point training form (it needs batch statistics): under a "
                           "profile set units.batch_norm = false and units.norm = rms")
@@ -108,14 +117,19 @@ def build_units(units: UnitsConfig, optim: OptimConfig, cff: CFFConfig | None, i
     stack = []
     for i, layer in enumerate(plan):
         n_in = math.prod(shapes[i])
-        if layer.kind == "conv":
+        if layer.kind == "conv" and units.neuron == "lif":
+            geometry = ConvGeometry(shapes[i], kernel=layer.kernel, stride=layer.stride, padding=layer.padding,
+                                    groups=layer.groups, pool=layer.pool)
+            unit = FFSpiking(n_in, layer.size, spec(i), lif_spec(units), generator=generators[i], chip=chip,
+                             steps=units.steps, onchip_lr=onchip_lr,
+                             binary_input=not (i == 0 and units.spike_encoding == "direct"), conv=geometry)
+        elif layer.kind == "conv":
             unit = FFConv(shapes[i], layer.size, spec(i), generator=generators[i], kernel=layer.kernel,
                           stride=layer.stride, padding=layer.padding, groups=layer.groups, pool=layer.pool,
                           batch_norm=units.batch_norm, chip=chip, onchip_lr=onchip_lr)
         elif units.neuron == "lif":
-            lif = LIFSpec(units.beta, units.spike_threshold, units.reset, units.surrogate, units.spike_learning,
-                          units.spike_goodness)
-            unit = FFSpiking(n_in, layer.size, spec(i), lif, generator=generators[i], chip=chip, steps=units.steps,
+            unit = FFSpiking(n_in, layer.size, spec(i), lif_spec(units), generator=generators[i], chip=chip,
+                             steps=units.steps,
                              onchip_lr=onchip_lr, binary_input=not (i == 0 and units.spike_encoding == "direct"))
         else:
             unit = FFDense(n_in, layer.size, spec(i), generator=generators[i], chip=chip, onchip_lr=onchip_lr)

@@ -311,3 +311,65 @@ def test_backprop_baseline_is_the_same_cnn(digits):
     assert bp_params == ff.trainable_parameters()["total"] - 10 * 10 * 9 + (30 * 10 + 10)
     m = train(cfg.with_sets(["loop.algo=bp", "loop.epochs=2"]), data=digits, progress=False)
     assert m["test_error"]["bp"] < 15 and m["parameters"] == bp_params
+
+
+# -- spiking conv units ------------------------------------------------------------------------
+def test_spiking_conv_unit_pools_spikes_and_learns_locally():
+    from ffneuro.units.lif import ConvGeometry, FFSpiking, LIFSpec
+    unit = FFSpiking(2 * 6 * 6, 4, UnitSpec(loss="cwc", classes=2, lr=0.01), LIFSpec(), generator=gen(),
+                     steps=4, conv=ConvGeometry((2, 6, 6), kernel=3, padding=1, pool=2))
+    x = (torch.rand(4, 5, 2, 6, 6, generator=gen(1)) < 0.5).float()          # (T, N, C, H, W) spikes
+    s = unit(x)
+    assert s.shape == (4, 5, 4, 3, 3) and set(s.unique().tolist()) <= {0.0, 1.0}
+    unit.pool = 1                                          # the same unit unpooled: its spikes at every position
+    unpooled = unit(x)
+    unit.pool = 2
+    assert torch.equal(s, torch.nn.functional.max_pool2d(unpooled.view(20, 4, 6, 6), 2).view(s.shape))
+    before = unit.weight.detach().clone()
+    r = unit.local_step(x, targets=torch.tensor([0, 1, 0, 1, 0]))
+    assert r.h.shape == s.shape and not torch.equal(before, unit.weight)
+    assert unit.resources().channels == 4 and unit.resources().positions == 36
+
+
+def test_spiking_conv_stack_exports_to_nir_and_snntorch_spikes_identically(tmp_path, digits):
+    import warnings
+
+    import nir
+    from snntorch import utils as snn_utils
+    from snntorch.import_nir import import_from_nir
+
+    from ffneuro.export.nir import export_nir
+    out = tmp_path / "run"
+    cfg = RunConfig().with_sets(["units.neuron=lif", "units.stack=conv:6:k3:p1,dense:20", "loop.epochs=1",
+                                 "loop.entropy_probe=0", "optim.lr=0.003", "units.steps=4"])
+    train(cfg, out=out, data=digits, progress=False)
+    export_nir(out, tmp_path / "m.nir")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = import_from_nir(nir.read(tmp_path / "m.nir"))
+    _, _, net = load_run(out)
+    x = net.prepare_input(digits.x_test[:10])
+    s_in = net.input_stage(net.encoding.encode(x, digits.y_test[:10]), torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        h = s_in
+        for layer in net.layers:
+            h = layer(h)
+        theirs = []
+        for n in range(s_in.shape[1]):          # NIR's shapes are unbatched: one sample at a time
+            snn_utils.reset(model)              # the imported LIF keeps its membrane between calls
+            state, steps = None, []
+            for t in range(s_in.shape[0]):
+                o, state = model(s_in[t, n], state)
+                steps.append(o)
+            theirs.append(torch.stack(steps))
+    assert h.sum() > 0 and torch.equal(torch.stack(theirs, dim=1), h)
+
+
+def test_spiking_conv_with_pooling_has_no_nir_form(tmp_path, digits):
+    from ffneuro.export.nir import NIRExportError, export_nir
+    out = tmp_path / "run"
+    cfg = RunConfig().with_sets(["units.neuron=lif", "units.stack=conv:6:k3:p1:pool2", "loop.epochs=1",
+                                 "loop.entropy_probe=0", "units.steps=2"])
+    train(cfg, out=out, data=digits, progress=False)
+    with pytest.raises(NIRExportError, match="no max-pool node"):
+        export_nir(out, tmp_path / "m.nir")
