@@ -5,15 +5,18 @@ from the file alone (schema in docs/hdf5-schema.md, replayed by :mod:`ffneuro.ex
 
 - ``/`` attributes: format, schema version, ffneuro version, number of layers/classes,
   the default inference mode;
-- ``/input``: how data become integers and where the label goes;
-- ``/inference``: which layers' goodness multi-pass inference adds;
-- ``/layers/<i>``: the integer weight table (smallest fitting integer dtype), integer
-  biases, every number format (bits, sign, scale, power-of-two exponent), the
-  normalisation gain, the accumulator width and the goodness scale;
+- ``/input``: how data become integers, the data's shape (image maps for conv stacks)
+  and where the label goes (overlay, concat, label planes, or none);
+- ``/inference``: which layers' scores inference adds, and whether they are the
+  channel-wise competitive class-group scores of one label-free pass;
+- ``/layers/<i>``: the integer weight table (smallest fitting integer dtype; conv
+  kernels (O, C/groups, k, k)), integer biases, every number format (bits, sign, scale,
+  power-of-two exponent), the normalisation gain, the accumulator width, the goodness
+  scale and, for conv layers, the geometry (input maps, kernel, stride, padding, groups, pool);
 - ``/head``: the one-pass head's integer weights and input format;
 - ``/vectors`` (``vectors > 0``): real test inputs with, for every label and the neutral
-  code, the expected integer activities of every layer, the goodness, the scores and
-  the predicted labels;
+  code (or the one pass of a competitive net), the expected integer activities of every
+  layer, the goodness, the class-group sums, the scores and the predicted labels;
 - ``/provenance``: config, dataset, seed, the run's metrics and the profile as used.
 
 Every dataset carries a ``sha256`` attribute (its bytes, C order, little-endian). The
@@ -25,6 +28,7 @@ first (post-training quantisation, calibrated on training data as on-chip traini
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +41,7 @@ from ffneuro.runs.files import atomic_output
 from ffneuro.units.base import format_attrs
 
 CALIBRATION_SAMPLES = 256
+GRADED_KINDS = ("dense-relu", "conv-relu")     # integer activities whose class-group sums the scores use
 
 
 class ExportError(ValueError):
@@ -100,30 +105,39 @@ def _saved_profile(run_dir: Path) -> str | None:
     return runio.read_json(Path(run_dir) / runio.CONFIG).get("profile_name")
 
 
+def data_shape(net) -> tuple[int, ...]:
+    """One data sample's shape before the label: (C, H, W) for an image stack, else (D,)."""
+    if net.data_shape is not None:
+        return tuple(net.data_shape)
+    return (net.layer_sizes[0] - (net.num_classes if net.encoding.mode == "concat" else 0),)
+
+
 @torch.no_grad()
 def test_vectors(net, x: torch.Tensor, y: torch.Tensor, inference_layers: list[int]) -> dict[str, np.ndarray]:
-    """Expected integer activities, goodness, scores and predictions for data x (N, D)."""
+    """Expected integer activities, goodness, scores and predictions for data x (N, D):
+    for every label code and the neutral code, or for the one label-free pass of a
+    channel-wise competitive net (then also every layer's integer class-group sums)."""
     from ffneuro.evaluate import multipass_scores
 
     a0 = net.prepare_input(x)
     n, c = a0.shape[0], net.num_classes
+    codes = [None] if net.competitive else [*range(c), None]
     acts: list[list[torch.Tensor]] = [[] for _ in net.layers]
-    good = torch.empty(n, c + 1, len(net.layers), dtype=torch.int64)
-    table = torch.empty(n, c, len(net.layers), dtype=torch.float64)     # real goodness: the multi-pass scores
-    for k in range(c + 1):              # every label code, then the neutral code
-        labels = [torch.full((n,), k, dtype=torch.long)] if k < c else None
+    good = torch.empty(n, len(codes), len(net.layers), dtype=torch.int64)
+    for k, label in enumerate(codes):
+        labels = None if label is None else [torch.full((n,), label, dtype=torch.long)]
         for p in net.stream(a0, labels):
-            act = p.unit.head_activity(p.h_out)                 # spiking units: spike counts
-            acts[p.index].append(act)
+            acts[p.index].append(p.unit.head_activity(p.h_out))     # flat (N, width); spiking: spike counts
             good[:, k, p.index] = p.unit.integer_goodness(p.h_out)
-            if k < c:
-                table[:, k, p.index] = p.unit.goodness(p.h_out)
-    score = multipass_scores(table, inference_layers)
-    out = {"input": as_int(a0), "label": y.numpy().astype(np.int64),
+    score = multipass_scores(net.goodness_table(a0), inference_layers)     # what ffneuro's evaluation adds
+    out = {"input": as_int(a0.flatten(1)), "label": y.numpy().astype(np.int64),
            "goodness": good.numpy(), "score": score.numpy().astype(np.float64),
            "pred_multi_pass": score.argmax(dim=1).numpy().astype(np.int64)}
     for i, per_code in enumerate(acts):
         out[f"activity{i}"] = as_int(torch.stack(per_code, dim=1))
+    if net.competitive:
+        sq = [a[0].to(torch.int64) ** 2 for a in acts]
+        out["class_goodness"] = torch.stack([h.reshape(n, c, -1).sum(dim=2) for h in sq], dim=2).numpy()
     if net.head is not None:
         logits = net.head_logits(a0)
         out["head_logits"] = logits.numpy().astype(np.int64)
@@ -131,12 +145,22 @@ def test_vectors(net, x: torch.Tensor, y: torch.Tensor, inference_layers: list[i
     return out
 
 
+def class_goodness_scale(unit, classes: int) -> float:
+    """The float64 factor q of a graded unit's class goodness (S / m) · q (S: a group's
+    integer Σh², m its size), asked of the unit itself: an activity of ones has S = m in
+    every group, so its class goodness is q exactly."""
+    ones = torch.ones(1, *unit.out_shape, dtype=torch.float64)
+    return float(unit.class_goodness(ones, classes)[0, 0])
+
+
 VECTOR_DOCS = {
-    "input": "integer input a0 = floor(x*levels + 1/2), (N, data_features), before the label",
+    "input": "integer input a0 = floor(x*levels + 1/2), (N, data_features) in (C, H, W) order, before the label",
     "label": "true label of each vector (N,)",
-    "goodness": "integer goodness G of every layer (N, C+1, L); index C = neutral code",
-    "score": "multi-pass score per candidate label (N, C), float64",
-    "pred_multi_pass": "multi-pass prediction (N,)",
+    "goodness": "integer goodness G of every layer (N, K, L): K = C+1 codes (index C = neutral), or K = 1 "
+                "(the label-free pass of a competitive net)",
+    "class_goodness": "competitive nets: integer sum of h^2 over each layer's C class groups (N, C, L)",
+    "score": "score per candidate label (N, C), float64",
+    "pred_multi_pass": "goodness-score prediction (N,)",
     "head_logits": "one-pass integer logits (N, C)",
     "pred_one_pass": "one-pass prediction (N,)",
 }
@@ -162,22 +186,32 @@ def _write(f, net, cfg, saved, profile_dict, quantisation, inference_layers, vec
     f.attrs["num_classes"] = c
     f.attrs["default_inference"] = "one-pass" if net.head is not None else "multi-pass"
 
+    shape = data_shape(net)
+    mode = net.encoding.mode
     g = f.create_group("input")
-    g.attrs["data_features"] = net.layer_sizes[0] - (c if net.encoding.mode == "concat" else 0)
+    g.attrs["data_features"] = math.prod(shape)
+    g.attrs["data_shape"] = np.asarray(shape, dtype=np.int64)
     g.attrs["levels"] = INPUT_LEVELS
     g.attrs["rule"] = "a0 = floor(x * levels + 1/2) for data x in [0, 1]"
-    g.attrs["label_mode"] = net.encoding.mode
-    g.attrs["label_offset"] = 0
-    g.attrs["label_width"] = c
+    g.attrs["label_mode"] = mode
+    g.attrs["label_offset"] = math.prod(shape) if mode == "planes" else 0
+    g.attrs["label_width"] = 0 if mode == "none" else c
     g.attrs["label_code"] = int(net.encoding.scale)
     g.attrs["neutral_code"] = int(net.encoding.neutral)
     g.attrs["first_layer_features"] = net.layer_sizes[0]
+    g.attrs["first_layer_shape"] = np.asarray(net.layers[0].in_shape, dtype=np.int64)
     for k, v in net.input_stage.export_attrs().items():      # a spike encoder's kind and steps
         g.attrs[k] = v
 
     g = f.create_group("inference")
     g.attrs["multi_pass_layers"] = np.asarray(inference_layers, dtype=np.int32)
-    g.attrs["score"] = "sum over multi_pass_layers, in order, of goodness_scale * G (float64)"
+    g.attrs["competitive"] = int(net.competitive)
+    if net.competitive:
+        g.attrs["score"] = ("one label-free pass; sum over multi_pass_layers, in order, of (S / m) * "
+                            "class_goodness_scale (float64), S = integer sum of h^2 over each of the C contiguous "
+                            "class groups of m activities")
+    else:
+        g.attrs["score"] = "sum over multi_pass_layers, in order, of goodness_scale * G (float64)"
     g.attrs["tie_break"] = "lowest label"
 
     layers = f.create_group("layers")
@@ -187,6 +221,8 @@ def _write(f, net, cfg, saved, profile_dict, quantisation, inference_layers, vec
         g.attrs["kind"] = tables.kind
         for k, v in tables.attrs.items():
             g.attrs[k] = v
+        if net.competitive:
+            g.attrs["class_goodness_scale"] = class_goodness_scale(unit, c)
         for name, (values, lo, hi, doc) in tables.tables.items():
             _put(g, name, as_int(values, lo, hi), doc)
 
@@ -237,12 +273,14 @@ def export_run(run_dir: Path, out: Path, *, profile: str | None = None, vectors:
     if vectors < 0:
         raise ExportError(f"--vectors {vectors}: must be >= 0")
     cfg, saved, net, quantisation = chip_network(run_dir, profile)
+    if net.competitive and any(u.export_tables().kind not in GRADED_KINDS for u in net.layers):
+        raise ExportError("channel-wise competitive scores have an integer form for graded (ReLU) units only")
     prof = load_profile(profile or saved["profile_name"])
     inference_layers = default_inference_layers(cfg)
     vec = None
     if vectors:
         ds = load_dataset(data or cfg.data.name, seed=cfg.loop.seed)
-        if ds.x_test.shape[1] != net.layer_sizes[0] - (net.num_classes if net.encoding.mode == "concat" else 0):
+        if ds.x_test.shape[1] != math.prod(data_shape(net)):
             raise ExportError(f"{data or cfg.data.name}: {ds.x_test.shape[1]} features per sample do not match the run")
         vec = test_vectors(net, ds.x_test[:vectors], ds.y_test[:vectors], inference_layers)
     metrics_path = run_dir / runio.METRICS
