@@ -316,6 +316,7 @@ def train(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, prog
         "n_test": int(x_test.shape[0]),
         "batch_size_applied": bs,
         "profile": prof.name if prof is not None else None,
+        "parameters": net.trainable_parameters(),
         "history": state.history,
     }
     if ledger is not None:
