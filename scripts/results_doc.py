@@ -708,8 +708,65 @@ def entropy_cost() -> list[str]:
                     "whole run, on vs off"], rows), ""]
 
 
-SECTIONS = (header, headline, architecture, table1_150, table1_short, mnist_runs, cff_course, variants, loewex, spiking, golden, profiles, throughput,
-            memory, entropy_cost)
+def conv_cost() -> list[str]:
+    d = load("conv_cost.json")
+    if d is None:
+        return []
+    rows = [[name, "×".join(map(str, r["input_shape"])), r["batch"], f"{r['step_s']['ff'] * 1e3:.0f}",
+             f"{r['step_s']['ff_nohead'] * 1e3:.0f}", f"{r['step_s']['bp'] * 1e3:.0f}",
+             f"**{r['ratio']['ff_over_bp']:.2f}×**", f"{r['ratio']['ff_nohead_over_bp']:.2f}×",
+             f"{r['epoch_s']['ff']:.0f} / {r['epoch_s']['bp']:.0f}"] for name, r in d["throughput"].items()]
+    m = d["memory"]
+    by: dict[int, dict] = {}
+    for r in m["rows"]:
+        by.setdefault(r["depth"], {})[r["method"]] = r
+    mib = lambda b: f"{b / 2**20:.1f}"  # noqa: E731
+    mem_rows = [[depth, mib(x["ff"]["training_peak_over_base_bytes"]), mib(x["ff+head"]["training_peak_over_base_bytes"]),
+                 mib(x["backprop"]["training_peak_over_base_bytes"])] for depth, x in sorted(by.items())]
+    ratio = m["working_ratio_depth12_vs_depth4"]
+    return ["## Conv FF: cost against backprop", "",
+            f"`python scripts/bench_conv_cost.py` ({d['threads']} torch threads, torch {d['torch']}): one training step "
+            "of channel-wise competitive conv FF (every unit learning, with and without the one-pass head) against "
+            "a backprop step of the same CNN, best of interleaved repetitions; epochs extrapolated from the step "
+            f"(target: FF ≤ {d['target_ff_over_bp']}× backprop).", "",
+            *table(["net", "input", "batch", "FF ms", "FF no head ms", "backprop ms", "FF / BP", "no head / BP",
+                    "epoch s FF / BP"], rows), "",
+            f"Training working memory ({m['note']}; {m['channels']} channels, 3×3, no pooling, batch {m['batch']}): "
+            "FF's stays flat with depth, backprop's grows with every layer's stored activations. Depth 12 over "
+            "depth 4: " + ", ".join(f"{k} {v:.2f}×" for k, v in ratio.items()) + ".", "",
+            *table(["conv layers", "FF MiB", "FF + head MiB", "backprop MiB"], mem_rows), ""]
+
+
+def conv_runs() -> list[str]:
+    files = sorted(BENCH.glob("conv_*.json"))
+    rows = []
+    for path in files:
+        if path.name == "conv_cost.json":
+            continue
+        d = json.loads(path.read_text())
+        hist = d.get("history") or []
+        last = next((h for h in reversed(hist) if "test_error" in h), {})
+        te = d.get("test_error") or last.get("test_error")
+        epochs = d.get("epochs") or (hist[-1]["epoch"] if hist else 0)
+        cfg = d["config"]
+        prof = cfg["hardware"]["profile"] or "float"
+        params = (d.get("parameters") or {}).get("total")
+        rows.append([f"`{path.name}`", d["preset"], cfg["data"]["name"].split(":")[0], prof,
+                     f"{epochs} / {cfg['loop']['epochs']}" + ("" if d.get("complete") else " (running)"),
+                     errors_of(te), slash((d.get("per_layer_error") or last.get("per_layer_error") or [])),
+                     "–" if params is None else f"{params:,}"])
+    if not rows:
+        return []
+    return ["## Conv FF: trained presets", "",
+            "`python scripts/bench_conv.py --preset NAME --data SPEC --run-dir DIR --out bench/conv_NAME_DATA.json "
+            "[--set ...]`, resumable: the bench file records the history so far and `complete` once the last epoch "
+            "is done. Errors multi-pass (the class groups' goodness of the inference units) / one-pass (head).", "",
+            *table(["bench file", "preset", "data", "profile", "epochs done / planned", "test error % multi / one",
+                    "each unit alone %", "trainable parameters"], rows), ""]
+
+
+SECTIONS = (header, headline, architecture, table1_150, table1_short, mnist_runs, cff_course, variants, loewex, spiking,
+            conv_runs, conv_cost, golden, profiles, throughput, memory, entropy_cost)
 
 
 def render() -> str:
