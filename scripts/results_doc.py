@@ -765,8 +765,25 @@ def conv_runs() -> list[str]:
                     "each unit alone %", "trainable parameters"], rows), ""]
 
 
+def conv_profiles() -> list[str]:
+    d = load("conv_profiles.json")
+    if d is None:
+        return []
+    kib = lambda b: "–" if b is None else f"{b / 2**10:,.0f}"  # noqa: E731
+    rows = [[r["profile"], uj(r["inference_energy_pj_per_sample"]), uj(r["training_energy_pj_per_sample"]),
+             kib(r["ff_sram_bytes"]), f"{r['cores_used']} / {r['cores_available']}", yes_no(r["fits"]),
+             "; ".join(r["misfit_reasons"]) or "–"] for r in d["profiles"]]
+    return ["## Conv FF on every profile", "",
+            f"`python scripts/bench_conv_profiles.py --run-dir RUN`: the event counts measured while training "
+            f"`{d['run_dir']}` ({d['dataset']}, under {d['trained_under']}, "
+            f"{(d.get('parameters') or {}).get('total', 0):,} trainable parameters) priced with each profile's "
+            "per-event energies, and the network mapped onto each profile's SRAM and cores.", "",
+            *table(["profile", "inference µJ/sample", "training µJ/sample", "FF SRAM KiB", "cores", "fits",
+                    "why not"], rows), ""]
+
+
 SECTIONS = (header, headline, architecture, table1_150, table1_short, mnist_runs, cff_course, variants, loewex, spiking,
-            conv_runs, conv_cost, golden, profiles, throughput, memory, entropy_cost)
+            conv_runs, conv_cost, conv_profiles, golden, profiles, throughput, memory, entropy_cost)
 
 
 def render() -> str:
