@@ -1,7 +1,7 @@
 """The unit contract: what every local plasticity unit owns and what the rest of ffneuro
 may ask of it.
 
-A unit owns its weights (through a synapse, units/synapse.py: dense today; the dynamics
+A unit owns its weights (through a synapse, units/synapse.py: dense or conv; the dynamics
 — ReLU, LIF — reads its current through it), its goodness, its local loss, its update
 rule (float optimiser, or the chip's fixed-point rule: ``chip``, a ``hw.chip.ChipSpec``),
 its event counting, its resource descriptor and its export. Nothing outside ``ffneuro.units`` asks what kind a unit is:

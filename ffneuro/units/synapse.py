@@ -1,6 +1,6 @@
 """Synapses: the weights a unit's dynamics reads its input current through.
 
-A unit is a synapse (how inputs reach its neurons: dense today, convolutional next) under
+A unit is a synapse (how inputs reach its neurons: dense or convolutional) under
 a dynamics (how its neurons respond: ReLU, LIF). The synapse owns the weights and biases,
 their chip format (a per-unit weight step, an integer table kept in step with the
 weights) and the chip's learning rule applied to them; the dynamics owns everything about
