@@ -75,7 +75,7 @@ def train(
              "500,500; none clears an optional one. Every option is listed below")] = None,
     data: Annotated[Optional[str], typer.Option(
         rich_help_panel=CONFIG_PANEL, help="data.name: digits (embedded; the default) | mnist:DIR | "
-                                           "fashion-mnist:DIR | cifar10:DIR | npz:FILE")] = None,
+                                           "fashion-mnist:DIR | cifar10:DIR | imagefolder:DIR|ZIP | npz:FILE")] = None,
     profile: Annotated[Optional[str], typer.Option(
         rich_help_panel=CONFIG_PANEL, help="hardware.profile: train as this chip would (name or TOML path; see "
                                            "`ffneuro profiles list`)")] = None,
