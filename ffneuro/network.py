@@ -237,6 +237,26 @@ class FFNetwork(nn.Module):
                           for s in range(0, x.shape[0], batch_size)])
 
     @torch.no_grad()
+    def refresh_statistics(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> bool:
+        """Re-estimate the running statistics of units that keep them (batch norm) from
+        data x: a cumulative average over batches streamed in training mode without
+        gradient, the label code that training uses (positives; none under channel-wise
+        competition). Returns whether any unit keeps statistics."""
+        units = [u for u in self.layers if u.begin_statistics()]
+        if not units:
+            return False
+        was_training = self.training
+        self.train()
+        for s in range(0, x.shape[0], batch_size):
+            labels = None if self.competitive else [y[s:s + batch_size]]
+            for _ in self.stream(x[s:s + batch_size], labels):
+                pass
+        for u in units:
+            u.end_statistics()
+        self.train(was_training)
+        return True
+
+    @torch.no_grad()
     def calibrate(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None) -> None:
         """Enter the chip's number formats, unit by unit, on one batch of positive data."""
         def calibrate_then_forward(i: int, unit: Unit, h):

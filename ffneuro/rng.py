@@ -8,7 +8,8 @@ Streams of a training run (saved in the checkpoint, restored on ``--resume``):
 ``encoder`` (the spike encoder of the data path), ``calibration`` (the batch a chip
 calibrates its formats on), ``unit<i>`` (unit i's initial weights and its stochastic
 rounding). Derived afresh from the seed, never saved: ``probe`` (the entropy probe's
-samples and negatives). Independent of the run: ``inference_generator()`` (a random spike
+samples and negatives), ``statistics<epoch>`` (the training samples that re-estimate
+batch-norm statistics after each epoch). Independent of the run: ``inference_generator()`` (a random spike
 encoder at inference), so any checkpoint evaluates the same way every time.
 """
 

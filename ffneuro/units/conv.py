@@ -45,6 +45,7 @@ from ffneuro.units.optim import make_optimizer, set_lr
 from ffneuro.units.synapse import ConvSynapse, GradedInput, SynapticUnit
 
 BN_EPS = 1e-4      # CwComp's batch-norm ε
+BN_MOMENTUM = 0.1  # torch's default: the running statistics' exponential average during training
 
 
 class FFConv(GradedInput, SynapticUnit, nn.Module):
@@ -86,7 +87,7 @@ class FFConv(GradedInput, SynapticUnit, nn.Module):
         self.out_shape = (out_channels, ho // pool, wo // pool)
         self.in_features = c * h * w
         self.out_features = math.prod(self.out_shape)
-        self.bn = nn.BatchNorm2d(out_channels, eps=BN_EPS) if batch_norm else None
+        self.bn = nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM) if batch_norm else None
         # The input's fixed-point format under a chip profile (0 = not yet calibrated / float).
         self.register_buffer("x_step", torch.tensor(0.0))
         self.register_buffer("x_signed", torch.tensor(False))
@@ -151,6 +152,22 @@ class FFConv(GradedInput, SynapticUnit, nn.Module):
         if self.calibrated:
             return group_goodness(h.to(torch.float64), classes) * self.out_step ** 2
         return group_goodness(h, classes)
+
+    def begin_statistics(self) -> bool:
+        """Start re-estimating the batch norm's running statistics from scratch, as a
+        cumulative average over the batches that follow (True); False without batch norm.
+        During training the running statistics trail the weights (an exponential average
+        over batches computed with older weights), which at a high learning rate leaves
+        inference far off what training saw."""
+        if self.bn is None:
+            return False
+        self.bn.reset_running_stats()
+        self.bn.momentum = None
+        return True
+
+    def end_statistics(self) -> None:
+        if self.bn is not None:
+            self.bn.momentum = BN_MOMENTUM
 
     # -- learning --------------------------------------------------------------------
     def set_lr(self, lr: float, onchip_lr: float | None = None) -> None:

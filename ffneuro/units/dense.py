@@ -248,6 +248,13 @@ class FFDense(GradedInput, SynapticUnit, nn.Module):
         """The activity (N, width) the one-pass head reads: h itself."""
         return h
 
+    def begin_statistics(self) -> bool:
+        """No running statistics to re-estimate."""
+        return False
+
+    def end_statistics(self) -> None:
+        pass
+
     def class_goodness(self, h: torch.Tensor, classes: int) -> torch.Tensor:
         """Goodness G (N, classes) of each class's group of units, in real units."""
         if self.calibrated:

@@ -336,6 +336,13 @@ class FFSpiking(SynapticUnit, nn.Module):
         """The activity (N, width) the one-pass head reads: spike counts over the T steps."""
         return s.sum(dim=0).flatten(1)
 
+    def begin_statistics(self) -> bool:
+        """No running statistics to re-estimate."""
+        return False
+
+    def end_statistics(self) -> None:
+        pass
+
     def class_goodness(self, s: torch.Tensor, classes: int) -> torch.Tensor:
         """Goodness G (N, classes) of each class's group of units: of the firing rates (or
         spike counts), as the competitive loss sees them."""

@@ -373,3 +373,22 @@ def test_spiking_conv_with_pooling_has_no_nir_form(tmp_path, digits):
     train(cfg, out=out, data=digits, progress=False)
     with pytest.raises(NIRExportError, match="no max-pool node"):
         export_nir(out, tmp_path / "m.nir")
+
+
+def test_batch_norm_statistics_are_re_estimated_after_every_epoch(digits):
+    """The running statistics trail the weights during training; after each epoch they
+    are re-estimated from training data as a plain average (one batch here: exactly that
+    batch's mean and variance), and the exponential average resumes for training."""
+    cfg = RunConfig().with_sets(CWC + ["loop.epochs=1"])
+    net = FFNetwork.from_config(cfg, (8, 8), 10, "none", generators=gen())
+    x = net.prepare_input(digits.x_train[:200])
+    net.eval()
+    assert net.refresh_statistics(x, digits.y_train[:200], batch_size=200)
+    unit = net.layers[0]
+    with torch.no_grad():
+        pre = F.max_pool2d(F.relu(F.conv2d(x, unit.weight, unit.bias, padding=1)), 1)
+    assert torch.allclose(unit.bn.running_mean, pre.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert torch.allclose(unit.bn.running_var, pre.var(dim=(0, 2, 3)), atol=1e-5)
+    assert unit.bn.momentum == 0.1 and not net.training
+    plain = FFNetwork.from_config(RunConfig(), (8, 8), 10, "overlay", generators=gen())
+    assert plain.refresh_statistics(plain.prepare_input(digits.x_train[:10]), digits.y_train[:10]) is False

@@ -106,6 +106,12 @@ class StubUnit(nn.Module):
     def head_activity(self, h):
         return h
 
+    def begin_statistics(self):
+        return False
+
+    def end_statistics(self):
+        pass
+
     def class_goodness(self, h, classes):
         return h.reshape(h.shape[0], classes, -1).pow(2).mean(dim=2)
 
