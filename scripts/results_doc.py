@@ -741,9 +741,9 @@ def conv_runs() -> list[str]:
     files = sorted(BENCH.glob("conv_*.json"))
     rows = []
     for path in files:
-        if path.name == "conv_cost.json":
-            continue
         d = json.loads(path.read_text())
+        if "preset" not in d:                      # conv_cost.json, conv_profiles.json: sections of their own
+            continue
         hist = d.get("history") or []
         last = next((h for h in reversed(hist) if "test_error" in h), {})
         te = d.get("test_error") or last.get("test_error")
