@@ -37,6 +37,12 @@ def commit() -> str:
         return "unknown"
 
 
+def redact(spec: str) -> str:
+    """A dataset spec without the machine's path: ``cifar10:/a/b/cifar10-bin`` → ``cifar10:DIR``."""
+    kind, sep, _ = spec.partition(":")
+    return f"{kind}:DIR" if sep else spec
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", required=True)
@@ -50,8 +56,10 @@ def main() -> None:
     cfg = preset(args.preset).replace(data={"name": args.data}).with_sets(args.set)
     resume = (args.run_dir / CHECKPOINT).exists()
     started = time.perf_counter()
+    config = cfg.to_dict()
+    config["data"]["name"] = redact(args.data)       # the dataset, not this machine's folder
     report = {"ffneuro_version": __version__, "commit": commit(), "preset": args.preset, "sets": args.set,
-              "config": cfg.to_dict(), "threads": args.threads, "complete": False}
+              "config": config, "threads": args.threads, "complete": False}
 
     def on_epoch(record: dict) -> None:
         report.setdefault("history", []).append(record)
@@ -61,10 +69,10 @@ def main() -> None:
     if resume and args.out.exists():
         report["history"] = json.loads(args.out.read_text()).get("history", [])
     m = train(cfg, out=args.run_dir, resume=resume, progress=False, on_epoch=on_epoch)
-    config = json.loads((args.run_dir / "config.json").read_text())
+    saved = json.loads((args.run_dir / "config.json").read_text())
     report.update({k: m[k] for k in KEEP if k in m})
     report["history"] = m["history"]
-    report["parameters"] = config.get("parameters")
+    report["parameters"] = saved.get("parameters")
     report["seconds_per_epoch"] = round(m["wall_s"] / max(m["epochs"], 1), 1)
     report["process_s_this_session"] = round(time.perf_counter() - started, 1)
     report["complete"] = True

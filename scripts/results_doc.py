@@ -616,6 +616,23 @@ def golden() -> list[str]:
                         "replayed error % multi / one-pass", "ffneuro / golden time s", "file bytes"], rows), ""]
 
 
+def golden_conv() -> list[str]:
+    d = load("golden_conv.json")
+    if d is None:
+        return []
+    keys = [k for k in d if k.endswith("_agree_pct")]
+    agree = min(d[k] for k in keys)
+    return ["## Golden replay of an exported conv network", "",
+            f"`python scripts/bench_golden.py --run-dir RUN --data SPEC` → `bench/golden_conv.json`: the run "
+            f"`{Path(d['run_dir']).name}` ({', '.join(d['layers'])}; {d['quantisation']}, "
+            f"{'channel-wise competitive' if d['competitive'] else 'label planes'}) exported to HDF5 and replayed by "
+            f"the numpy golden model on all {d['n_test']:,} test images of {d['data'].split(':')[0]}: the smallest "
+            f"agreement over {', '.join(k[:-len('_agree_pct')].replace('_', ' ') for k in keys)} is "
+            f"**{agree:g} %**; stored test vectors exact: {yes_no(d['vectors_ok'])}; replayed errors "
+            f"{pct(d['error_multi_pass'])} / {pct(d['error_one_pass'])} % multi / one-pass; replay "
+            f"{d['golden_ms_per_sample']:.1f} ms per image on {d['threads']} thread.", ""]
+
+
 def profiles() -> list[str]:
     d = load("profiles.json")
     if d is None:
@@ -785,7 +802,7 @@ def conv_profiles() -> list[str]:
 
 
 SECTIONS = (header, headline, architecture, table1_150, table1_short, mnist_runs, cff_course, variants, loewex, spiking,
-            conv_runs, conv_cost, conv_profiles, golden, profiles, throughput, memory, entropy_cost)
+            conv_runs, conv_cost, conv_profiles, golden, golden_conv, profiles, throughput, memory, entropy_cost)
 
 
 def render() -> str:
