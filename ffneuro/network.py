@@ -83,6 +83,11 @@ def resolve_encoding(cfg: RunConfig, x_train: torch.Tensor, num_classes: int) ->
     return choose_encoding(mode, x_train, num_classes)
 
 
+def competitive(encoding: LabelEncoding) -> bool:
+    """Channel-wise competition: the label enters the units' loss, not the input."""
+    return encoding.mode == "none"
+
+
 def label_encoding(mode: str, num_classes: int, label_scale: float, chip) -> LabelEncoding:
     """The label code in data units, or on a chip the integer code floor(scale·L + ½) and
     the neutral code that divided by C, rounded half up."""
@@ -109,7 +114,7 @@ class FFNetwork(nn.Module):
         self.encoding = encoding
         self.input_stage = input_stage
         self.layers = nn.ModuleList(units)
-        self.competitive = encoding.mode == "none"     # the label enters the units' loss, not the input
+        self.competitive = competitive(encoding)
         self.head_idx = head_layers(len(units), self.competitive)
         self.head = head
         self.register_buffer("data_mean", torch.tensor(float(data_mean)))
@@ -138,9 +143,8 @@ class FFNetwork(nn.Module):
         head = None
         if cfg.inference.head:
             o = cfg.optim
-            head = LinearHead([units[i].out_features for i in head_layers(len(units), encoding.mode == "none")],
-                              num_classes,
-                              norm=cfg.units.norm, lr=o.head_lr, optimizer=o.optimizer, momentum=o.momentum,
+            head = LinearHead([units[i].out_features for i in head_layers(len(units), competitive(encoding))],
+                              num_classes, norm=cfg.units.norm, lr=o.head_lr, optimizer=o.optimizer, momentum=o.momentum,
                               weight_decay=o.weight_decay * 10, chip=chip)
         return cls(units, stage, encoding, num_classes=num_classes, head=head, data_mean=data_mean,
                    data_std=data_std, chip=chip, label_scale=label_scale, data_shape=data_shape)
@@ -237,14 +241,18 @@ class FFNetwork(nn.Module):
                           for s in range(0, x.shape[0], batch_size)])
 
     @torch.no_grad()
-    def refresh_statistics(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> bool:
+    def refresh_statistics(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None = None,
+                           batch_size: int = 256) -> bool:
         """Re-estimate the running statistics of units that keep them (batch norm) from
-        data x: a cumulative average over batches streamed in training mode without
-        gradient, the label code that training uses (positives; none under channel-wise
-        competition). Returns whether any unit keeps statistics."""
+        data x (the rows ``idx``, default all): a cumulative average over batches streamed
+        in training mode without gradient, the label code that training uses (positives;
+        none under channel-wise competition). Returns whether any unit keeps statistics
+        (without any, nothing is read)."""
         units = [u for u in self.layers if u.begin_statistics()]
         if not units:
             return False
+        if idx is not None:
+            x, y = x[idx], y[idx]
         was_training = self.training
         self.train()
         for s in range(0, x.shape[0], batch_size):

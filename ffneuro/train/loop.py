@@ -31,8 +31,7 @@ from ffneuro.hw.energy import estimate
 from ffneuro.hw.events import EventLedger
 from ffneuro.hw.mapping import format_memory, optimizer_slots, sram_report
 from ffneuro.network import FFNetwork, default_inference_layers, resolve_encoding
-from ffneuro import rng
-from ffneuro.rng import Streams, inference_generator
+from ffneuro.rng import Streams, generator, inference_generator
 from ffneuro.runs import files as runio
 from ffneuro.train.baselines import BASELINES, train_baseline
 from ffneuro.train.probe import entropy_record, probe_goodness, probe_indices
@@ -278,8 +277,8 @@ def train(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, prog
                 if t % 20 == 19:
                     bar.set_postfix({f"L{i + 1}": f"{sums[i] / counts[i]:.3f}" for i in sorted(sums)})
             state.train_s += time.perf_counter() - t0
-            stats = torch.randperm(n, generator=rng.generator(seed, f"statistics{epoch}"))[:STATISTICS_SAMPLES]
-            net.refresh_statistics(x_train[stats.to(dev)], y_train[stats.to(dev)])
+            stats = torch.randperm(n, generator=generator(seed, f"statistics{epoch}"))[:STATISTICS_SAMPLES]
+            net.refresh_statistics(x_train, y_train, stats.to(dev))
             state.epoch = epoch + 1
             record = {"epoch": state.epoch, "train_s": round(state.train_s, 3),
                       "loss": {f"layer{i + 1}": sums[i] / counts[i] for i in sorted(sums)}}

@@ -88,9 +88,7 @@ class FFConv(GradedInput, SynapticUnit, nn.Module):
         self.in_features = c * h * w
         self.out_features = math.prod(self.out_shape)
         self.bn = nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM) if batch_norm else None
-        # The input's fixed-point format under a chip profile (0 = not yet calibrated / float).
-        self.register_buffer("x_step", torch.tensor(0.0))
-        self.register_buffer("x_signed", torch.tensor(False))
+        self.register_input_format()
         self.optimizer = make_optimizer(self.parameters(), spec.optimizer, spec.lr, spec.momentum,
                                         spec.weight_decay)
 
@@ -222,15 +220,10 @@ class FFConv(GradedInput, SynapticUnit, nn.Module):
         """The chip's exact integer goodness (N,) of integer output maps h."""
         return int_goodness(h.flatten(1), self.spec.goodness)
 
-    def _geometry(self) -> dict:
-        sy = self.synapse
-        return {"out_channels": sy.out_channels, "kernel": sy.kernel, "stride": sy.stride, "padding": sy.padding,
-                "groups": sy.groups}
-
     def forward_events(self, x_in: torch.Tensor, h_out: torch.Tensor) -> dict[str, float]:
         """One forward step: synops per non-zero input in each output position's window
         (``hw.events.conv_forward_events``)."""
-        return conv_forward_events(self.maps(x_in), h_out, **self._geometry())
+        return conv_forward_events(self.maps(x_in), h_out, **self.synapse.geometry())
 
     def update_events(self, x_in: torch.Tensor, batch: int, update_batch: int) -> dict[str, float]:
         """The local update's events from the step's input maps (``batch`` positives, then
@@ -238,16 +231,12 @@ class FFConv(GradedInput, SynapticUnit, nn.Module):
         x = self.maps(x_in)
         x_neg = x[batch:] if x.shape[0] > batch else None
         return conv_update_events(x[:batch], x_neg, neurons=math.prod(self.conv_shape), batch_size=update_batch,
-                                  **self._geometry())
+                                  **self.synapse.geometry())
 
     def resources(self) -> Resources:
         """Kernels as synapses (shared by every output position); one neuron per conv
         output position and channel (before pooling)."""
-        c, _, w = self.in_shape
-        return Resources(fan_in=self.synapse.fan_in, fan_out=self.synapse.fan_out, synapses=self.synapse.synapses,
-                         neurons=math.prod(self.conv_shape), channels=self.conv_shape[0],
-                         positions=self.conv_shape[1] * self.conv_shape[2],
-                         line_buffer_inputs=c * self.synapse.kernel * (w + 2 * self.synapse.padding))
+        return self.synapse.resources(self.in_shape, self.conv_shape)
 
     def export_tables(self) -> ExportTables:
         """The integer datapath: kernels, biases in accumulator units, the geometry, the
@@ -256,7 +245,7 @@ class FFConv(GradedInput, SynapticUnit, nn.Module):
         lim = 2 ** (self.chip.accumulator_bits - 1) - 1
         c, h, w = self.in_shape
         attrs = {"in_features": self.in_features, "out_features": self.out_features, "in_channels": c,
-                 "in_height": h, "in_width": w, **self._geometry(), "pool": self.pool,
+                 "in_height": h, "in_width": w, **self.synapse.geometry(), "pool": self.pool,
                  **format_attrs("weight", wf), **format_attrs("input", xf),
                  "norm": self.spec.norm, "norm_gain": self.norm_gain(), "norm_gain_frac_bits": GAIN_FRAC_BITS,
                  "accumulator_bits": self.chip.accumulator_bits, "output_scale": self.out_step,

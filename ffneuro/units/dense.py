@@ -90,9 +90,7 @@ class FFDense(GradedInput, SynapticUnit, nn.Module):
         w = torch.randn(out_features, in_features, generator=generator) / math.sqrt(out_features)
         self.synapse = DenseSynapse(w)
         self.register_buffer("running_mean", torch.full((out_features,), 0.5))
-        # The input's fixed-point format under a chip profile (0 = not yet calibrated / float).
-        self.register_buffer("x_step", torch.tensor(0.0))
-        self.register_buffer("x_signed", torch.tensor(False))
+        self.register_input_format()
         self.optimizer = make_optimizer(self.parameters(), spec.optimizer, spec.lr, spec.momentum,
                                         spec.weight_decay)
 

@@ -358,15 +358,10 @@ class FFSpiking(SynapticUnit, nn.Module):
         if isinstance(self.synapse, ConvSynapse):      # every step a conv pass; the goodness once per sample
             t, n = x_in.shape[:2]
             counts = conv_forward_events(x_in.reshape(t * n, *self.in_shape), s_out.reshape(t * n, *self.out_shape),
-                                         binary_input=self.binary_input, binary_output=True, **self._geometry())
+                                         binary_input=self.binary_input, binary_output=True, **self.synapse.geometry())
             counts["goodness_op"] = float(n * self.out_features)
             return counts
         return spike_forward_events(x_in, s_out, binary_input=self.binary_input)
-
-    def _geometry(self) -> dict:
-        sy = self.synapse
-        return {"out_channels": sy.out_channels, "kernel": sy.kernel, "stride": sy.stride, "padding": sy.padding,
-                "groups": sy.groups}
 
     def update_events(self, x_in: torch.Tensor, batch: int, update_batch: int) -> dict[str, float]:
         """The update's events by learning rule, from the input trains of the ``batch``
@@ -380,7 +375,7 @@ class FFSpiking(SynapticUnit, nn.Module):
                 return x.transpose(0, 1).reshape(-1, *self.in_shape)
             x_neg = trains(x_in[:, batch:]) if x_in.shape[1] > batch else None
             counts = conv_update_events(trains(x_in[:, :batch]), x_neg, neurons=math.prod(self.conv_shape),
-                                        batch_size=update_batch * t, **self._geometry())
+                                        batch_size=update_batch * t, **self.synapse.geometry())
             counts["state_access"] *= 2
             return counts
         x_neg = x_in[:, batch:] if x_in.shape[1] > batch else torch.zeros_like(x_in)
@@ -392,12 +387,8 @@ class FFSpiking(SynapticUnit, nn.Module):
         per sample until the update; the eligibility rule keeps running sums only."""
         history = self.steps if self.lif_spec.learning == "bptt" else 0
         if isinstance(self.synapse, ConvSynapse):
-            c, _, w = self.in_shape
-            return Resources(fan_in=self.synapse.fan_in, fan_out=self.synapse.fan_out,
-                             synapses=self.synapse.synapses, neurons=math.prod(self.conv_shape),
-                             history_steps=history, time_steps=self.steps, channels=self.conv_shape[0],
-                             positions=self.conv_shape[1] * self.conv_shape[2],
-                             line_buffer_inputs=c * self.synapse.kernel * (w + 2 * self.synapse.padding))
+            return self.synapse.resources(self.in_shape, self.conv_shape, history_steps=history,
+                                          time_steps=self.steps)
         return Resources(fan_in=self.synapse.fan_in, fan_out=self.out_features, synapses=self.synapse.synapses,
                          neurons=self.out_features, history_steps=history, time_steps=self.steps)
 

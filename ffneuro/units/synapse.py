@@ -10,12 +10,15 @@ the same calls and works under every dynamics.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ffneuro.functional.fixed import chip_lr, fixed_update_, int_conv2d, int_matmul, norm_gain, weight_format
 from ffneuro.functional.quant import FixedPoint
+from ffneuro.units.base import Resources
 
 
 class Synapse(nn.Module):
@@ -155,6 +158,21 @@ class ConvSynapse(Synapse):
     def out_size(self, size: int) -> int:
         return (size + 2 * self.padding - self.kernel) // self.stride + 1
 
+    def resources(self, in_shape: tuple[int, int, int], conv_shape: tuple[int, int, int], **dynamics) -> Resources:
+        """Kernels as synapses (shared by every output position), one neuron per channel and
+        conv position (before pooling), the line buffer of a streaming chip (kernel rows ×
+        padded input width × input channels); ``dynamics``: the dynamics' own fields
+        (history and time steps)."""
+        c, _, w = in_shape
+        return Resources(fan_in=self.fan_in, fan_out=self.fan_out, synapses=self.synapses,
+                         neurons=math.prod(conv_shape), channels=conv_shape[0], positions=conv_shape[1] * conv_shape[2],
+                         line_buffer_inputs=c * self.kernel * (w + 2 * self.padding), **dynamics)
+
+    def geometry(self) -> dict[str, int]:
+        """The convolution's shape parameters (the event counters' and the export's keywords)."""
+        return {"out_channels": self.out_channels, "kernel": self.kernel, "stride": self.stride,
+                "padding": self.padding, "groups": self.groups}
+
     def current(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, 1, self.groups)
 
@@ -198,6 +216,11 @@ class GradedInput:
     """The chip formats of a unit whose input is a graded activity it normalises in
     integer form (dense and conv ReLU units): its input format (``x_step``, ``x_signed``
     buffers, set by ``calibrate``), its biases in accumulator units and the output LSB."""
+
+    def register_input_format(self) -> None:
+        """The input's fixed-point format under a chip profile (step 0: not yet calibrated, or float)."""
+        self.register_buffer("x_step", torch.tensor(0.0))
+        self.register_buffer("x_signed", torch.tensor(False))
 
     def input_fmt(self) -> FixedPoint:
         return FixedPoint(self.chip.activation_bits, bool(self.x_signed), float(self.x_step))
