@@ -10,7 +10,8 @@ images are taken in sorted file-name order. Other files (``README``, ``.DS_Store
 files and folders (names starting with ``.``), macOS ``__MACOSX/`` folders and anything
 deeper than ``CLASS/IMAGE`` are ignored.
 
-Pixels: every image must have the same width and height. Greyscale images ("L", "LA",
+Pixels: every image must be a PNG or JPEG file (whatever its suffix says; other formats
+Pillow knows are refused) and have the same width and height. Greyscale images ("L", "LA",
 "1", and palette images with an all-grey palette) give one channel, everything else three
 (RGB; alpha is dropped, not composited). If the images mix grey and colour, all become
 RGB (the grey value in each channel). Images with more than 8 bits per channel are
@@ -29,19 +30,29 @@ temporary file in the cache folder, fsync, rename). Caching is best effort: a co
 cache file is ignored and rewritten, and a cache folder that cannot be written only
 means the next load decodes again.
 
-Bad input raises :class:`ImageFolderError` (a ``ValueError``; ``load_dataset`` re-raises
-it as ``DataError``) with a one-line message that starts with the file or folder at
-fault; a file inside an archive is named ``ARCHIVE.zip/MEMBER``.
+Sizes are checked before anything is allocated: at most ``MAX_CLASSES`` (1000) class
+folders; an image file (or zip member: stored or deflate only, as bzip2 and lzma can expand
+without bound) of at most ``MAX_IMAGE_BYTES``; an image header of at most
+``MAX_IMAGE_PIXELS`` pixels and at most ``MAX_PIXELS_PER_BYTE`` pixels per byte of its file
+(PNG's deflate and JPEG's 8x8 blocks cannot pack more), checked before its pixels are
+decoded; and each split's images x pixels x channels at most ``MAX_VALUES``, checked
+when the first image's size is known.
+
+Bad input raises :class:`ImageFolderError` (a ``DataError``, so a ``ValueError``) with a
+one-line message that starts with the file or folder at fault; a file inside an archive is
+named ``ARCHIVE.zip/MEMBER``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
 import os
 import re
+import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -52,6 +63,8 @@ import numpy as np
 import PIL
 from PIL import Image
 
+from ffneuro.data.checks import MAX_CLASSES, MAX_DEFLATE_RATIO, DataError, check_values
+from ffneuro.data.npzfile import read_npz
 from ffneuro.runs.files import atomic_output
 
 __all__ = [
@@ -68,17 +81,19 @@ SPLITS = ("train", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 CACHE_ENV = "FFNEURO_CACHE"
 CACHE_VERSION = 1  # bump when the decoding or the cache file's contents change
+IMAGE_FORMATS = ("PNG", "JPEG")  # Pillow's names; nothing else is decoded
+MAX_IMAGE_BYTES = 64 * 2**20  # one encoded image file
+MAX_IMAGE_PIXELS = 2**24  # one image's width x height (4096 x 4096)
+MAX_PIXELS_PER_BYTE = 8 * MAX_DEFLATE_RATIO  # 1-bit PNG: 8 pixels a byte, deflated at most 1032-fold
+_CACHE_KEYS = ("key", "x_train", "y_train", "x_test", "y_test", "classes")
 
 _GREY_MODES = frozenset({"1", "L", "LA", "La"})
 _DEEP_MODES = frozenset({"I", "F"})  # more than 8 bits a channel (I;16, I;16B, ... match by the part before ";")
 _LAYOUT_HINT = "expected train/CLASS/ and test/CLASS/ folders of .png/.jpg/.jpeg images"
 
 
-class ImageFolderError(ValueError):
+class ImageFolderError(DataError):
     """Bad image-folder input; a one-line message naming the file and the problem."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).split()))
 
 
 @dataclass(frozen=True, eq=False)
@@ -163,6 +178,8 @@ def _layout(label: str, folders: set[str], files: Iterable[str]) -> tuple[tuple[
         for split in SPLITS
     }
     classes = tuple(class_names["train"])
+    if len(classes) > MAX_CLASSES:
+        raise ImageFolderError(f"{label}/train: {len(classes)} class folders, more than {MAX_CLASSES} (MAX_CLASSES)")
     if len(classes) < 2:
         found = ", ".join(classes) or "none"
         raise ImageFolderError(f"{label}/train: only {len(classes)} class folder ({found}); need at least 2 classes")
@@ -221,6 +238,7 @@ def _dir_source(root: Path) -> _Source:
     key = _digest(_key_header("dir", root) + [classes] + [[rel, *stats[rel]] for rel in sorted(every)])
 
     def read(rel: str) -> bytes:
+        _check_file_size(f"{root}/{rel}", stats[rel][0])
         try:
             return (root / rel).read_bytes()
         except OSError as exc:
@@ -265,6 +283,7 @@ def _zip_source(path: Path, archive: zipfile.ZipFile) -> _Source:
     )
 
     def read(rel: str) -> bytes:
+        _check_member(f"{label}/{rel}", archive.getinfo(prefix + rel))
         try:
             return archive.read(prefix + rel)
         except (OSError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error) as exc:
@@ -273,27 +292,77 @@ def _zip_source(path: Path, archive: zipfile.ZipFile) -> _Source:
     return _Source(label, key, classes, images, read)
 
 
+def _check_member(where: str, info: zipfile.ZipInfo) -> None:
+    """Refuse a zip member that could expand without bound or beyond ``MAX_IMAGE_BYTES``
+    before it is read (zipfile stops a member at its declared size)."""
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise ImageFolderError(
+            f"{where}: zip compression method {info.compress_type} is not read (only stored or deflate)"
+        )
+    _check_file_size(where, info.file_size)
+
+
+def _check_file_size(where: str, size: int) -> None:
+    if size > MAX_IMAGE_BYTES:
+        raise ImageFolderError(f"{where}: {size:,} bytes, more than an image file may hold ({MAX_IMAGE_BYTES:,})")
+
+
 # --------------------------------------------------------------------------- decoding
 
 
-def decode_image(data: bytes, where: str) -> np.ndarray:
-    """One encoded image -> uint8 ``(H, W)`` (greyscale) or ``(H, W, 3)`` (colour) pixels.
+def decode_image(data: bytes, where: str, check_size: Callable[[int, int, int], None] | None = None) -> np.ndarray:
+    """One encoded PNG or JPEG image -> uint8 ``(H, W)`` (greyscale) or ``(H, W, 3)`` (colour) pixels.
 
     ``where`` names the image in error messages. Palette images become greyscale when the
     palette is all grey, else RGB; alpha is dropped; more than 8 bits a channel is refused.
+    The header is checked before any pixel is decoded: at least one pixel, at most
+    ``MAX_IMAGE_PIXELS``, at most ``MAX_PIXELS_PER_BYTE`` per byte of ``data``, then
+    ``check_size(width, height, channels)`` if given (it raises to refuse the image).
     """
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            mode = img.mode
-            if mode.split(";")[0] not in _DEEP_MODES:
-                return _pixels(img)
+        with warnings.catch_warnings():  # Pillow's bomb warning; the lower cap below refuses such images
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+        with img:
+            if img.mode.split(";")[0] in _DEEP_MODES:
+                raise ImageFolderError(
+                    f"{where}: {img.mode} image has more than 8 bits per channel; save the images as 8-bit"
+                )
+            target = _target_mode(img)
+            _check_header(where, *img.size, len(data))
+            if check_size is not None:
+                check_size(*img.size, len(target))
+            return _pixels(img, target)
+    except ImageFolderError:
+        raise
+    except Image.UnidentifiedImageError:
+        raise ImageFolderError(f"{where}: cannot decode image (not a PNG or JPEG file)") from None
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         raise ImageFolderError(f"{where}: cannot decode image ({exc})") from exc
-    raise ImageFolderError(f"{where}: {mode} image has more than 8 bits per channel; save the images as 8-bit")
 
 
-def _pixels(img: Image.Image) -> np.ndarray:
-    target = "L" if img.mode in _GREY_MODES or (img.mode == "P" and _grey_palette(img)) else "RGB"
+def _check_header(where: str, width: int, height: int, file_bytes: int) -> None:
+    """Refuse an image size no sound file of ``file_bytes`` could hold, before decoding it."""
+    pixels = width * height
+    if pixels == 0:
+        raise ImageFolderError(f"{where}: image is {width}x{height}: no pixels")
+    if pixels > MAX_IMAGE_PIXELS:
+        raise ImageFolderError(
+            f"{where}: image is {width}x{height}, more than {MAX_IMAGE_PIXELS:,} pixels (MAX_IMAGE_PIXELS)"
+        )
+    if pixels > MAX_PIXELS_PER_BYTE * file_bytes:
+        raise ImageFolderError(
+            f"{where}: header says {width}x{height} but a {file_bytes:,}-byte file holds at most "
+            f"{MAX_PIXELS_PER_BYTE * file_bytes:,} pixels"
+        )
+
+
+def _target_mode(img: Image.Image) -> str:
+    """"L" (one channel) for grey images, "RGB" for everything else."""
+    return "L" if img.mode in _GREY_MODES or (img.mode == "P" and _grey_palette(img)) else "RGB"
+
+
+def _pixels(img: Image.Image, target: str) -> np.ndarray:
     if img.mode in ("P", "PA") and target == "RGB":  # via RGBA, as Pillow asks when a palette has transparency
         img = img.convert("RGBA")
     if img.mode != target:  # (convert would copy even when the mode is already right)
@@ -306,38 +375,58 @@ def _grey_palette(img: Image.Image) -> bool:
     return len(rgb) > 0 and bool((rgb == rgb[:, :1]).all())
 
 
-def _stack(label: str, pixels: list[np.ndarray], names: list[str]) -> np.ndarray:
-    """Decoded images -> one uint8 ``(N, C, H, W)`` array: C = 1 if every image is grey,
-    else 3 (grey images repeated in each channel); all images must share one size."""
+def _stack(pixels: list[np.ndarray]) -> np.ndarray:
+    """Decoded images of one size -> one uint8 ``(N, C, H, W)`` array: C = 1 if every image
+    is grey, else 3 (grey images repeated in each channel)."""
     height, width = pixels[0].shape[:2]
-    for name, img in zip(names, pixels):
-        if img.shape[:2] != (height, width):
-            raise ImageFolderError(
-                f"{label}: images differ in size: {names[0]} is {width}x{height} but {name} is "
-                f"{img.shape[1]}x{img.shape[0]} (width x height); all images must have one size"
-            )
-    channels = 3 if any(img.ndim == 3 for img in pixels) else 1
-    out = np.empty((len(pixels), channels, height, width), dtype=np.uint8)
+    out = np.empty((len(pixels), _channels(pixels), height, width), dtype=np.uint8)
     for i, img in enumerate(pixels):
         out[i] = img.transpose(2, 0, 1) if img.ndim == 3 else img  # a grey image broadcasts to every channel
     return out
 
 
+def _channels(pixels: list[np.ndarray]) -> int:
+    return 3 if any(img.ndim == 3 for img in pixels) else 1
+
+
 def _decode_source(source: _Source) -> ImageFolder:
+    """Decode every image; sizes and the split caps are checked from the headers, before
+    the pixels of the image that would break them are decoded."""
+    counts = {split: sum(len(paths) for paths in source.images[split]) for split in SPLITS}
+    first: list[tuple[str, int, int]] = []  # (where, width, height) of the first image
+
+    def check_size(where: str, width: int, height: int, channels: int) -> None:
+        if not first:
+            first.append((where, width, height))
+            _check_splits(source.label, counts, width, height, channels)
+        elif (width, height) != first[0][1:]:
+            name, w0, h0 = first[0]
+            raise ImageFolderError(
+                f"{source.label}: images differ in size: {name} is {w0}x{h0} but {where} is "
+                f"{width}x{height} (width x height); all images must have one size"
+            )
+
     pixels: list[np.ndarray] = []
-    names: list[str] = []
     labels: dict[str, np.ndarray] = {}
     for split in SPLITS:
         per_class = source.images[split]
         for paths in per_class:
             for rel in paths:
                 where = f"{source.label}/{rel}"
-                pixels.append(decode_image(source.read(rel), where))
-                names.append(where)
+                size_check = functools.partial(check_size, where)
+                pixels.append(decode_image(source.read(rel), where, size_check))
         labels[split] = np.repeat(np.arange(len(per_class), dtype=np.int64), [len(p) for p in per_class])
-    x = _stack(source.label, pixels, names)
+    height, width = pixels[0].shape[:2]
+    _check_splits(source.label, counts, width, height, _channels(pixels))  # grey and colour mixed: 3 channels
+    x = _stack(pixels)
     n_train = len(labels["train"])
     return ImageFolder(x[:n_train], labels["train"], x[n_train:], labels["test"], source.classes)
+
+
+def _check_splits(label: str, counts: dict[str, int], width: int, height: int, channels: int) -> None:
+    for split in SPLITS:
+        what = f"{counts[split]:,} images of {channels}x{height}x{width}"
+        check_values(f"{label}/{split}", what, counts[split] * channels * height * width, ImageFolderError)
 
 
 # --------------------------------------------------------------------------- cache
@@ -372,12 +461,8 @@ def _load_cache(file: Path, key: str, classes: tuple[str, ...]) -> ImageFolder |
     """The cached arrays if ``file`` is a readable cache of exactly this ``key``, else None
     (missing, unreadable, corrupt, or another version: the caller decodes and rewrites it)."""
     try:
-        loaded = np.load(file, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            return None
-        with loaded as npz:
-            arrays = {name: npz[name] for name in ("key", "x_train", "y_train", "x_test", "y_test", "classes")}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error):
+        arrays = read_npz(file, _CACHE_KEYS)  # headers checked against the file: a corrupt one allocates nothing
+    except (OSError, DataError):
         return None
     data = ImageFolder(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
                        tuple(str(c) for c in arrays["classes"].reshape(-1)))
@@ -392,7 +477,7 @@ def _valid(data: ImageFolder, classes: tuple[str, ...]) -> bool:
             return False
         if y.dtype != np.int64 or y.shape != (x.shape[0],) or not len(y) or y.min() < 0 or y.max() >= len(classes):
             return False
-    return True
+    return bool(np.bincount(data.y_train, minlength=len(classes)).all())  # every class in training
 
 
 def _save_cache(file: Path, key: str, data: ImageFolder) -> None:

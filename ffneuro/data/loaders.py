@@ -17,8 +17,12 @@ Accepted specs (``load_dataset(spec)``):
 =======================  ==========================================================
 
 Bad input raises :class:`DataError` (a ``ValueError``) with a one-line message that
-names the file and the problem. Nothing here unpickles: .npz files are opened with
-``allow_pickle=False`` and CIFAR-10 is read from its binary (not its pickle) release.
+names the file and the problem. The rules every format shares (at most ``MAX_CLASSES =
+1000`` classes, dense labels, finite features, one scaling rule for both splits, and
+sizes checked against the file and the ``MAX_VALUES`` cap before any array is allocated)
+are in :mod:`ffneuro.data.checks`. Nothing here unpickles: .npz files are read member by
+member (:mod:`ffneuro.data.npzfile`, object arrays refused) and CIFAR-10 is read from its
+binary (not its pickle) release.
 
 Example::
 
@@ -29,20 +33,39 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
+import math
+import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 import numpy as np
 import torch
 
-from ffneuro.data.imagefolder import ImageFolderError, read_imagefolder
+from ffneuro.data.checks import (
+    MAX_CLASSES,
+    PIXEL_SCALE,
+    DataError,
+    check_compressed_size,
+    check_feature_header,
+    check_label_header,
+    check_values,
+    class_count,
+    feature_scale,
+    flatten_features,
+    label_array,
+)
+from ffneuro.data.imagefolder import read_imagefolder
+from ffneuro.data.npzfile import read_npz
 
 __all__ = [
     "DEFAULT_DATASET",
+    "MAX_CLASSES",
     "DataError",
     "Dataset",
     "load_cifar10_bin",
@@ -73,13 +96,6 @@ CIFAR10_TEST_FILE = "test_batch.bin"
 CIFAR10_DIRNAME = "cifar-10-batches-bin"
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
-
-
-class DataError(ValueError):
-    """Bad dataset input; a one-line message naming the file and the problem."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).split()))
 
 
 @dataclass(frozen=True)
@@ -130,24 +146,11 @@ def load_dataset(spec: str, *, val_fraction: float = 0.0, seed: int = 0) -> Data
         elif kind == "npz":
             ds = load_npz(path)
         elif kind == "imagefolder":
-            # imagefolder sits below this module (it cannot import DataError/Dataset without
-            # an import cycle), so its error and its uint8 (N, C, H, W) arrays are wrapped here
-            try:
-                images = read_imagefolder(path)
-            except ImageFolderError as exc:
-                raise DataError(str(exc)) from None
-            x_train, y_train = _to_tensors(images.x_train, images.y_train, 255.0)
-            x_test, y_test = _to_tensors(images.x_test, images.y_test, 255.0)
-            ds = Dataset(
-                name=f"imagefolder:{path.name}",
-                x_train=x_train,
-                y_train=y_train,
-                x_test=x_test,
-                y_test=y_test,
-                num_classes=len(images.classes),
-                feature_shape=tuple(int(d) for d in images.x_train.shape[1:]),
-                source=str(path),
-            )
+            # its error (ImageFolderError) is a DataError; its arrays are uint8 (N, C, H, W)
+            # with labels dense by construction (every class folder holds a training image)
+            images = read_imagefolder(path)
+            ds = _dataset(f"imagefolder:{path.name}", str(path), images.x_train, images.y_train,
+                          images.x_test, images.y_test, len(images.classes), PIXEL_SCALE)
         else:
             ds = load_idx(path, kind)
     else:
@@ -174,12 +177,20 @@ def _split_validation(ds: Dataset, val_fraction: float, seed: int) -> Dataset:
     )
 
 
-def _to_tensors(x: np.ndarray, y: np.ndarray, scale: float | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, ...) array -> float32 (N, D) tensor (divided by ``scale`` if given); labels -> int64."""
-    x = x.reshape(x.shape[0], -1).astype(np.float32)
-    if scale is not None:
-        x /= np.float32(scale)
-    return torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+def _dataset(name: str, source: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
+             y_test: np.ndarray, num_classes: int, scale: float | None) -> Dataset:
+    """A :class:`Dataset` of checked ``(N, ...)`` arrays: features flattened to float32 (divided
+    by ``scale`` if given; NaN and inf refused), labels cast to int64."""
+    return Dataset(
+        name=name,
+        x_train=torch.from_numpy(flatten_features(source, "x_train", x_train, scale)),
+        y_train=torch.from_numpy(y_train.astype(np.int64)),
+        x_test=torch.from_numpy(flatten_features(source, "x_test", x_test, scale)),
+        y_test=torch.from_numpy(y_test.astype(np.int64)),
+        num_classes=num_classes,
+        feature_shape=tuple(int(d) for d in x_train.shape[1:]),
+        source=source,
+    )
 
 
 # --------------------------------------------------------------------------- digits
@@ -200,18 +211,9 @@ def load_digits() -> Dataset:
     images = np.asarray(bunch.images)  # (1797, 8, 8), float64 0..16
     labels = np.asarray(bunch.target)
     test_mask = _stratified_test_mask(labels, DIGITS_TEST_SIZE, DIGITS_SPLIT_SEED)
-    x_train, y_train = _to_tensors(images[~test_mask], labels[~test_mask], 16.0)
-    x_test, y_test = _to_tensors(images[test_mask], labels[test_mask], 16.0)
-    return Dataset(
-        name="digits",
-        x_train=x_train,
-        y_train=y_train,
-        x_test=x_test,
-        y_test=y_test,
-        num_classes=int(labels.max()) + 1,
-        feature_shape=(8, 8),
-        source="sklearn.datasets.load_digits (UCI optdigits)",
-    )
+    source = "sklearn.datasets.load_digits (UCI optdigits)"
+    return _dataset("digits", source, images[~test_mask], labels[~test_mask], images[test_mask],
+                    labels[test_mask], int(labels.max()) + 1, 16.0)
 
 
 def _stratified_test_mask(labels: np.ndarray, test_size: int, seed: int) -> np.ndarray:
@@ -247,6 +249,9 @@ def load_idx(directory: str | Path, kind: str = "mnist") -> Dataset:
     wins) in ``directory``, then ``directory/raw``, then torchvision's
     ``directory/MNIST/raw`` or ``directory/FashionMNIST/raw``; the first folder holding
     any of them must hold all four. Pixels are scaled by 1/255; feature_shape (28, 28).
+    The format fixes 10 classes: every label must lie in 0..9 (a split need not hold all
+    ten). A header's dims are checked against the file's size (exactly for a plain file,
+    against deflate's limit for a .gz) and against ``MAX_VALUES`` before the data is read.
     """
     if kind not in _IDX_SUBDIRS:
         raise DataError(f"{directory}: unknown IDX dataset kind {kind!r}, expected mnist or fashion-mnist")
@@ -260,18 +265,7 @@ def load_idx(directory: str | Path, kind: str = "mnist") -> Dataset:
         raise DataError(
             f"{folder}: train images are {x_train.shape[1:]} but test images are {x_test.shape[1:]}"
         )
-    xt, yt = _to_tensors(x_train, y_train, 255.0)
-    xs, ys = _to_tensors(x_test, y_test, 255.0)
-    return Dataset(
-        name=kind,
-        x_train=xt,
-        y_train=yt,
-        x_test=xs,
-        y_test=ys,
-        num_classes=IDX_NUM_CLASSES,
-        feature_shape=tuple(int(d) for d in x_train.shape[1:]),
-        source=str(folder),
-    )
+    return _dataset(kind, str(folder), x_train, y_train, x_test, y_test, IDX_NUM_CLASSES, PIXEL_SCALE)
 
 
 def _find_idx_folder(root: Path, kind: str) -> Path:
@@ -304,7 +298,7 @@ def _read_idx_pair(folder: Path, images_name: str, labels_name: str) -> tuple[np
         raise DataError(
             f"{paths[1]}: {labels.shape[0]} labels but {paths[0].name} has {images.shape[0]} images"
         )
-    if labels.size and labels.max() >= IDX_NUM_CLASSES:
+    if labels.max() >= IDX_NUM_CLASSES:
         bad = int(np.flatnonzero(labels >= IDX_NUM_CLASSES)[0])
         raise DataError(
             f"{paths[1]}: label {int(labels[bad])} at index {bad} is out of range [0, {IDX_NUM_CLASSES})"
@@ -313,39 +307,70 @@ def _read_idx_pair(folder: Path, images_name: str, labels_name: str) -> tuple[np
 
 
 def _read_idx(path: Path, magic: int, what: str) -> np.ndarray:
-    """Parse one IDX file (unsigned-byte data): big-endian u32 magic, u32 dims, then the payload."""
-    raw = _read_bytes(path)
-    if len(raw) < 4:
-        raise DataError(f"{path}: truncated IDX header ({len(raw)} bytes)")
-    found = int.from_bytes(raw[:4], "big")
+    """Parse one IDX file (unsigned-byte data): big-endian u32 magic, u32 dims, then the payload.
+    The dims are checked (at least one sample and one feature, the file's size, ``MAX_VALUES``)
+    before the payload is read."""
+    try:
+        with _open_idx(path) as fh:
+            dims = _idx_dims(path, fh, magic, what)
+            expected = math.prod(dims)
+            _check_idx_size(path, dims, 4 + 4 * len(dims))
+            payload = fh.read(expected + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from exc
+    if len(payload) < expected:
+        raise DataError(
+            f"{path}: truncated data, dims {dims} need {expected} bytes but only {len(payload)} follow the header"
+        )
+    if len(payload) > expected:
+        raise DataError(f"{path}: unexpected trailing bytes after the {expected} bytes of dims {dims}")
+    return np.frombuffer(payload, dtype=np.uint8).reshape(dims)
+
+
+@contextlib.contextmanager
+def _open_idx(path: Path) -> Iterator[BinaryIO]:
+    """The file's bytes as a stream (decompressed for ``.gz``)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        yield fh
+
+
+def _idx_dims(path: Path, fh: BinaryIO, magic: int, what: str) -> tuple[int, ...]:
+    """Read and check the magic number and the dims: N >= 1 samples of >= 1 byte each."""
+    head = fh.read(4)
+    if len(head) < 4:
+        raise DataError(f"{path}: truncated IDX header ({len(head)} bytes)")
+    found = int.from_bytes(head, "big")
     if found != magic:
         raise DataError(
             f"{path}: wrong magic number 0x{found:08x} (expected 0x{magic:08x} for an IDX {what} file)"
         )
     ndim = magic & 0xFF
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: truncated IDX header ({len(raw)} bytes, need {header})")
-    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = int(np.prod(dims, dtype=np.int64))
-    payload = len(raw) - header
-    if payload < expected:
+    raw = fh.read(4 * ndim)
+    if len(raw) < 4 * ndim:
+        raise DataError(f"{path}: truncated IDX header ({4 + len(raw)} bytes, need {4 + 4 * ndim})")
+    dims = struct.unpack(f">{ndim}I", raw)
+    if dims[0] == 0:
+        raise DataError(f"{path}: dims {dims} hold no {what}s (a split needs at least one sample)")
+    if math.prod(dims[1:]) == 0:
+        raise DataError(f"{path}: dims {dims} give zero pixels per {what}")
+    return dims
+
+
+def _check_idx_size(path: Path, dims: tuple[int, ...], header: int) -> None:
+    """Dims against the file: a plain file must hold exactly the header and the payload, a
+    .gz cannot expand beyond deflate's limit; and the payload must fit ``MAX_VALUES``."""
+    expected = math.prod(dims)
+    stored = path.stat().st_size
+    if path.suffix == ".gz":
+        check_compressed_size(f"{path}: IDX dims {dims}", header + expected, stored)
+    elif stored - header < expected:
         raise DataError(
-            f"{path}: truncated data, dims {dims} need {expected} bytes but only {payload} follow the header"
+            f"{path}: truncated data, dims {dims} need {expected} bytes but only {stored - header} follow the header"
         )
-    if payload > expected:
-        raise DataError(f"{path}: {payload - expected} unexpected trailing bytes after dims {dims}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as fh:
-                return fh.read()
-        return path.read_bytes()
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from exc
+    elif stored - header > expected:
+        raise DataError(f"{path}: {stored - header - expected} unexpected trailing bytes after dims {dims}")
+    check_values(str(path), f"IDX dims {dims}", expected)
 
 
 # --------------------------------------------------------------------------- CIFAR-10
@@ -357,7 +382,9 @@ def load_cifar10_bin(directory: str | Path) -> Dataset:
     ``directory`` is ``cifar-10-batches-bin/`` or its parent. Files ``data_batch_1.bin``
     .. ``data_batch_5.bin`` (train) and ``test_batch.bin`` (test); each record is one
     label byte then 3,072 pixel bytes (1,024 R, 1,024 G, 1,024 B, row-major), i.e. already
-    (3, 32, 32) order. Pixels are scaled by 1/255.
+    (3, 32, 32) order. Pixels are scaled by 1/255. The format fixes 10 classes: every label
+    byte must lie in 0..9. Every file's size must be a positive multiple of the record, and
+    each split's pixel count at most ``MAX_VALUES``, checked before anything is read.
     """
     root = Path(directory)
     if not root.is_dir():
@@ -365,36 +392,43 @@ def load_cifar10_bin(directory: str | Path) -> Dataset:
     folder = root
     if not (root / CIFAR10_TEST_FILE).is_file() and (root / CIFAR10_DIRNAME).is_dir():
         folder = root / CIFAR10_DIRNAME
-    train = [_read_cifar10_batch(folder / name, root) for name in CIFAR10_TRAIN_FILES]
-    x_test, y_test = _read_cifar10_batch(folder / CIFAR10_TEST_FILE, root)
-    xt, yt = _to_tensors(np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]), 255.0)
-    xs, ys = _to_tensors(x_test, y_test, 255.0)
-    return Dataset(
-        name="cifar10",
-        x_train=xt,
-        y_train=yt,
-        x_test=xs,
-        y_test=ys,
-        num_classes=10,
-        feature_shape=(3, 32, 32),
-        source=str(folder),
-    )
+    train_paths = [folder / name for name in CIFAR10_TRAIN_FILES]
+    test_path = folder / CIFAR10_TEST_FILE
+    for split, paths in (("training batches", train_paths), ("test batch", [test_path])):
+        records = sum(_cifar10_records(path, root) for path in paths)
+        check_values(str(folder), f"{records:,} records of the {split}", records * (CIFAR10_RECORD_BYTES - 1))
+    train = [_read_cifar10_batch(path) for path in train_paths]
+    x_test, y_test = _read_cifar10_batch(test_path)
+    x_train, y_train = np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train])
+    return _dataset("cifar10", str(folder), x_train, y_train, x_test, y_test, 10, PIXEL_SCALE)
 
 
-def _read_cifar10_batch(path: Path, root: Path) -> tuple[np.ndarray, np.ndarray]:
-    if not path.is_file():
+def _cifar10_records(path: Path, root: Path) -> int:
+    """The number of records in a batch file, from its size (which must be a positive multiple of the record)."""
+    try:
+        size = path.stat().st_size if path.is_file() else None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from exc
+    if size is None:
         raise DataError(
             f"{path}: file not found (searched {path.name} in {root} and {root / CIFAR10_DIRNAME})"
         )
-    try:
-        raw = np.fromfile(path, dtype=np.uint8)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from exc
-    if raw.size == 0 or raw.size % CIFAR10_RECORD_BYTES:
+    if size == 0 or size % CIFAR10_RECORD_BYTES:
         raise DataError(
-            f"{path}: size {raw.size} bytes is not a positive multiple of the "
+            f"{path}: size {size} bytes is not a positive multiple of the "
             f"{CIFAR10_RECORD_BYTES}-byte CIFAR-10 record"
         )
+    return size // CIFAR10_RECORD_BYTES
+
+
+def _read_cifar10_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One batch file (its size already checked) -> uint8 pixels (N, 3, 32, 32) and labels (N,)."""
+    try:
+        raw = np.fromfile(path, dtype=np.uint8, count=path.stat().st_size)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from exc
+    if raw.size == 0 or raw.size % CIFAR10_RECORD_BYTES:  # it changed since it was measured
+        raise DataError(f"{path}: size {raw.size} bytes is not a positive multiple of the CIFAR-10 record")
     records = raw.reshape(-1, CIFAR10_RECORD_BYTES)
     labels = records[:, 0]
     if labels.max() >= 10:
@@ -409,81 +443,40 @@ def _read_cifar10_batch(path: Path, root: Path) -> tuple[np.ndarray, np.ndarray]
 def load_npz(path: str | Path) -> Dataset:
     """A user dataset from an ``.npz`` holding ``x_train``, ``y_train``, ``x_test``, ``y_test``.
 
-    ``x_*``: shape (N, ...) of any per-sample shape (flattened); uint8 is scaled by 1/255,
-    any other real dtype is converted to float32 as stored. ``y_*``: 1-D labels, integer
-    dtype (or float holding whole numbers), >= 0. ``num_classes`` = max label + 1 over train
-    and test, and must be >= 2. Opened with ``allow_pickle=False``.
+    ``x_*``: shape (N, ...) with N >= 1 and at least one feature (flattened), integer or
+    float, finite; both splits with one per-sample shape. Scaling, one rule for both splits:
+    uint8 is divided by 255, any other integer or float dtype is taken as stored, and a
+    uint8 split next to a split of another dtype is refused. ``y_*``: 1-D labels, integer
+    dtype (or float holding whole numbers), as many as samples. The classes come from the
+    labels: ``y_train`` holds exactly 0..C-1, each at least once, 2 <= C <= ``MAX_CLASSES``
+    (1000), and ``y_test`` only labels ``y_train`` holds. Every shape and dtype is checked
+    before any array is read (:mod:`ffneuro.data.npzfile`); nothing is unpickled.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: npz file not found")
     if not zipfile.is_zipfile(path):  # also catches .npy files and pickles renamed .npz
         raise DataError(f"{path}: not an .npz archive (not a zip file)")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: not a readable .npz archive ({exc})") from exc
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise DataError(f"{path}: not an .npz archive")
-    with loaded as archive:
-        missing = [key for key in NPZ_KEYS if key not in archive.files]
-        if missing:
-            raise DataError(
-                f"{path}: missing key {missing[0]!r} (an npz dataset needs {', '.join(NPZ_KEYS)}; "
-                f"found {', '.join(archive.files) or 'none'})"
-            )
-        try:
-            arrays = {key: archive[key] for key in NPZ_KEYS}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-            # object arrays (pickles) are refused here because allow_pickle=False
-            raise DataError(f"{path}: cannot read arrays ({exc})") from exc
-
-    x_train, x_test = (_npz_features(path, k, arrays[k]) for k in ("x_train", "x_test"))
-    y_train, y_test = (_npz_labels(path, k, arrays[k]) for k in ("y_train", "y_test"))
-    for xk, yk, x, y in (("x_train", "y_train", x_train, y_train), ("x_test", "y_test", x_test, y_test)):
-        if x.shape[0] != y.shape[0]:
-            raise DataError(f"{path}: {xk} has {x.shape[0]} samples but {yk} has {y.shape[0]} labels")
-    if x_train.shape[1:] != x_test.shape[1:]:
-        raise DataError(
-            f"{path}: x_train samples have shape {x_train.shape[1:]} but x_test samples {x_test.shape[1:]}"
-        )
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
-    if num_classes < 2:
-        raise DataError(f"{path}: labels span {num_classes} class, need at least 2")
-    scale = 255.0 if x_train.dtype == np.uint8 else None
-    xt, yt = _to_tensors(x_train, y_train, scale)
-    scale = 255.0 if x_test.dtype == np.uint8 else None
-    xs, ys = _to_tensors(x_test, y_test, scale)
-    return Dataset(
-        name=f"npz:{path.name}",
-        x_train=xt,
-        y_train=yt,
-        x_test=xs,
-        y_test=ys,
-        num_classes=num_classes,
-        feature_shape=tuple(int(d) for d in x_train.shape[1:]),
-        source=str(path),
-    )
+    where = str(path)
+    arrays = read_npz(path, NPZ_KEYS, check=lambda headers: _check_npz_headers(where, headers))
+    y_train = label_array(where, "y_train", arrays["y_train"])
+    y_test = label_array(where, "y_test", arrays["y_test"])
+    num_classes = class_count(where, y_train, y_test)
+    scale = feature_scale(where, arrays["x_train"].dtype, arrays["x_test"].dtype)
+    return _dataset(f"npz:{path.name}", where, arrays["x_train"], y_train, arrays["x_test"], y_test,
+                    num_classes, scale)
 
 
-def _npz_features(path: Path, key: str, x: np.ndarray) -> np.ndarray:
-    if x.ndim < 2 or x.shape[0] == 0:
-        raise DataError(f"{path}: {key} has shape {x.shape}, expected (N, ...) with N >= 1 and features")
-    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
-        raise DataError(f"{path}: {key} has dtype {x.dtype}, expected integer or floating point")
-    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
-        raise DataError(f"{path}: {key} contains NaN or infinite values")
-    return x
-
-
-def _npz_labels(path: Path, key: str, y: np.ndarray) -> np.ndarray:
-    if y.ndim != 1 or y.shape[0] == 0:
-        raise DataError(f"{path}: {key} has shape {y.shape}, expected a non-empty 1-D label vector")
-    if np.issubdtype(y.dtype, np.floating):
-        if not (np.isfinite(y).all() and (y == np.round(y)).all()):
-            raise DataError(f"{path}: {key} holds non-integer labels")
-    elif not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"{path}: {key} has dtype {y.dtype}, expected integer labels")
-    if y.min() < 0:
-        raise DataError(f"{path}: {key} holds negative label {y.min()!r}")
-    return y.astype(np.int64)
+def _check_npz_headers(where: str, headers: dict[str, tuple[tuple[int, ...], np.dtype]]) -> None:
+    """Every rule an npz dataset's shapes and dtypes must meet, checked before its data is read."""
+    for key, (shape, dtype) in headers.items():
+        check = check_feature_header if key.startswith("x_") else check_label_header
+        check(where, key, shape, dtype)
+    for split in ("train", "test"):
+        n_x, n_y = headers[f"x_{split}"][0][0], headers[f"y_{split}"][0][0]
+        if n_x != n_y:
+            raise DataError(f"{where}: x_{split} has {n_x} samples but y_{split} has {n_y} labels")
+    train, test = headers["x_train"][0][1:], headers["x_test"][0][1:]
+    if train != test:
+        raise DataError(f"{where}: x_train samples have shape {train} but x_test samples {test}")
+    feature_scale(where, headers["x_train"][1], headers["x_test"][1])
