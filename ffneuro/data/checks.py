@@ -113,14 +113,28 @@ def feature_scale(where: str, train: np.dtype, test: np.dtype) -> float | None:
 
 
 def flatten_features(where: str, key: str, x: np.ndarray, scale: float | None) -> np.ndarray:
-    """``(N, ...)`` -> float32 ``(N, D)``, divided by ``scale`` if given; refuses NaN or
-    infinite values (also values too large for float32)."""
+    """``(N, ...)`` -> float32 ``(N, D)``, divided by ``scale`` if given; refuses NaN, infinite
+    values and values beyond float32's range (checked before the conversion)."""
+    if x.dtype.kind == "f":
+        _check_finite(where, key, x)
     out = x.reshape(x.shape[0], -1).astype(np.float32)
     if scale is not None:
         out /= np.float32(scale)
-    if not (np.isfinite(out.min()) and np.isfinite(out.max())):  # NaN and inf reach min or max
-        raise DataError(f"{where}: {key} holds NaN or infinite values (or values beyond float32's range)")
     return out
+
+
+def _check_finite(where: str, key: str, x: np.ndarray) -> None:
+    """Refuse NaN, inf and values float32 cannot hold; min and max see them all (NaN
+    propagates), so nothing as large as ``x`` is allocated."""
+    low, high = x.min(), x.max()
+    for value in (low, high):
+        if not np.isfinite(value):
+            bad = "NaN" if np.isnan(low) or np.isnan(high) else str(value.item())
+            raise DataError(f"{where}: {key} holds {bad} (features must be finite numbers)")
+    limit = float(np.finfo(np.float32).max)
+    if float(high) > limit or float(low) < -limit:
+        value = high if float(high) > limit else low
+        raise DataError(f"{where}: {key} holds {value.item()!s}, beyond float32's range (+-{limit:.4g})")
 
 
 # --------------------------------------------------------------------------- labels

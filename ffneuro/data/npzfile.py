@@ -19,6 +19,7 @@ Errors are :class:`~ffneuro.data.checks.DataError` with a one-line message namin
 from __future__ import annotations
 
 import math
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Callable, Sequence
@@ -34,8 +35,10 @@ __all__ = ["read_npz"]
 HeaderCheck = Callable[[dict[str, tuple[tuple[int, ...], np.dtype]]], None]  # {key: (shape, dtype)} -> raises
 
 _CHUNK_BYTES = 1 << 24  # arrays are read in pieces of 16 MiB
-# what zipfile and the .npy header reader raise on damaged input
-_READ_ERRORS = (OSError, EOFError, ValueError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error)
+# what zipfile and the .npy header reader raise on damaged input (numpy tokenizes a header
+# that is not a Python literal, in case it is an old Python 2 one)
+_READ_ERRORS = (OSError, EOFError, ValueError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error,
+                tokenize.TokenError)
 
 
 def read_npz(path: Path, keys: Sequence[str], check: HeaderCheck | None = None) -> dict[str, np.ndarray]:
@@ -102,6 +105,7 @@ def _header(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: st
             reader = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
             shape, fortran, dtype = reader(fh)
             offset = fh.tell()
+        shape = tuple(int(d) for d in shape)  # (a header may say True for 1)
     except _READ_ERRORS as exc:
         raise DataError(f"{path}: cannot read {key} ({exc})") from exc
     if dtype.hasobject:

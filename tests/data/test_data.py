@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import gzip
 import os
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from builders import cifar_records, idx_bytes, synthetic_idx, write_cifar, write_idx
 from ffneuro.data.loaders import (
     DEFAULT_DATASET,
     DataError,
@@ -34,33 +33,6 @@ def assert_one_line_error(excinfo: pytest.ExceptionInfo, *fragments: str) -> str
 
 
 # --------------------------------------------------------------------------- synthetic IDX
-
-
-def idx_bytes(array: np.ndarray, magic: int | None = None) -> bytes:
-    """Encode a uint8 array as an IDX file: big-endian magic 0x0000 08 <ndim>, dims, payload."""
-    array = np.asarray(array, dtype=np.uint8)
-    magic = 0x00000800 | array.ndim if magic is None else magic
-    return struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
-
-
-def synthetic_idx(n_train: int = 6, n_test: int = 4, seed: int = 0) -> dict[str, bytes]:
-    rng = np.random.RandomState(seed)
-    return {
-        "train-images-idx3-ubyte": idx_bytes(rng.randint(0, 256, (n_train, 28, 28))),
-        "train-labels-idx1-ubyte": idx_bytes(np.arange(n_train) % 10),
-        "t10k-images-idx3-ubyte": idx_bytes(rng.randint(0, 256, (n_test, 28, 28))),
-        "t10k-labels-idx1-ubyte": idx_bytes((np.arange(n_test) * 3) % 10),
-    }
-
-
-def write_idx(folder: Path, files: dict[str, bytes], gz: bool = True) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        if gz:
-            (folder / f"{name}.gz").write_bytes(gzip.compress(data))
-        else:
-            (folder / name).write_bytes(data)
-    return folder
 
 
 # --------------------------------------------------------------------------- digits
@@ -261,27 +233,6 @@ def test_idx_corrupt_gzip(tmp_path):
 
 
 # --------------------------------------------------------------------------- CIFAR-10 binary
-
-
-def cifar_records(labels, seed: int) -> tuple[bytes, np.ndarray]:
-    rng = np.random.RandomState(seed)
-    pixels = rng.randint(0, 256, (len(labels), 3072)).astype(np.uint8)
-    records = np.concatenate([np.asarray(labels, np.uint8)[:, None], pixels], axis=1)
-    return records.tobytes(), pixels
-
-
-def write_cifar(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    folder.mkdir(parents=True, exist_ok=True)
-    xs, ys = [], []
-    for i in range(1, 6):
-        labels = [(i + j) % 10 for j in range(i)]  # batch i holds i records
-        data, pixels = cifar_records(labels, seed=i)
-        (folder / f"data_batch_{i}.bin").write_bytes(data)
-        xs.append(pixels)
-        ys.extend(labels)
-    data, test_pixels = cifar_records([9, 0, 5], seed=99)
-    (folder / "test_batch.bin").write_bytes(data)
-    return np.concatenate(xs), np.array(ys), test_pixels, np.array([9, 0, 5])
 
 
 @pytest.mark.parametrize("use_parent", [False, True])

@@ -13,13 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
+from builders import CLASSES, H, W, grey, make_folder, make_zip, rgb, save
 from ffneuro.data import imagefolder
 from ffneuro.data.imagefolder import ImageFolderError, read_imagefolder
 from ffneuro.data.loaders import DataError, load_dataset
-
-H, W = 4, 5  # every synthetic image is 4 pixels high, 5 wide
-CLASSES = ("ant", "bird", "cat")  # created in another order below: labels follow the sorted names
-
 
 @pytest.fixture(autouse=True)
 def cache(tmp_path, monkeypatch) -> Path:
@@ -27,51 +24,6 @@ def cache(tmp_path, monkeypatch) -> Path:
     folder = tmp_path / "cache"
     monkeypatch.setenv("FFNEURO_CACHE", str(folder))
     return folder
-
-
-def rgb(seed: int) -> np.ndarray:
-    """A distinct deterministic (H, W, 3) uint8 image."""
-    return ((np.arange(H * W * 3).reshape(H, W, 3) * 7 + seed * 31) % 256).astype(np.uint8)
-
-
-def grey(seed: int) -> np.ndarray:
-    return ((np.arange(H * W).reshape(H, W) * 11 + seed * 17) % 256).astype(np.uint8)
-
-
-def save(path: Path, pixels: np.ndarray | Image.Image) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = pixels if isinstance(pixels, Image.Image) else Image.fromarray(pixels)
-    img.save(path, format="PNG")
-    return path
-
-
-def make_folder(root: Path, image=rgb, n_train: int = 2, n_test: int = 1) -> dict[str, list[np.ndarray]]:
-    """root/{train,test}/{cat,ant,bird}/NN.png; returns the pixels per split in label order."""
-    pixels: dict[str, list[np.ndarray]] = {"train": [], "test": []}
-    for split, n in (("train", n_train), ("test", n_test)):
-        for label, cls in enumerate(CLASSES):
-            for i in range(n):
-                pixels[split].append(image(100 * label + 10 * i + (split == "test")))
-        for cls in ("cat", "ant", "bird"):  # not in label order on disk
-            label = CLASSES.index(cls)
-            for i in range(n):
-                save(root / split / cls / f"{i:02d}.png", pixels[split][label * n + i])
-    return pixels
-
-
-def make_zip(folder: Path, archive: Path, top: str | None = None, extra: dict[str, bytes] | None = None) -> Path:
-    """Zip ``folder``'s contents, at the top of the archive or inside ``top/`` (with its folder entries)."""
-    with zipfile.ZipFile(archive, "w") as zf:
-        for path in sorted(folder.rglob("*")):
-            name = path.relative_to(folder).as_posix()
-            name = f"{top}/{name}" if top else name
-            if path.is_dir():
-                zf.writestr(name + "/", b"")
-            else:
-                zf.write(path, name)
-        for name, data in (extra or {}).items():
-            zf.writestr(name, data)
-    return archive
 
 
 def channel_major(images: list[np.ndarray]) -> torch.Tensor:
