@@ -72,7 +72,7 @@ def _members(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
     the same name wins, as in zipfile)."""
     found = {}
     for info in archive.infolist():
-        if not info.is_dir():
+        if not info.filename.endswith("/"):  # (ZipInfo.is_dir fails on an empty name)
             found[info.filename[:-4] if info.filename.endswith(".npy") else info.filename] = info
     return found
 
