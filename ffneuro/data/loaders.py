@@ -17,8 +17,8 @@ Accepted specs (``load_dataset(spec)``):
 =======================  ==========================================================
 
 Bad input raises :class:`DataError` (a ``ValueError``) with a one-line message that
-names the file and the problem. The rules every format shares (at most ``MAX_CLASSES =
-1000`` classes, dense labels, finite features, one scaling rule for both splits, and
+names the file and the problem. The rules the formats share (labels 0..C-1 with at most
+``MAX_CLASSES = 1000`` classes, finite features, one scaling rule for both splits, and
 sizes checked against the file and the ``MAX_VALUES`` cap before any array is allocated)
 are in :mod:`ffneuro.data.checks`. Nothing here unpickles: .npz files are read member by
 member (:mod:`ffneuro.data.npzfile`, object arrays refused) and CIFAR-10 is read from its
@@ -40,9 +40,10 @@ import math
 import struct
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import numpy as np
 import torch
