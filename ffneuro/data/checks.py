@@ -16,11 +16,12 @@ Labels (:func:`label_array`, :func:`class_count`): integers (a float array holdi
 numbers counts), 1-D, at least one. Where the classes come from the labels (npz), they must
 be dense: the training labels are exactly 0..C-1, every one of them present, with
 2 <= C <= ``MAX_CLASSES``, and every test label is one of them. Formats with a fixed class
-count (MNIST and CIFAR-10: 10) check each label against it instead.
+count (MNIST and CIFAR-10: 10) check each label against it instead; an image folder's
+classes are its class folders (2 to ``MAX_CLASSES``, each holding images in both splits).
 
 Features (:func:`check_feature_header`, :func:`flatten_features`): an ``(N, ...)`` integer
 or floating-point array with N >= 1 samples and at least one feature per sample, all
-values finite (also after conversion to float32). Scaling (:func:`feature_scale`):
+values finite and within float32's range (checked before the conversion). Scaling (:func:`feature_scale`):
 uint8 features are 8-bit pixels and are divided by 255; every other integer or float dtype
 is taken as stored; a split stored as uint8 next to a split stored otherwise is refused,
 so both splits always go through one rule.
