@@ -1,1 +1,1 @@
-"""Datasets (embedded digits, MNIST, CIFAR-10, npz/csv files) and training-time augmentation."""
+"""Datasets (embedded digits, MNIST/Fashion-MNIST IDX, CIFAR-10 binary, npz files, image folders), the input checks they share, and training-time augmentation."""
