@@ -19,7 +19,10 @@ from the file alone (schema in docs/hdf5-schema.md, replayed by :mod:`ffneuro.ex
   layer, the goodness, the class-group sums, the scores and the predicted labels;
 - ``/provenance``: config, dataset, seed, the run's metrics and the profile as used.
 
-Every dataset carries a ``sha256`` attribute (its bytes, C order, little-endian). The
+Every dataset carries a ``sha256`` attribute (its bytes, C order, little-endian), and the
+root a ``content_sha256`` over every attribute and every dataset's dtype, shape and
+checksum (schema 3, ``golden.content_digest``), so no table, number format or constant
+of the datapath can change unnoticed. The
 file is written to a temporary name and renamed, so a failure never leaves half a file.
 A run trained in float (or under another profile) is quantised to the target profile
 first (post-training quantisation, calibrated on training data as on-chip training is).
@@ -35,7 +38,7 @@ import numpy as np
 import torch
 
 from ffneuro import __version__, rng
-from ffneuro.export.golden import SCHEMA, SCHEMA_VERSION, sha256
+from ffneuro.export.golden import DIGEST_ATTR, SCHEMA, SCHEMA_VERSION, content_digest, sha256
 from ffneuro.functional.fixed import GAIN_FRAC_BITS, INPUT_LEVELS
 from ffneuro.runs.files import atomic_output
 from ffneuro.units.base import format_attrs
@@ -175,6 +178,7 @@ def write_hdf5(path: Path, net, cfg, saved: dict, profile_dict: dict, quantisati
 
     with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
         _write(f, net, cfg, saved, profile_dict, quantisation, inference_layers, vectors, metrics)
+        f.attrs[DIGEST_ATTR] = content_digest(f, str(path))      # last: it covers everything written above
 
 
 def _write(f, net, cfg, saved, profile_dict, quantisation, inference_layers, vectors, metrics) -> None:

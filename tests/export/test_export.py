@@ -129,7 +129,7 @@ def test_verify_reports_the_same_errors_as_ffneuro_eval(exported, chip_run, digi
 # -- the file ------------------------------------------------------------------------------------
 def test_file_layout_and_dtypes(exported):
     with h5py.File(exported, "r") as f:
-        assert f.attrs["format"] == "ffneuro-chip" and f.attrs["schema_version"] == 2
+        assert f.attrs["format"] == "ffneuro-chip" and f.attrs["schema_version"] == golden.SCHEMA_VERSION
         w = f["layers/0/weight"]
         assert w.dtype == np.int8 and w.shape == (48, 74)           # 8-bit profile, 64 + 10 label inputs
         assert f["layers/1/weight"].shape == (40, 48)
