@@ -53,7 +53,11 @@ from typing import Any
 
 
 class ProfileError(ValueError):
-    """A hardware profile file that cannot be loaded (one-line message naming the file and key)."""
+    """A hardware profile file that cannot be loaded (one-line message naming the file and
+    key; line breaks in a message, e.g. from a name in the file, become spaces)."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).splitlines()))
 
 
 CONFIDENCES = ("measured", "pre-silicon", "datasheet", "derived", "estimated", "assumed")
@@ -142,9 +146,10 @@ class Profile:
 
 
 # ---------------------------------------------------------------------------------------------
-# Schema: section -> key -> (kind, constraint). kinds: int (range), float (>= 0), bool, enum.
+# Schema: section -> key -> (kind, constraint). kinds: int (range), float (finite, >= 0), bool, enum.
 
 _INT, _FLOAT, _BOOL, _ENUM = "int", "float", "bool", "enum"
+INT_MAX = 2 ** 53      # the largest integer a profile may hold: exact as a float, fits int64
 
 SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
     "precision": {
@@ -160,16 +165,16 @@ SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
         "rounding": (_ENUM, ("nearest", "stochastic")),
     },
     "memory": {
-        "cores": (_INT, (1, None)),
-        "synaptic_sram_bytes_per_core": (_INT, (1, None)),
-        "neurons_per_core": (_INT, (1, None)),
-        "max_fan_in_per_core": (_INT, (1, None)),
-        "max_fan_out_per_core": (_INT, (1, None)),
-        "other_sram_bytes": (_INT, (0, None)),
+        "cores": (_INT, (1, INT_MAX)),
+        "synaptic_sram_bytes_per_core": (_INT, (1, INT_MAX)),
+        "neurons_per_core": (_INT, (1, INT_MAX)),
+        "max_fan_in_per_core": (_INT, (1, INT_MAX)),
+        "max_fan_out_per_core": (_INT, (1, INT_MAX)),
+        "other_sram_bytes": (_INT, (0, INT_MAX)),
     },
     "streaming": {
-        "max_batch": (_INT, (1, None)),
-        "time_steps": (_INT, (1, None)),
+        "max_batch": (_INT, (1, INT_MAX)),
+        "time_steps": (_INT, (1, INT_MAX)),
         "store_activations": (_BOOL, None),
     },
     "learning": {
@@ -192,7 +197,7 @@ def _allowed(kind: str, constraint: Any) -> str:
     """Human description of the allowed values of a key, for error messages."""
     if kind == _INT:
         lo, hi = constraint
-        return f"an integer in {lo}..{hi}" if hi is not None else f"an integer >= {lo}"
+        return f"an integer in {_range_text(lo, hi)}"
     if kind == _FLOAT:
         return "a finite number >= 0"
     if kind == _BOOL:
@@ -200,15 +205,43 @@ def _allowed(kind: str, constraint: Any) -> str:
     return "one of " + ", ".join(f'"{c}"' for c in constraint)
 
 
+def _range_text(lo: int, hi: int) -> str:
+    return f"{lo}..{'2^53' if hi == INT_MAX else hi}"
+
+
+def _toml_string(text: str) -> str:
+    """``text`` as a one-line TOML basic string: quotes, backslashes and control characters escaped."""
+    out = []
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            out.append(f"\\u{ord(ch):04X}" if ord(ch) < 0x10000 else f"\\U{ord(ch):08X}")
+    return '"' + "".join(out) + '"'
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def _fmt(value: Any) -> str:
-    """A value as it would be written in TOML (for error messages)."""
+    """A value as it would be written in TOML (for one-line error messages, shortened)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return '"' + value.replace('"', '\\"') + '"'
+        return _shorten(_toml_string(value))
     if isinstance(value, dict):
         return "{...}"
-    return repr(value)
+    if isinstance(value, int) and abs(value) > INT_MAX:
+        return _shorten(str(value), 24)
+    return _shorten(repr(value))
+
+
+def _key(name: str) -> str:
+    """A key as TOML writes it: bare when it can be, else a quoted string (one line)."""
+    return name if name and all(ch.isascii() and (ch.isalnum() or ch in "_-") for ch in name) else _toml_string(name)
 
 
 def _type_name(value: Any) -> str:
@@ -224,19 +257,22 @@ def _check_value(file: str, key: str, value: Any, kind: str, constraint: Any) ->
             raise ProfileError(f"{file}: {key} = {_fmt(value)} has the wrong type "
                                f"(expected {allowed}, got {_type_name(value)})")
         lo, hi = constraint
-        if value < lo or (hi is not None and value > hi):
-            range_text = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-            raise ProfileError(f"{file}: {key} = {_fmt(value)} is out of range (allowed {range_text})")
+        if not lo <= value <= hi:
+            raise ProfileError(f"{file}: {key} = {_fmt(value)} is out of range (allowed {_range_text(lo, hi)})")
         return value
     if kind == _FLOAT:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ProfileError(f"{file}: {key} = {_fmt(value)} has the wrong type "
                                f"(expected {allowed}, got {_type_name(value)})")
-        if not math.isfinite(value):
+        try:
+            number = float(value)          # an integer beyond the float range overflows
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
             raise ProfileError(f"{file}: {key} = {_fmt(value)} is not a finite number (allowed >= 0)")
-        if value < 0:
+        if number < 0:
             raise ProfileError(f"{file}: {key} = {_fmt(value)} is out of range (allowed >= 0)")
-        return float(value)
+        return number
     if kind == _BOOL:
         if not isinstance(value, bool):
             raise ProfileError(f"{file}: {key} = {_fmt(value)} has the wrong type "
@@ -258,7 +294,7 @@ def _check_leaf(file: str, key: str, leaf: Any, kind: str, constraint: Any) -> t
                            f"(a value with its source and confidence)")
     unknown = sorted(set(leaf) - set(LEAF_FIELDS))
     if unknown:
-        raise ProfileError(f"{file}: unknown field {key}.{unknown[0]} "
+        raise ProfileError(f"{file}: unknown field {key}.{_key(unknown[0])} "
                            f"(allowed: {', '.join(LEAF_FIELDS)})")
     if "value" not in leaf:
         raise ProfileError(f"{file}: {key} has no value (expected {shape} with value {_allowed(kind, constraint)})")
@@ -310,14 +346,30 @@ def _looks_like_path(name_or_path: str) -> bool:
     return name_or_path.endswith(".toml") or "/" in name_or_path or "\\" in name_or_path
 
 
+def _user_path(text: str) -> Path:
+    """``text`` as a path with ``~`` expanded (kept as it is when there is no such home)."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        return Path(text)
+
+
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file; a name the system refuses (too long, …) is not."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def _resolve(name_or_path: str) -> Path:
     if _looks_like_path(name_or_path):
-        path = Path(name_or_path).expanduser()
-        if not path.is_file():
+        path = _user_path(name_or_path)
+        if not _is_file(path):
             raise ProfileError(f"{name_or_path}: no such profile file")
         return path
     shipped = profile_dir() / f"{name_or_path}.toml"
-    if shipped.is_file():
+    if _is_file(shipped):
         return shipped
     raise ProfileError(f"unknown profile {name_or_path!r} (shipped: {', '.join(list_profiles())}; "
                        f"or give a path to a .toml file)")
@@ -326,16 +378,16 @@ def _resolve(name_or_path: str) -> Path:
 def _resolve_parent(child: Path, parent: str) -> Path:
     """``extends`` target: a path relative to the child, a sibling ``<name>.toml``, or a shipped name."""
     if _looks_like_path(parent):
-        path = Path(parent).expanduser()
+        path = _user_path(parent)
         path = path if path.is_absolute() else child.parent / path
-        if path.is_file():
+        if _is_file(path):
             return path
     else:
         sibling = child.parent / f"{parent}.toml"
-        if sibling.is_file():
+        if _is_file(sibling):
             return sibling
         shipped = profile_dir() / f"{parent}.toml"
-        if shipped.is_file():
+        if _is_file(shipped):
             return shipped
     raise ProfileError(f"{child}: extends = {_fmt(parent)} is not a shipped profile nor a file "
                        f"relative to {child.name} (shipped: {', '.join(list_profiles())})")
@@ -353,6 +405,8 @@ def _read_toml(path: Path) -> dict:
         raise ProfileError(f"{path}: TOML syntax error: {message}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ProfileError(f"{path}: cannot read profile: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise ProfileError(f"{path}: TOML nested too deeply to read") from None
 
 
 def _parse_file(path: Path) -> tuple[dict, dict[str, dict[str, tuple[Any, Source]]]]:
@@ -373,7 +427,7 @@ def _parse_file(path: Path) -> tuple[dict, dict[str, dict[str, tuple[Any, Source
             leaves = {}
             for sub, leaf in item.items():
                 if sub not in schema:
-                    raise ProfileError(f"{file}: unknown key {key}.{sub} (allowed: {', '.join(schema)})")
+                    raise ProfileError(f"{file}: unknown key {key}.{_key(sub)} (allowed: {', '.join(schema)})")
                 kind, constraint = schema[sub]
                 leaves[sub] = _check_leaf(file, f"{key}.{sub}", leaf, kind, constraint)
             sections[key] = leaves
@@ -382,9 +436,9 @@ def _parse_file(path: Path) -> tuple[dict, dict[str, dict[str, tuple[Any, Source
                 raise ProfileError(f"{file}: {key} = {_fmt(item)} has the wrong type (expected a non-empty string)")
             top[key] = item
         elif isinstance(item, dict):
-            raise ProfileError(f"{file}: unknown section [{key}] (allowed: {', '.join(SCHEMA)})")
+            raise ProfileError(f"{file}: unknown section [{_key(key)}] (allowed: {', '.join(SCHEMA)})")
         else:
-            raise ProfileError(f"{file}: unknown top-level key {key} "
+            raise ProfileError(f"{file}: unknown top-level key {_key(key)} "
                                f"(allowed: {', '.join(TOP_LEVEL_KEYS)} and sections {', '.join(SCHEMA)})")
     if "name" not in top:
         raise ProfileError(f"{file}: missing top-level key name (a non-empty string)")
@@ -393,7 +447,10 @@ def _parse_file(path: Path) -> tuple[dict, dict[str, dict[str, tuple[Any, Source
 
 def _load_merged(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict[str, dict[str, tuple[Any, Source]]]]:
     """Load ``path`` and, recursively, its ``extends`` parents; child leaves replace parent leaves."""
-    resolved = path.resolve()
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError) as exc:       # e.g. a symlink loop
+        raise ProfileError(f"{path}: cannot resolve the path: {' '.join(str(exc).split())}") from None
     if resolved in chain:
         loop = " -> ".join(p.name for p in chain + (resolved,))
         raise ProfileError(f"{path}: extends cycle {loop}")

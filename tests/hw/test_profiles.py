@@ -164,7 +164,7 @@ BAD_LEAVES = [
     ("scale_rule", 'scale_rule = { value = "log", source = "s", confidence = "assumed" }',
      ['precision.scale_rule = "log"', '"pow2"', '"per_layer"', '"none"']),
     ("cores", 'cores = { value = 0, source = "s", confidence = "assumed" }',
-     ["memory.cores = 0", "out of range", ">= 1"]),
+     ["memory.cores = 0", "out of range", "1..2^53"]),         # ceiling: exact in int64 and float
     ("synaptic_sram_bytes_per_core", 'synaptic_sram_bytes_per_core = { value = 0, source = "s", confidence = "assumed" }',
      ["memory.synaptic_sram_bytes_per_core = 0", "out of range"]),
     ("max_batch", 'max_batch = { value = 0, source = "s", confidence = "assumed" }',
