@@ -185,6 +185,8 @@ def _differences(a: RunConfig, b: RunConfig) -> list[str]:
 def saved_config(run_dir: Path) -> RunConfig:
     """The config a run dir was trained with. Run dirs written before the config had
     sections hold a flat "config" and the profile's name beside it ("profile_name")."""
+    if not runio.is_run_dir(run_dir):
+        raise ConfigError(f"{run_dir}: not an ffneuro run dir (nothing to resume)")
     saved = runio.read_json(Path(run_dir) / runio.CONFIG)
     if "config" not in saved:
         raise ConfigError(f"{Path(run_dir) / runio.CONFIG}: holds no \"config\" (not a run dir of ffneuro train)")
@@ -218,7 +220,7 @@ def resolve_train_config(config_path: Path | None = None, preset: str | None = N
 
 
 def train_run(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, device: str = "auto",
-              progress: bool = True, threads: int = 0) -> dict:
+              progress: bool = True, threads: int = 0, overwrite: bool = False) -> dict:
     """`ffneuro train`: train ``cfg`` (or resume the run in ``out``) and return the metrics.
     The profile and the memory check come from ``cfg.hardware``.
 
@@ -226,21 +228,26 @@ def train_run(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, 
     small (≤ SMALL_BATCH, e.g. a chip's batch-1 learning), where a second thread cannot
     help and, if another process holds a core, slows each step several-fold (measured:
     the headline run took 440 s with 2 threads next to a busy core, 131 s with 1).
+
+    ``out``: a new or empty folder, or an existing run with ``resume`` (continue it) or
+    ``overwrite`` (replace it whole); a folder of the user's is never written into.
     """
     import torch
 
     from ffneuro.train.loop import train
 
     cfg = cfg.validate()
+    if resume and overwrite:
+        raise ConfigError("--resume continues a run and --overwrite replaces it: give one")
     if resume:
         if out is None:
             raise ConfigError("--resume needs --out RUN_DIR")
+        if not runio.is_run_dir(out):
+            raise ConfigError(f"{out}: not an ffneuro run dir (nothing to resume)")
         changed = _differences(saved_config(out), cfg)
         if changed:
             raise ConfigError(f"--resume continues {out} as saved in its config.json; this config differs in "
                               f"{', '.join(changed)}")
-    elif out is not None and (Path(out) / runio.CHECKPOINT).exists():
-        raise ConfigError(f"{out}: already holds a run (use --resume to continue it, or another --out)")
     if threads < 0:
         raise ConfigError(f"--threads {threads}: must be >= 0 (0: automatic)")
     if threads == 0 and applied_batch(cfg) <= SMALL_BATCH:
@@ -248,7 +255,7 @@ def train_run(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, 
     if threads:
         torch.set_num_threads(threads)
     return train(cfg, out=out, resume=resume, progress=progress, profile=cfg.hardware.profile, device=device,
-                 simulate_anyway=cfg.hardware.simulate_anyway)
+                 simulate_anyway=cfg.hardware.simulate_anyway, overwrite=overwrite)
 
 
 SMALL_BATCH = 8
@@ -416,14 +423,17 @@ def format_metrics(m: dict) -> str:
 # -- estimation ---------------------------------------------------------------------------
 def estimate_run(*, profile: str, run: Path | None = None, layers: str | None = None, activity: float = 0.5,
                  input_activity: float = 0.2, num_classes: int = 10, inference: str = "one-pass",
-                 plot: Path | None = None) -> dict:
-    """`ffneuro estimate`: from a run dir's measured events, or analytically from sizes."""
+                 plot: Path | None = None, force: bool = False) -> dict:
+    """`ffneuro estimate`: from a run dir's measured events, or analytically from sizes.
+    ``plot``: a new PNG file (an existing one only with ``force``)."""
     from ffneuro.hw.estimate import estimate_from_layers, estimate_from_run, plot_report
 
     if (run is None) == (layers is None):
         raise ConfigError("give exactly one of --run RUN_DIR or --layers SIZES")
     if inference not in ("one-pass", "multi-pass"):
         raise ConfigError(f"--inference {inference!r}: choose one-pass or multi-pass")
+    if plot is not None:
+        runio.check_new_file(plot, force=force)
     if run is not None:
         saved = runio.read_json(Path(run) / runio.CONFIG)
         report = estimate_from_run(run, profile, n_train=saved.get("n_train"))
@@ -487,17 +497,19 @@ def format_profile(d: dict) -> str:
 
 # -- export / inspect / verify ------------------------------------------------------------
 def export(run_dir: Path, out: Path, *, profile: str | None = None, vectors: int = 8, data: str | None = None,
-           fmt: str = "hdf5") -> dict:
-    """`ffneuro export`: the run's chip model as HDF5 integer tables (or NIR)."""
+           fmt: str = "hdf5", force: bool = False) -> dict:
+    """`ffneuro export`: the run's chip model as HDF5 integer tables (or NIR), written to
+    a new file (an existing one only with ``force``; never one of the run's own files)."""
+    if fmt not in ("hdf5", "nir"):
+        raise ConfigError(f"--format {fmt!r}: choose hdf5 or nir")
+    runio.check_new_file(Path(out), force=force)
     if fmt == "hdf5":
         from ffneuro.export.hdf5 import export_run
 
         return export_run(Path(run_dir), Path(out), profile=profile, vectors=vectors, data=data)
-    if fmt == "nir":
-        from ffneuro.export.nir import export_nir
+    from ffneuro.export.nir import export_nir
 
-        return export_nir(Path(run_dir), Path(out))
-    raise ConfigError(f"--format {fmt!r}: choose hdf5 or nir")
+    return export_nir(Path(run_dir), Path(out))
 
 
 def inspect_export(path: Path) -> dict:
@@ -561,10 +573,14 @@ def format_verify(r: dict) -> str:
 
 
 # -- analysis -------------------------------------------------------------------------------
-def analyze(run_dir: Path, *, out: Path | None = None, probe: int = 2000) -> dict:
-    """`ffneuro analyze`: collaboration, entropy, plots and reports for a run dir."""
+def analyze(run_dir: Path, *, out: Path | None = None, probe: int = 2000, force: bool = False) -> dict:
+    """`ffneuro analyze`: collaboration, entropy, plots and reports for a run dir.
+    ``out``: a new or empty folder (one with files only with ``force``); the default,
+    RUN_DIR/analysis, is the run's own and is rewritten."""
     from ffneuro.analysis.report import analyze_run
 
+    if out is not None:
+        runio.check_new_folder(Path(out), force=force)
     return analyze_run(Path(run_dir), out, probe=probe)
 
 
@@ -574,10 +590,13 @@ def format_analysis(r: dict) -> str:
     return fmt(r)
 
 
-def spikes(run_dir: Path, *, out: Path | None = None, samples: int = 200) -> dict:
-    """`ffneuro spikes`: per-layer spike rasters, rates per step and firing-rate histograms."""
+def spikes(run_dir: Path, *, out: Path | None = None, samples: int = 200, force: bool = False) -> dict:
+    """`ffneuro spikes`: per-layer spike rasters, rates per step and firing-rate histograms.
+    ``out`` as for ``analyze`` (default RUN_DIR/spikes)."""
     from ffneuro.analysis.report import spike_report
 
+    if out is not None:
+        runio.check_new_folder(Path(out), force=force)
     return spike_report(Path(run_dir), Path(out) if out is not None else Path(run_dir) / "spikes", samples)
 
 
@@ -587,10 +606,13 @@ def format_spikes(r: dict) -> str:
     return format_spike_report(r)
 
 
-def compare(run_dirs: list[Path], *, plot: Path | None = None) -> dict:
-    """`ffneuro compare`: one row per run dir."""
+def compare(run_dirs: list[Path], *, plot: Path | None = None, force: bool = False) -> dict:
+    """`ffneuro compare`: one row per run dir (``plot``: a new PNG, an existing one only
+    with ``force``)."""
     from ffneuro.analysis.report import compare_runs
 
+    if plot is not None:
+        runio.check_new_file(plot, force=force)
     return compare_runs([Path(r) for r in run_dirs], plot)
 
 

@@ -19,22 +19,55 @@ profiles_app = typer.Typer(no_args_is_help=True, help="List, show and validate h
 app.add_typer(profiles_app, name="profiles")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 1) -> None:
     typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
+    raise typer.Exit(code)
+
+
+class _Invocation:
+    """Options of the root command that every command's error handling reads; set afresh
+    by ``_root`` on every invocation."""
+
+    debug = False
+
+
+def os_error_text(e: OSError) -> str:
+    """One line for a failed file operation: the path and what the system said.
+
+    >>> os_error_text(OSError(30, "Read-only file system", "runs/a"))
+    'runs/a: Read-only file system'
+    """
+    where = e.filename if e.filename is not None else None
+    what = e.strerror or str(e) or type(e).__name__
+    return f"{where}: {what}" if where is not None else what
 
 
 def _run(fn, *args, **kwargs):
-    """Call a library function, turning user-input errors into one line + exit 1."""
+    """Call a library function, turning every failure into one ``error: …`` line and exit
+    1 (``ffneuro --debug`` shows the traceback instead)."""
     try:
         return fn(*args, **kwargs)
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception as e:
+        if _Invocation.debug:
+            raise
         details = getattr(e, "details", None)
         if details:
             typer.echo(details, err=True)
-        _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
-    except KeyboardInterrupt:
-        _fail("interrupted")
+        _fail(failure_text(e))
+
+
+def failure_text(e: Exception) -> str:
+    """The one line a user sees for ``e``."""
+    first = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, ValueError):
+        return first
+    if isinstance(e, OSError):
+        return os_error_text(e)
+    if isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and "allocate" in first):
+        return f"out of memory ({first}); use narrower units or a smaller loop.batch_size"
+    return f"internal error: {type(e).__name__}: {first} (ffneuro --debug COMMAND … shows the traceback)"
 
 
 def _emit(obj, as_json: bool, text: str) -> None:
@@ -51,6 +84,12 @@ def _help_text(text: str) -> str:
 
         return escape(text)
     return "\n\n".join("\b\n" + para for para in text.split("\n\n"))
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show a traceback instead of one error line "
+                                                              "(for reporting a bug)")] = False) -> None:
+    _Invocation.debug = debug
 
 
 CONFIG_PANEL = "Configuration (later wins: preset < --config < flags < --set)"
@@ -97,6 +136,9 @@ def train(
     resume: Annotated[bool, typer.Option(
         rich_help_panel=RUN_PANEL, help="Continue the run in --out from its last checkpoint, exactly as its "
                                         "config.json says (options that would change it are refused)")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        rich_help_panel=RUN_PANEL, help="Replace the run already in --out (all its files; a folder that is "
+                                        "not an ffneuro run is never written into)")] = False,
     as_json: Annotated[bool, typer.Option("--json", rich_help_panel=RUN_PANEL,
                                           help="Print metrics as JSON on stdout")] = False,
     device: Annotated[str, typer.Option(rich_help_panel=RUN_PANEL, help="auto | cpu | cuda")] = "auto",
@@ -126,7 +168,8 @@ def train(
     if print_config:
         typer.echo(api.format_config_json(cfg) if as_json else api.format_config_toml(cfg), nl=as_json)
         return
-    metrics = _run(api.train_run, cfg, out=out, resume=resume, device=device, progress=progress, threads=threads)
+    metrics = _run(api.train_run, cfg, out=out, resume=resume, device=device, progress=progress, threads=threads,
+                   overwrite=overwrite)
     _emit(api.metrics_summary(metrics), as_json, api.format_metrics(metrics))
 
 
@@ -154,11 +197,13 @@ def estimate(
     plot: Annotated[Optional[Path], typer.Option(help="Write a PNG: energy per layer by event kind, "
                                                       "SRAM per layer vs budget")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace existing output files")] = False,
 ) -> None:
     """Energy (pJ per sample, training and inference) and SRAM (bytes per layer vs budget)
     of an FF network on a chip, from a run's measured events or analytically."""
     report = _run(api.estimate_run, profile=profile, run=run, layers=layers, activity=activity,
-                  input_activity=input_activity, num_classes=num_classes, inference=inference, plot=plot)
+                  input_activity=input_activity, num_classes=num_classes, inference=inference, plot=plot,
+                  force=force)
     _emit(report, as_json, api.format_estimate(report))
 
 
@@ -174,10 +219,11 @@ def export(
     fmt: Annotated[str, typer.Option("--format", help="hdf5 (integer tables for bring-up) | nir (spiking "
                                                       "runs, for Lava/Rockpool/Sinabs/snntorch)")] = "hdf5",
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output file")] = False,
 ) -> None:
     """Export per-layer integer weight tables (HDF5, schema in the README) with test vectors
     a chip team can replay bit for bit. Example: ffneuro export runs/a --profile loihi-like -o model.h5"""
-    r = _run(api.export, run_dir, out, profile=profile, vectors=vectors, data=data, fmt=fmt)
+    r = _run(api.export, run_dir, out, profile=profile, vectors=vectors, data=data, fmt=fmt, force=force)
     _emit(r, as_json, f"wrote {r['file']} ({r.get('bytes', 0)} bytes): " +
           ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("file", "bytes")))
 
@@ -216,11 +262,12 @@ def analyze(
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default RUN_DIR/analysis)")] = None,
     probe: Annotated[int, typer.Option(help="Held-out samples for the goodness histograms and entropy")] = 2000,
     as_json: Annotated[bool, typer.Option("--json", help="Print the analysis as JSON")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Write into a --out folder that already has files")] = False,
 ) -> None:
     """Layer collaboration (each layer alone, cumulative, marginal contribution), functional
     entropy, and plots: training curves, Figure-2 error bars, entropy over epochs, goodness
     histograms; writes PNGs, report.md and a self-contained report.html."""
-    r = _run(api.analyze, run_dir, out=out, probe=probe)
+    r = _run(api.analyze, run_dir, out=out, probe=probe, force=force)
     _emit(r, as_json, api.format_analysis(r))
 
 
@@ -230,10 +277,11 @@ def spikes(
     out: Annotated[Optional[Path], typer.Option(help="Output folder (default RUN_DIR/spikes)")] = None,
     samples: Annotated[int, typer.Option(help="Test samples (with their true label) to record")] = 200,
     as_json: Annotated[bool, typer.Option("--json", help="Print the sparsity table as JSON")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Write into a --out folder that already has files")] = False,
 ) -> None:
     """Spike rasters, population rate per time step and firing-rate histograms, one PNG per
     layer (input encoder included), and spikes.json with each layer's sparsity."""
-    r = _run(api.spikes, run_dir, out=out, samples=samples)
+    r = _run(api.spikes, run_dir, out=out, samples=samples, force=force)
     _emit(r, as_json, api.format_spikes(r))
 
 
@@ -243,9 +291,10 @@ def compare(
     plot: Annotated[Optional[Path], typer.Option("--plot", "--out",
                                                  help="Write a PNG of errors, training time (and energy)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing plot file")] = False,
 ) -> None:
     """One table across runs: algorithm, data, epochs, time, test errors, energy if estimated."""
-    r = _run(api.compare, run_dirs, plot=plot)
+    r = _run(api.compare, run_dirs, plot=plot, force=force)
     _emit(r, as_json, api.format_compare(r))
 
 

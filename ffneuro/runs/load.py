@@ -17,6 +17,9 @@ BASELINES = ("bp", "bp-pairwise")
 
 def saved_config(run_dir: Path) -> tuple[RunConfig, dict]:
     """The run's config (older flat config.json files included) and the whole config.json."""
+    if not Path(run_dir).is_dir():
+        raise runio.RunDirError(f"{run_dir}: run dir not found" if not Path(run_dir).exists()
+                                else f"{run_dir}: is a file, not a run dir")
     saved = runio.read_json(Path(run_dir) / runio.CONFIG)
     try:
         return RunConfig.from_dict(saved["config"], source=str(Path(run_dir) / runio.CONFIG)), saved

@@ -13,6 +13,7 @@ checkpoint after every epoch so that ``--resume`` continues exactly.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from ffneuro.network import FFNetwork, default_inference_layers, resolve_encodin
 from ffneuro.rng import Streams, generator, inference_generator
 from ffneuro.runs import files as runio
 from ffneuro.train.baselines import BASELINES, train_baseline
+from ffneuro.train.memory import available_memory_bytes, check_host_memory, shape_only, training_memory_bytes
 from ffneuro.train.probe import entropy_record, probe_goodness, probe_indices
 from ffneuro.train.schedules import active_units, lr_factor, stages
 from ffneuro.train.step import event_counter, train_step
@@ -44,6 +46,25 @@ log = logging.getLogger(__name__)
 INFER_EVENT_SAMPLES = 1000   # test samples whose inference events are counted after training
 STATISTICS_SAMPLES = 4096    # training samples that re-estimate batch-norm statistics after every epoch
 CHECKPOINT_LAYOUT = 2        # 2: named random streams (ffneuro.rng)
+
+
+class DivergedError(ValueError):
+    """Training produced a non-finite loss or weight."""
+
+
+def check_finite(net: FFNetwork, mean_loss: dict[int, float], epoch: int) -> None:
+    """Stop at the first unit whose epoch loss or weights are not finite (NaN or ±inf)."""
+    for i in sorted(mean_loss):
+        if not math.isfinite(mean_loss[i]):
+            raise DivergedError(f"training diverged: unit {i + 1}'s loss is {mean_loss[i]} in epoch {epoch} "
+                                "(try a lower optim.lr; the run dir keeps the last finite checkpoint)")
+    units = list(enumerate(net.layers)) + ([("head", net.head)] if net.head is not None else [])
+    for i, unit in units:
+        for name, p in unit.named_parameters():
+            if not bool(torch.isfinite(p).all()):
+                which = "the head" if i == "head" else f"unit {i + 1}"
+                raise DivergedError(f"training diverged: {which}'s {name} holds non-finite values after epoch "
+                                    f"{epoch} (try a lower optim.lr; the run dir keeps the last finite checkpoint)")
 
 
 class BudgetError(ValueError):
@@ -66,14 +87,46 @@ class TrainState:
 # ----------------------------------------------------------------------------------------
 # Building a run
 # ----------------------------------------------------------------------------------------
-def build_network(cfg: RunConfig, data: Dataset, streams: Streams, chip: ChipSpec | None = None) -> FFNetwork:
+@dataclass(frozen=True)
+class InputCode:
+    """How a dataset's samples enter the network: standardisation and the label code."""
+
+    mean: float
+    std: float
+    mode: str
+    label_scale: float
+
+
+def input_code(cfg: RunConfig, data: Dataset) -> InputCode:
     mean = float(data.x_train.mean()) if cfg.data.standardize else 0.0
     std = float(data.x_train.std()) if cfg.data.standardize else 1.0
-    x_std = (data.x_train - mean) / std
+    x_std = (data.x_train - mean) / std if cfg.data.standardize else data.x_train
     mode = resolve_encoding(cfg, x_std, data.num_classes)
     scale = cfg.data.label_scale if cfg.data.label_scale is not None else float(x_std.max())
-    return FFNetwork.from_config(cfg, data.feature_shape, data.num_classes, mode, mean, std,
-                                 generators=streams.units, chip=chip, label_scale=scale)
+    return InputCode(mean, std, mode, scale)
+
+
+def build_network(cfg: RunConfig, data: Dataset, streams: Streams, chip: ChipSpec | None = None,
+                  code: InputCode | None = None) -> FFNetwork:
+    code = code or input_code(cfg, data)
+    return FFNetwork.from_config(cfg, data.feature_shape, data.num_classes, code.mode, code.mean, code.std,
+                                 generators=streams.units, chip=chip, label_scale=code.label_scale)
+
+
+def check_resources(cfg: RunConfig, data: Dataset, code: InputCode, chip: ChipSpec | None, prof, batch: int,
+                    simulate_anyway: bool) -> dict | None:
+    """Before any weight is allocated: the network is built on the meta device (shapes
+    only), checked against the profile's memory (if any) and the machine's. Returns the
+    profile's SRAM report, or None when the units cannot be built without storage (the
+    caller then checks the profile after building)."""
+    try:
+        shapes = shape_only(lambda: build_network(cfg, data, Streams(cfg.loop.seed, cfg.units.n_units), chip, code))
+    except (RuntimeError, NotImplementedError):
+        return None      # a unit that reads tensor values while it is built (snntorch's LIF): checked after
+    budget = check_budget(prof, shapes.layer_sizes, simulate_anyway, **memory_args(shapes)) if prof else None
+    need = training_memory_bytes(shapes, cfg, batch, chip is not None)
+    check_host_memory(need, available_memory_bytes(), f"model {shapes.layer_sizes}")
+    return budget
 
 
 def total_epochs(cfg: RunConfig) -> int:
@@ -143,9 +196,14 @@ def checkpoint_tensors(net: FFNetwork, streams: Streams) -> tuple[dict, dict]:
 
 def restore(net: FFNetwork, streams: Streams, tensors: dict, meta: dict, source: str) -> TrainState:
     streams.restore(tensors, source)           # an older layout fails here, with one line, before any change
-    net.load_state_dict(migrate_state({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}))
-    for name, unit in _units_with_optimizers(net):
-        runio.optimizer_from_flat(unit.optimizer, f"opt.{name}", tensors, meta["optimizers"][str(name)])
+    try:
+        net.load_state_dict(migrate_state({k[len("model."):]: v for k, v in tensors.items()
+                                           if k.startswith("model.")}))
+        for name, unit in _units_with_optimizers(net):
+            runio.optimizer_from_flat(unit.optimizer, f"opt.{name}", tensors, meta["optimizers"][str(name)])
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise runio.RunDirError(f"{source}: does not match the run's config.json "
+                                f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     st = meta["state"]
     return TrainState(epoch=st["epoch"], train_s=st["train_s"], history=st["history"])
 
@@ -173,7 +231,7 @@ def count_inference(net: FFNetwork, x: torch.Tensor, ledger: EventLedger) -> str
 def train(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, progress: bool = True,
           data: Dataset | None = None, stop_after: int | None = None, profile=None, device: str = "auto",
           simulate_anyway: bool = False, count_events: bool | None = None, on_epoch=None,
-          network: FFNetwork | None = None) -> dict:
+          network: FFNetwork | None = None, overwrite: bool = False) -> dict:
     """Train (or resume) a run and return its metrics dict.
 
     ``profile``: a hardware profile (name, path or Profile; default ``cfg.hardware.profile``):
@@ -185,12 +243,18 @@ def train(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, prog
     interruption). ``count_events``: count events (default: when a profile is given).
     ``on_epoch(record)`` is called after every epoch. ``network``: train this network
     instead of building one from ``cfg`` (units of a kind of one's own, for instance).
+    ``overwrite``: replace the run already in ``out`` (see ``runs.files.prepare_run_dir``).
+
+    Training stops with ``DivergedError`` at the first epoch whose loss or weights are
+    not finite (the last good checkpoint stays in ``out``).
     """
     from ffneuro.hw.profiles import load_profile, profile_to_dict
 
     cfg = cfg.validate()
     profile = profile if profile is not None else cfg.hardware.profile
     simulate_anyway = simulate_anyway or cfg.hardware.simulate_anyway
+    if out is not None:
+        out = runio.prepare_run_dir(out, resume=resume, overwrite=overwrite)
     if cfg.loop.algo in BASELINES:
         if profile is not None:
             raise ValueError(f"loop.algo = {cfg.loop.algo} is a backprop baseline: it does not train under a profile")
@@ -204,17 +268,25 @@ def train(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, prog
     torch.manual_seed(seed)
     data = data if data is not None else load_dataset(cfg.data.name, val_fraction=cfg.data.val_fraction, seed=seed)
     streams = Streams(seed, cfg.units.n_units)
-    net = network if network is not None else build_network(cfg, data, streams, chip)
-    budget = check_budget(prof, net.layer_sizes, simulate_anyway, **memory_args(net)) if prof is not None else None
     bs = min(cfg.loop.batch_size, prof.streaming.max_batch) if prof is not None else cfg.loop.batch_size
+    if network is None:
+        code = input_code(cfg, data)
+        budget = check_resources(cfg, data, code, chip, prof, bs, simulate_anyway)
+        net = build_network(cfg, data, streams, chip, code)
+        if budget is None and prof is not None:
+            budget = check_budget(prof, net.layer_sizes, simulate_anyway, **memory_args(net))
+    else:
+        net = network
+        budget = check_budget(prof, net.layer_sizes, simulate_anyway, **memory_args(net)) if prof else None
     count_events = (prof is not None) if count_events is None else count_events
     ledger = EventLedger() if count_events else None
     state = TrainState()
     resumed = False
     if out is not None:
         out = Path(out)
-        if resume and (out / runio.CHECKPOINT).exists():
-            tensors, meta = runio.load_checkpoint(out / runio.CHECKPOINT)
+        saved = runio.load_resumable(out) if resume else None
+        if saved is not None:
+            tensors, meta = saved
             state = restore(net, streams, tensors, meta, str(out / runio.CHECKPOINT))
             if ledger is not None and meta.get("events"):
                 ledger = EventLedger.from_dict(meta["events"])
@@ -277,6 +349,7 @@ def train(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, prog
                 if t % 20 == 19:
                     bar.set_postfix({f"L{i + 1}": f"{sums[i] / counts[i]:.3f}" for i in sorted(sums)})
             state.train_s += time.perf_counter() - t0
+            check_finite(net, {i: sums[i] / counts[i] for i in sums}, epoch + 1)
             stats = torch.randperm(n, generator=generator(seed, f"statistics{epoch}"))[:STATISTICS_SAMPLES]
             net.refresh_statistics(x_train, y_train, stats.to(dev))
             state.epoch = epoch + 1

@@ -32,7 +32,7 @@ from ffneuro.data.checks import MAX_CLASSES, DataError
 from ffneuro.data.imagefolder import read_imagefolder
 from ffneuro.data.loaders import Dataset, load_cifar10_bin, load_dataset, load_idx, load_npz
 
-HEADROOM_BYTES = 512 * 2**20  # the inputs are a few KiB: an allocation this large was sized by a header
+HEADROOM_BYTES = 2 * 2**30   # inputs are a few KiB: a larger allocation was sized by a header (room for thread arenas)
 SLOW_SECONDS = 10.0  # one input, on a busy machine
 
 
