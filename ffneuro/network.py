@@ -20,7 +20,7 @@ import torch.nn as nn
 from ffneuro import rng
 from ffneuro.config import RunConfig
 from ffneuro.functional.encoding import CodedBatch, LabelEncoding, choose_encoding
-from ffneuro.functional.fixed import INPUT_LEVELS, integer_input, round_half_up_div
+from ffneuro.functional.fixed import INPUT_LEVELS, check_chip_input, integer_input, round_half_up_div
 from ffneuro.units.base import Resources, Unit
 from ffneuro.units.head import LinearHead
 from ffneuro.units.stack import build_units
@@ -169,7 +169,10 @@ class FFNetwork(nn.Module):
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
         """Data (N, D) as the first unit sees it (before the label): standardised in float
         (identity unless data.standardize), integerised on a chip, as maps (N, C, H, W)
-        for a stack that starts with a conv unit."""
+        for a stack that starts with a conv unit. A chip takes data in [0, 1] only (its
+        sensor levels): other values are refused, not wrapped."""
+        if self.chip is not None:
+            check_chip_input(x)
         x = integer_input(x) if self.chip is not None else (x - self.data_mean) / self.data_std
         if self.data_shape is not None and len(self.data_shape) > 1:
             return x.reshape(x.shape[0], *self.data_shape)

@@ -120,6 +120,24 @@ def _updated(codes: torch.Tensor, grad: torch.Tensor, fmt: FixedPoint, lr: float
 # ----------------------------------------------------------------------------------------
 # Integer-exact inference (the golden model in ffneuro/export/golden.py re-implements these in numpy)
 # ----------------------------------------------------------------------------------------
+def check_chip_input(x: torch.Tensor) -> None:
+    """Refuse data a chip's input cannot take: values outside [0, 1] (or not finite) would
+    saturate or wrap when turned into its INPUT_LEVELS sensor levels.
+
+    >>> check_chip_input(torch.tensor([[0.0, 1.0]]))
+    >>> check_chip_input(torch.tensor([[0.5, 1e30]]))
+    Traceback (most recent call last):
+    ...
+    ValueError: a chip profile takes input values in [0, 1] (its 256 sensor levels); this data holds values from 0.5 to 1e+30 (rescale it, e.g. divide by its maximum)
+    """
+    if x.numel() == 0:
+        return
+    lo, hi = float(x.min()), float(x.max())
+    if not (0.0 <= lo and hi <= 1.0):          # also false for NaN
+        raise ValueError(f"a chip profile takes input values in [0, 1] (its {INPUT_LEVELS + 1} sensor levels); "
+                         f"this data holds values from {lo:.6g} to {hi:.6g} (rescale it, e.g. divide by its maximum)")
+
+
 def integer_input(x: torch.Tensor) -> torch.Tensor:
     """The chip's integer view of a data sample in [0, 1]: floor(x · INPUT_LEVELS + ½),
     computed in float64 (same dtype as x back; exact, the values are small integers)."""
