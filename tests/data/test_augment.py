@@ -66,6 +66,7 @@ def test_shift_needs_image_data():
         RunConfig.from_flat(augment_shift=-1).validate()
 
 
+@pytest.mark.slow
 def test_training_with_shift_differs_and_resumes_exactly(tmp_path):
     digits = load_dataset("digits")
     cfg = RunConfig.from_flat(layers=(64, 64), epochs=2, batch_size=64, seed=3, augment_shift=1).validate()
