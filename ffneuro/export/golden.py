@@ -423,6 +423,7 @@ REPLAY_ENTRIES = 2 ** 24         # rows are replayed in chunks holding at most t
 MAX_ATTR_BYTES = 2 ** 20         # one attribute's values (provenance JSON: ~20 KB)
 MAX_OBJECTS = 10_000             # groups and datasets in one file
 MAX_DEPTH = 8                    # group nesting
+READ_MEMORY_BYTES = 2 ** 31      # a reader may grow the address space by this + 4 x the file (Linux)
 INT62 = 2 ** 62
 
 
@@ -446,12 +447,61 @@ def _show(value, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
+def _address_space_bytes() -> int | None:
+    """The process's virtual memory size (Linux: /proc/self/statm), None where unknown."""
+    try:
+        import os
+
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
 @contextmanager
-def _refusing(path: Path):
-    """The boundary of every public reader: whatever a damaged file makes h5py, HDF5 or
-    numpy raise becomes one GoldenError naming the file, so no other exception leaves."""
+def _memory_bound(extra_bytes: int):
+    """Cap the process's address space at its present size plus ``extra_bytes`` while an
+    untrusted file is read, where the system allows (Linux). A damaged file can make
+    libhdf5 itself allocate without end (a corrupt group B-tree); under the cap its
+    allocation fails and HDF5 reports an error instead of the kernel killing the process
+    (or a neighbour). The previous limit is restored afterwards."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    except (ImportError, OSError, ValueError):
+        yield
+        return
+    used = _address_space_bytes()
+    cap = None if used is None else used + extra_bytes
+    unlimited = resource.RLIM_INFINITY
+    if cap is None or (soft != unlimited and soft <= cap) or (hard != unlimited and hard < cap):
+        yield                                           # unknown, or already as tight
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    except (OSError, ValueError):
+        yield
+        return
     try:
         yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+@contextmanager
+def _refusing(path: Path):
+    """The boundary of every public reader: the process may grow by at most
+    READ_MEMORY_BYTES plus four times the file's size while it reads, and whatever a
+    damaged file makes h5py, HDF5 or numpy raise becomes one GoldenError naming the file,
+    so no other exception leaves."""
+    try:
+        file_bytes = Path(path).stat().st_size if Path(path).is_file() else 0
+    except (OSError, ValueError):
+        file_bytes = 0
+    try:
+        with _memory_bound(READ_MEMORY_BYTES + 4 * file_bytes):
+            yield
     except GoldenError:
         raise
     except Exception as e:  # noqa: BLE001 - a corrupt file may make h5py raise anything
@@ -751,7 +801,8 @@ def _read_model(r: _Reader) -> Model:
     encoded input, the head's table spans its layers, and (schema 3) content_sha256 is
     compared with the file's content."""
     f = r.root
-    if not r.has(f, "format") or r.raw(f, "format") not in (SCHEMA, SCHEMA.encode()):
+    fmt = r.raw(f, "format") if r.has(f, "format") else None
+    if not isinstance(fmt, (str, bytes)) or _decoded(fmt) != SCHEMA:
         raise r.error(f"not an ffneuro chip export (no format = {SCHEMA!r} attribute)")
     version = r.int(f, "schema_version", 0, 2 ** 31)
     if version not in READABLE_VERSIONS:
