@@ -420,6 +420,58 @@ def format_metrics(m: dict) -> str:
     return "\n".join(lines)
 
 
+# -- output formats of the commands that print tables ------------------------------------
+OUTPUT_FORMATS = ("text", "json", "csv")
+
+
+def output_format(fmt: str | None, as_json: bool = False) -> str:
+    """The output format a command was asked for: ``--format`` (text, json or csv; default
+    text), with ``--json`` a synonym of ``--format json``. Called before the command runs.
+
+    >>> output_format(None), output_format(None, as_json=True), output_format("csv")
+    ('text', 'json', 'csv')
+    """
+    if fmt is None:
+        return "json" if as_json else "text"
+    if fmt not in OUTPUT_FORMATS:
+        raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(OUTPUT_FORMATS)}")
+    if as_json and fmt != "json":
+        raise ConfigError(f"--json means --format json: it cannot go with --format {fmt}")
+    return fmt
+
+
+def csv_text(rows: list[dict]) -> str:
+    """Rows (dicts with the same keys) as CSV text: a header of the keys, a line per row.
+    Numbers are written as Python's repr, which reads back equal (full precision); None is
+    an empty cell.
+
+    >>> print(csv_text([{"layer": 1, "energy_pj": 0.1 + 0.2, "note": "a, b"}, {"layer": "total"}]), end="")
+    layer,energy_pj,note
+    1,0.30000000000000004,"a, b"
+    total,,
+    """
+    import csv
+    import io
+
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def _formatted(obj, fmt: str, text, rows) -> str:
+    """``obj`` in ``fmt`` (see :func:`output_format`): its text (``text()``), itself as
+    JSON, or its CSV rows (``rows()``)."""
+    import json
+
+    fmt = output_format(fmt)
+    if fmt == "json":
+        return json.dumps(obj, indent=2)
+    return csv_text(rows()) if fmt == "csv" else text()
+
+
 # -- estimation ---------------------------------------------------------------------------
 def estimate_run(*, profile: str, run: Path | None = None, layers: str | None = None, activity: float = 0.5,
                  input_activity: float = 0.2, num_classes: int = 10, inference: str = "one-pass",
@@ -449,10 +501,13 @@ def estimate_run(*, profile: str, run: Path | None = None, layers: str | None = 
     return report
 
 
-def format_estimate(report: dict) -> str:
-    from ffneuro.hw.estimate import format_report
+def format_estimate(report: dict, fmt: str = "text") -> str:
+    """The report as text, JSON or CSV (``estimate_rows``: per phase, a row per layer and
+    a total row; the columns are listed there)."""
+    from ffneuro.hw.estimate import estimate_rows, format_report
 
-    return format_report(report) + (f"\nplot written to {report['plot']}" if report.get("plot") else "")
+    return _formatted(report, fmt, lambda: format_report(report) + (
+        f"\nplot written to {report['plot']}" if report.get("plot") else ""), lambda: estimate_rows(report))
 
 
 # -- profiles -----------------------------------------------------------------------------
@@ -469,7 +524,12 @@ def profile_rows() -> list[dict]:
     return rows
 
 
-def format_profile_rows(rows: list[dict]) -> str:
+def format_profile_rows(rows: list[dict], fmt: str = "text") -> str:
+    """The profiles as a text table, JSON or CSV (the JSON rows' columns)."""
+    return _formatted(rows, fmt, lambda: _profile_table(rows), lambda: rows)
+
+
+def _profile_table(rows: list[dict]) -> str:
     head = f"{'name':<18}{'format':<8}{'w bits':>7}  {'rounding':<11}{'cores':>7}{'batch':>9}  {'optimizer':<13}"
     body = [f"{r['name']:<18}{r['format']:<8}{r['weight_bits']:>7}  {r['rounding']:<11}{r['cores']:>7}"
             f"{r['max_batch']:>9}  {r['optimizer']:<13}" for r in rows]
@@ -616,7 +676,8 @@ def compare(run_dirs: list[Path], *, plot: Path | None = None, force: bool = Fal
     return compare_runs([Path(r) for r in run_dirs], plot)
 
 
-def format_compare(r: dict) -> str:
-    from ffneuro.analysis.report import format_compare as fmt
+def format_compare(r: dict, fmt: str = "text") -> str:
+    """The table as text, JSON or CSV (``compare_rows``: a row per run)."""
+    from ffneuro.analysis.report import compare_rows, format_compare as text
 
-    return fmt(r)
+    return _formatted(r, fmt, lambda: text(r), lambda: compare_rows(r))

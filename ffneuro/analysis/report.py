@@ -500,6 +500,22 @@ def compare_runs(run_dirs: list[Path], plot: Path | None = None) -> dict:
     return {"runs": rows, "plot": str(plot) if plot is not None else None}
 
 
+def compare_rows(c: dict) -> list[dict]:
+    """`compare_runs`'s table as flat rows for a spreadsheet (``ffneuro compare --format
+    csv``), one per run: ``run`` (the run dir as given), ``algo``, ``schedule``, ``layers``
+    (widths joined by x), ``dataset``, ``profile``, ``epochs``, ``wall_s`` (training wall
+    time), ``test_error_pct_<mode>`` per inference mode of any run (sorted, as the text
+    table), ``inference_energy_pj`` and ``training_energy_pj`` (per sample, from the run's
+    estimate.json). Numbers unrounded; None where a run lacks the value."""
+    modes = sorted({k for r in c["runs"] for k in r["test_error"]})
+    return [{"run": r["run"], "algo": r["algo"], "schedule": r["schedule"],
+             "layers": "x".join(map(str, r["layers"])), "dataset": r["dataset"], "profile": r["profile"],
+             "epochs": r["epochs"], "wall_s": r["wall_s"]}
+            | {f"test_error_pct_{m}": r["test_error"].get(m) for m in modes}
+            | {"inference_energy_pj": r["inference_energy_pj"], "training_energy_pj": r["training_energy_pj"]}
+            for r in c["runs"]]
+
+
 def format_compare(c: dict) -> str:
     modes = sorted({k for r in c["runs"] for k in r["test_error"]})
     head = f"{'run':<24}{'algo':<14}{'schedule':<9}{'layers':<16}{'dataset':<14}{'epochs':>7}{'wall s':>9}" + \

@@ -74,6 +74,18 @@ def _emit(obj, as_json: bool, text: str) -> None:
     typer.echo(json.dumps(obj, indent=2) if as_json else text)
 
 
+def _print(text: str) -> None:
+    """Print a command's output (text, JSON or CSV) ending in exactly one newline."""
+    typer.echo(text, nl=not text.endswith("\n"))
+
+
+def _format_option(rows: str):
+    """The ``--format`` option of a command that prints a table; ``rows``: what a CSV row is."""
+    return typer.Option("--format", metavar="text|json|csv",
+                        help=f"Output: text (a table; the default), json, or csv for spreadsheets ({rows}; "
+                             "numbers unrounded, units in the column names)")
+
+
 def _help_text(text: str) -> str:
     """Help text shown as written: escaped for Rich markup (a ``[section]`` is not a style
     tag), or kept from click's re-wrapping when Rich is absent."""
@@ -196,15 +208,18 @@ def estimate(
     inference: Annotated[str, typer.Option(help="Analytic: one-pass | multi-pass")] = "one-pass",
     plot: Annotated[Optional[Path], typer.Option(help="Write a PNG: energy per layer by event kind, "
                                                       "SRAM per layer vs budget")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON")] = False,
+    fmt: Annotated[Optional[str], _format_option("a row per phase and layer, then the phase's total: "
+                                                 "energy_pj, energy_pj_<kind>, sram_bytes, cores, …")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON (= --format json)")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace existing output files")] = False,
 ) -> None:
     """Energy (pJ per sample, training and inference) and SRAM (bytes per layer vs budget)
     of an FF network on a chip, from a run's measured events or analytically."""
+    fmt = _run(api.output_format, fmt, as_json)
     report = _run(api.estimate_run, profile=profile, run=run, layers=layers, activity=activity,
                   input_activity=input_activity, num_classes=num_classes, inference=inference, plot=plot,
                   force=force)
-    _emit(report, as_json, api.format_estimate(report))
+    _print(_run(api.format_estimate, report, fmt))
 
 
 @app.command(short_help="Export a run's integer tables (HDF5) or its spiking graph (NIR).")
@@ -290,19 +305,25 @@ def compare(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run dirs (FF, CFF or bp baselines)")],
     plot: Annotated[Optional[Path], typer.Option("--plot", "--out",
                                                  help="Write a PNG of errors, training time (and energy)")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON")] = False,
+    fmt: Annotated[Optional[str], _format_option("a row per run: errors in %, wall_s, energy_pj")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON (= --format json)")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing plot file")] = False,
 ) -> None:
     """One table across runs: algorithm, data, epochs, time, test errors, energy if estimated."""
+    fmt = _run(api.output_format, fmt, as_json)
     r = _run(api.compare, run_dirs, plot=plot, force=force)
-    _emit(r, as_json, api.format_compare(r))
+    _print(_run(api.format_compare, r, fmt))
 
 
 @profiles_app.command("list")
-def profiles_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def profiles_list(
+    fmt: Annotated[Optional[str], _format_option("a row per profile")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON (= --format json)")] = False,
+) -> None:
     """List the shipped hardware profiles."""
+    fmt = _run(api.output_format, fmt, as_json)
     rows = _run(api.profile_rows)
-    _emit(rows, as_json, api.format_profile_rows(rows))
+    _print(_run(api.format_profile_rows, rows, fmt))
 
 
 @profiles_app.command("show")

@@ -137,6 +137,77 @@ def estimate_from_run(run_dir: str | Path, profile, *, n_train: int | None = Non
 
 
 
+# ----------------------------------------------------------------------------- rows
+
+PHASES = ("training", "inference")
+# The per-layer memory columns of estimate_rows, as the report's "layers" name them.
+LAYER_MEMORY_COLUMNS = ("fan_in", "fan_out", "synapses", "weight_sram_bytes", "bias_sram_bytes",
+                        "state_sram_bytes", "trace_sram_bytes", "optimizer_sram_bytes")
+# Shared-SRAM parts of the FF total that belong to no layer (in the total rows only).
+SHARED_MEMORY_COLUMNS = ("activation_buffer_sram_bytes", "learning_history_sram_bytes")
+# Per-layer counts that add up over the layers (summed in the total rows).
+ADDITIVE_MEMORY_COLUMNS = ("synapses", "weight_sram_bytes", "bias_sram_bytes", "state_sram_bytes",
+                           "trace_sram_bytes", "optimizer_sram_bytes", "synaptic_sram_bytes")
+
+
+def estimate_rows(report: dict) -> list[dict[str, Any]]:
+    """The report as flat rows for a spreadsheet (``ffneuro estimate --format csv``): per
+    phase (training, then inference) one row per layer (1..n), then a ``total`` row. Every
+    energy is per sample; numbers are the report's own, unrounded; a value a row lacks is
+    None. The columns are the same for every profile and for measured and analytic reports:
+
+    * ``profile``, ``source`` (measured | analytic), ``phase``, ``layer`` (1..n | total)
+    * ``energy_pj``: a layer's dynamic energy; in the total row the phase's energy per
+      sample, i.e. the layers' sum plus ``static_energy_pj``
+    * ``energy_pj_<kind>``, one per event kind of the report (all of them, zeros kept):
+      the layer's energy of that kind; in the total row the sum over the layers
+    * ``static_energy_pj``, ``time_ns``: static power × time and the time per sample,
+      which belong to the phase, not a layer (total row only)
+    * ``fan_in``, ``fan_out``, ``synapses`` and the layer's SRAM by part:
+      ``weight_sram_bytes``, ``bias_sram_bytes``, ``state_sram_bytes``,
+      ``trace_sram_bytes``, ``optimizer_sram_bytes``; then ``sram_bytes`` (their sum),
+      ``synaptic_sram_bytes`` (what its cores hold) and ``cores``. Memory is the
+      layer's, so training and inference rows repeat it. In the total row the counts and
+      bytes are summed over the layers, except ``sram_bytes``: the FF total (the layers'
+      sum plus ``activation_buffer_sram_bytes`` and ``learning_history_sram_bytes``, which
+      belong to no layer and are filled in the total row only), and ``cores``: the cores
+      used (layers small enough share a core, so not the layers' sum)
+    """
+    kinds = list(dict.fromkeys(k for ph in PHASES for k in report[ph]["energy_pj_by_kind"]))
+    memory = report["memory"]
+    mem_layers = report["layers"]
+    mem_total = {c: _sum_or_none(layer.get(c) for layer in mem_layers) for c in ADDITIVE_MEMORY_COLUMNS}
+    mem_total |= {c: memory.get(c) for c in SHARED_MEMORY_COLUMNS}
+    mem_total |= {"sram_bytes": memory["ff_sram_bytes"], "cores": memory["cores_used"]}
+    rows = []
+    for ph in PHASES:
+        phase = report[ph]
+        head = {"profile": report["profile"], "source": report["source"], "phase": ph}
+        for layer, mem in zip(phase["layers"], mem_layers):
+            rows.append(head | {"layer": layer["layer"], "energy_pj": layer["energy_pj"]}
+                        | {f"energy_pj_{k}": layer["energy_pj_by_kind"].get(k) for k in kinds}
+                        | {"static_energy_pj": None, "time_ns": None}
+                        | _memory_cells(mem))
+        rows.append(head | {"layer": "total", "energy_pj": phase["energy_pj_per_sample"]}
+                    | {f"energy_pj_{k}": phase["energy_pj_by_kind"].get(k) for k in kinds}
+                    | {"static_energy_pj": phase["static_energy_pj_per_sample"],
+                       "time_ns": phase["time_ns_per_sample"]}
+                    | _memory_cells(mem_total))
+    return rows
+
+
+def _memory_cells(values: dict) -> dict:
+    """The memory columns of one row of :func:`estimate_rows`, in their order (None where
+    ``values`` lacks one)."""
+    order = (*LAYER_MEMORY_COLUMNS, *SHARED_MEMORY_COLUMNS, "sram_bytes", "synaptic_sram_bytes", "cores")
+    return {c: values.get(c) for c in order}
+
+
+def _sum_or_none(values) -> float | None:
+    values = list(values)
+    return None if any(v is None for v in values) else sum(values)
+
+
 # ----------------------------------------------------------------------------- display
 
 
