@@ -595,8 +595,9 @@ def format_inspect(r: dict) -> str:
         h = r["head"]
         lines.append(f"  {'head':<7}{'linear':<12}{'x'.join(map(str, h['shape'])):<14}{h['weight_bits']:>7} "
                      f"{h['weight_dtype']:<7}{'':>12}{'':>5}{'':>8}{'':>5}{h['bytes']:>10}  (layers {h['layers']})")
-    lines.append("  checksums: OK" if r["checksums_ok"] else
-                 f"  checksums: FAILED for {', '.join(r['checksum_failures'])}")
+    failed = list(r["checksum_failures"]) + (["content_sha256"] if r.get("digest_ok") is False else [])
+    lines.append("  checksums: OK" if r["checksums_ok"] else f"  checksums: FAILED for {', '.join(failed)}")
+    lines += [f"  note: {n}" for n in r.get("notes", [])]
     return "\n".join(lines)
 
 
@@ -609,8 +610,7 @@ def verify_export(path: Path, *, data: str | None = None, use_data: bool = True)
     if use_data:
         from ffneuro.data.loaders import load_dataset
 
-        saved = golden.provenance(Path(path)).get("config")
-        spec = data or (RunConfig.from_dict(saved).data.name if saved else None)
+        spec = data or _recorded_dataset(Path(path))
         if spec:
             ds = load_dataset(spec)
             x, y = ds.x_test.numpy(), ds.y_test.numpy()
@@ -620,15 +620,34 @@ def verify_export(path: Path, *, data: str | None = None, use_data: bool = True)
     return report
 
 
+def _recorded_dataset(path: Path) -> str | None:
+    """The dataset an export records in its provenance, or None when there is none or it
+    cannot be read (a tampered config then shows up as the digest failure it is)."""
+    from ffneuro.export import golden
+
+    try:
+        saved = golden.provenance(path).get("config")
+        return RunConfig.from_dict(saved).data.name if saved else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def format_verify(r: dict) -> str:
     lines = [f"{r['file']}: {r['layers']} layers, {r['vectors']} test vectors replayed"]
     if r["checksum_failures"]:
         lines.append(f"  CHECKSUM FAILED: {', '.join(r['checksum_failures'])}")
-    lines.append(f"  MISMATCH: {r['mismatch']}" if r["mismatch"] else
-                 "  every stored activity, goodness, score and prediction reproduced exactly")
+    if r.get("digest_ok") is False:
+        lines.append("  CONTENT DIGEST FAILED: content_sha256 does not match (an attribute or table was changed)")
+    if r["mismatch"]:
+        lines.append(f"  MISMATCH: {r['mismatch']}")
+    elif r["vectors"] == 0:
+        lines.append("  NO TEST VECTORS: nothing was replayed, only checksums were checked")
+    else:
+        lines.append("  every stored activity, goodness, score and prediction reproduced exactly")
     for mode, err in (r.get("test_error") or {}).items():
         lines.append(f"  golden replay on {r['data']} ({r['n_data']} samples): {mode} error {err:.2f} %")
-    lines.append("  OK" if r["ok"] else "  FAILED")
+    lines += [f"  note: {n}" for n in r.get("notes", [])]
+    lines.append("  OK" if r["ok"] else f"  FAILED: {r['reason']}" if r.get("reason") else "  FAILED")
     return "\n".join(lines)
 
 

@@ -264,7 +264,8 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
 ) -> None:
     """Replay inference from the file alone with the integer golden model (no training code):
-    every stored vector must match exactly. Exit 1 on any mismatch or checksum failure."""
+    every stored vector must match exactly. Exit 1 on any mismatch, checksum or content-digest
+    failure, and for a file with no test vectors (export --vectors 0): nothing to replay."""
     r = _run(api.verify_export, file, data=data, use_data=not vectors_only)
     _emit(r, as_json, api.format_verify(r))
     if not r["ok"]:

@@ -30,6 +30,7 @@ first (post-training quantisation, calibrated on training data as on-chip traini
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -40,7 +41,7 @@ import torch
 from ffneuro import __version__, rng
 from ffneuro.export.golden import DIGEST_ATTR, SCHEMA, SCHEMA_VERSION, content_digest, sha256
 from ffneuro.functional.fixed import GAIN_FRAC_BITS, INPUT_LEVELS
-from ffneuro.runs.files import atomic_output
+from ffneuro.runs.files import atomic_write_bytes
 from ffneuro.units.base import format_attrs
 
 CALIBRATION_SAMPLES = 256
@@ -176,9 +177,13 @@ def write_hdf5(path: Path, net, cfg, saved: dict, profile_dict: dict, quantisati
                inference_layers: list[int], vectors: dict[str, np.ndarray] | None, metrics: dict) -> None:
     import h5py
 
-    with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
+    # Built in memory, then written by the atomic writer: libhdf5 can crash the process when
+    # the disk fills under it, while a plain write fails with one OSError.
+    image = io.BytesIO()
+    with h5py.File(image, "w") as f:
         _write(f, net, cfg, saved, profile_dict, quantisation, inference_layers, vectors, metrics)
         f.attrs[DIGEST_ATTR] = content_digest(f, str(path))      # last: it covers everything written above
+    atomic_write_bytes(path, image.getvalue())
 
 
 def _write(f, net, cfg, saved, profile_dict, quantisation, inference_layers, vectors, metrics) -> None:
