@@ -88,7 +88,12 @@ def tmpfs(path: Path, options: str):
             subprocess.run(["umount", str(path)], capture_output=True)
 
 
-def run_case(case: Case) -> dict:
+def redact(text, root: Path) -> str:
+    """Scratch paths as ``SCRATCH/…``: the JSON names no folder of this machine."""
+    return str(text).replace(str(root), "SCRATCH")
+
+
+def run_case(case: Case, root: Path) -> dict:
     before = digest(case.user_files)
     t0 = time.perf_counter()
     try:
@@ -121,8 +126,9 @@ def run_case(case: Case) -> dict:
         reason = case.check(out, err)
         if reason:
             problems.append(reason)
-    return {"case": case.name, "argv": [str(a) for a in case.argv], "expect": case.expect, "exit": code,
-            "last_line": lines[-1] if lines else (out.strip().splitlines() or [""])[-1], "wall_s": round(wall_s, 2),
+    last = lines[-1] if lines else (out.strip().splitlines() or [""])[-1]
+    return {"case": case.name, "argv": [redact(a, root) for a in case.argv], "expect": case.expect, "exit": code,
+            "last_line": redact(last, root), "wall_s": round(wall_s, 2),
             "ok": not problems, "problems": problems, "traceback": "traceback" in problems,
             "user_files_changed": bool(changed)}
 
@@ -303,7 +309,7 @@ def main() -> None:
             run, export = prepare(root)
             cases = make_cases(root, run, export) + file_system_cases(root, run, stack)
             for i, case in enumerate(cases, 1):
-                res = run_case(case)
+                res = run_case(case, root)
                 results.append(res)
                 print(f"[{i:2d}/{len(cases)}] {'ok  ' if res['ok'] else 'FAIL'} {case.name}: "
                       f"{res['last_line'][:110]}" + ("" if res["ok"] else f"  <- {res['problems']}"), flush=True)

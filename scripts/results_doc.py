@@ -633,6 +633,29 @@ def golden_conv() -> list[str]:
             f"{d['golden_ms_per_sample']:.1f} ms per image on {d['threads']} thread.", ""]
 
 
+def reliability() -> list[str]:
+    d = load("battery.json")
+    if d is None:
+        return []
+    s = d["summary"]
+    failed = [r for r in d["results"] if not r["ok"]]
+    lines = ["## Reliability: the careless-user battery", "",
+             f"`python scripts/battery.py --out bench/battery.json` runs {s['cases']} command lines a careless or "
+             "hostile user might type (a folder of their own as `--out`, outputs over existing files, stray labels, "
+             "models bigger than the machine, corrupt checkpoints, NaN options, read-only and full disks, …) as real "
+             f"processes under a 16 GiB address-space limit: **{s['passed']} of {s['cases']} behave as stated**; "
+             f"tracebacks {s['tracebacks']}, user files changed {s['user_files_overwritten']}, processes killed "
+             f"{s['killed']}; the largest process peaked at {s['peak_child_rss_bytes'] / 2**20:.0f} MiB"
+             + ("" if s.get("file_system_cases_run") else " (read-only and full-disk cases not run: no tmpfs mount)")
+             + ".", ""]
+    lines += table(["case", "expected", "outcome"],
+                   [[r["case"], r["expect"], ("ok: " if r["ok"] else "**FAILED**: ") + r["last_line"][:90]
+                     .replace("|", "\\|")] for r in d["results"]])
+    if failed:
+        lines += ["", "Failed: " + "; ".join(f"{r['case']} ({', '.join(r['problems'])})" for r in failed)]
+    return lines + [""]
+
+
 def profiles() -> list[str]:
     d = load("profiles.json")
     if d is None:
@@ -802,7 +825,8 @@ def conv_profiles() -> list[str]:
 
 
 SECTIONS = (header, headline, architecture, table1_150, table1_short, mnist_runs, cff_course, variants, loewex, spiking,
-            conv_runs, conv_cost, conv_profiles, golden, golden_conv, profiles, throughput, memory, entropy_cost)
+            conv_runs, conv_cost, conv_profiles, golden, golden_conv, profiles, throughput, memory, entropy_cost,
+            reliability)
 
 
 def render() -> str:
