@@ -149,7 +149,8 @@ class FFSpiking(SynapticUnit, nn.Module):
             self.conv_shape[0], self.conv_shape[1] // self.pool, self.conv_shape[2] // self.pool)
         self.in_features = math.prod(self.in_shape)
         self.out_features = math.prod(self.out_shape)
-        self.lif = lif.neuron()
+        with torch.device("cpu"):       # snntorch reads its scalar buffers while it builds: keep them real
+            self.lif = lif.neuron()          # even when the network is sized on the meta device
         self.optimizer = make_optimizer([self.weight, self.bias], spec.optimizer, spec.lr, spec.momentum,
                                         spec.weight_decay)
 

@@ -94,6 +94,17 @@ def test_a_model_too_big_for_the_machine_is_refused_before_allocation(monkeypatc
     assert "needs about" in out and "0.0 GiB available" in out
 
 
+def test_spiking_units_are_sized_before_allocation_too(monkeypatch):
+    from ffneuro.train import loop
+
+    built = []
+    monkeypatch.setattr(loop, "available_memory_bytes", lambda: 2**20)
+    build = loop.build_network
+    monkeypatch.setattr(loop, "build_network", lambda *a, **k: built.append(1) or build(*a, **k))
+    out = one_error_line(invoke("train", *SMALL, "--set", "units.neuron=lif"))
+    assert "needs about" in out and built == [1]          # only the meta-device build ran
+
+
 def test_under_a_profile_the_fit_check_comes_first(monkeypatch):
     from ffneuro.train import loop
 
