@@ -40,6 +40,24 @@ of the others, so the estimator may sum them without double counting:
 
 When a chip publishes an all-in figure (e.g. Loihi's 23.6 pJ synaptic op includes the weight
 read), the components it includes are set to 0 and the ``note`` says so.
+
+Two optional sections (a key left out takes the default below, cited as "not given in the
+profile", confidence ``assumed``; shipped profiles give every key with its source):
+
+``[time]``: the time one event occupies the core that processes it, in ns, one key per event
+kind as above (``synop_dense_ns``, ``synop_sparse_ns``, ``neuron_update_ns``,
+``weight_read_ns``, ``weight_write_ns``, ``learning_update_ns``, ``state_access_ns``,
+``goodness_op_ns``, ``spike_route_ns``; default 0 = takes no time, not modelled) and
+``lanes_per_core`` (default 1): events one core processes at once (parallel pipelines or
+SIMD lanes). The latency model that uses them is in :mod:`ffneuro.hw.energy`.
+
+``[energy_model]``: ``model = "table"`` (default: the per-event energies above) or
+``"bit-scaled"``: the arithmetic and memory events are priced from the operand widths of
+``[precision]`` with the coefficients ``int_add_pj_per_bit`` (an integer add, linear in its
+width), ``int_mult_pj_per_bit2`` (an integer multiply, proportional to the product of its
+operand widths), ``sram_read_pj_per_bit`` and ``sram_write_pj_per_bit`` (one bit of a
+weight read or written) and ``state_access_pj_per_bit`` (one bit of a neuron state word,
+often a smaller array; 0 takes ``sram_read_pj_per_bit``); :func:`ffneuro.hw.energy.event_energies_pj` gives the formulas.
 """
 
 from __future__ import annotations
@@ -129,6 +147,34 @@ class Energy:
 
 
 @dataclass(frozen=True)
+class Time:
+    """ns one event occupies a core (0: not modelled) and the events a core overlaps."""
+
+    synop_dense_ns: float = 0.0
+    synop_sparse_ns: float = 0.0
+    neuron_update_ns: float = 0.0
+    weight_read_ns: float = 0.0
+    weight_write_ns: float = 0.0
+    learning_update_ns: float = 0.0
+    state_access_ns: float = 0.0
+    goodness_op_ns: float = 0.0
+    spike_route_ns: float = 0.0
+    lanes_per_core: int = 1
+
+
+@dataclass(frozen=True)
+class EnergyModel:
+    """How events are priced: the ``[energy]`` table, or scaled by operand widths."""
+
+    model: str = "table"            # "table" | "bit-scaled"
+    int_add_pj_per_bit: float = 0.0
+    int_mult_pj_per_bit2: float = 0.0
+    sram_read_pj_per_bit: float = 0.0
+    sram_write_pj_per_bit: float = 0.0
+    state_access_pj_per_bit: float = 0.0
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
@@ -139,6 +185,8 @@ class Profile:
     energy: Energy
     sources: dict[str, Source]  # keyed "section.key"
     path: str                   # the file this profile was loaded from
+    time: Time = Time()
+    energy_model: EnergyModel = EnergyModel()
 
     @property
     def is_float(self) -> bool:
@@ -183,10 +231,19 @@ SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
         "optimizer_state": (_BOOL, None),
     },
     "energy": {f.name: (_FLOAT, None) for f in fields(Energy)},
+    "time": {f.name: (_INT, (1, 1 << 20)) if f.name == "lanes_per_core" else (_FLOAT, None)
+             for f in fields(Time)},
+    "energy_model": {"model": (_ENUM, ("table", "bit-scaled")),
+                     **{f.name: (_FLOAT, None) for f in fields(EnergyModel) if f.name != "model"}},
 }
 
 _SECTION_CLASSES = {"precision": Precision, "memory": Memory, "streaming": Streaming,
-                    "learning": Learning, "energy": Energy}
+                    "learning": Learning, "energy": Energy, "time": Time, "energy_model": EnergyModel}
+
+# Sections whose keys may be left out: the dataclass default, cited as below.
+OPTIONAL_SECTIONS = ("time", "energy_model")
+DEFAULT_SOURCE = Source(source="not given in the profile", confidence="assumed",
+                        note="default: 0 (not modelled) for a time or coefficient, 1 lane per core, the table model")
 
 # The schema and the dataclasses must agree (checked at import, cheap).
 for _section, _cls in _SECTION_CLASSES.items():
@@ -470,6 +527,13 @@ def _cross_checks(file: str, values: dict[str, dict[str, Any]]) -> None:
     if p["format"] == "fixed" and p["weight_signed"] and p["weight_bits"] < 2:
         raise ProfileError(f"{file}: precision.weight_bits = 1 with precision.weight_signed = true leaves "
                            f"no positive weight (allowed: weight_bits >= 2, or weight_signed = false)")
+    model = values["energy_model"]
+    if model["model"] == "bit-scaled":
+        zero = [k for k in ("int_add_pj_per_bit", "int_mult_pj_per_bit2", "sram_read_pj_per_bit")
+                if not model[k] > 0]
+        if zero:
+            raise ProfileError(f"{file}: energy_model.model = \"bit-scaled\" needs energy_model.{zero[0]} > 0 "
+                               f"(the coefficient that prices operands by their width)")
     if learn["optimizer"] != "sgd" and not learn["optimizer_state"]:
         raise ProfileError(f"{file}: learning.optimizer = {_fmt(learn['optimizer'])} keeps per-weight state "
                            f"but learning.optimizer_state = false (allowed: optimizer = \"sgd\", "
@@ -488,9 +552,14 @@ def load_profile(name_or_path: str) -> Profile:
     sources: dict[str, Source] = {}
     for sec, schema in SCHEMA.items():
         leaves = sections.get(sec)
+        if leaves is None and sec in OPTIONAL_SECTIONS:
+            leaves = {}
         if leaves is None:
             raise ProfileError(f"{file}: missing section [{sec}] (needs keys: {', '.join(schema)})")
         for key, (kind, constraint) in schema.items():
+            if key not in leaves and sec in OPTIONAL_SECTIONS:
+                default = next(f.default for f in fields(_SECTION_CLASSES[sec]) if f.name == key)
+                leaves[key] = (default, DEFAULT_SOURCE)
             if key not in leaves:
                 raise ProfileError(f"{file}: missing key {sec}.{key} ({_allowed(kind, constraint)}, "
                                    f"with source and confidence)")
@@ -508,6 +577,8 @@ def load_profile(name_or_path: str) -> Profile:
         energy=Energy(**values["energy"]),
         sources=sources,
         path=file,
+        time=Time(**values["time"]),
+        energy_model=EnergyModel(**values["energy_model"]),
     )
 
 

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from ffneuro.hw.profiles import (
-    CONFIDENCES, SCHEMA, Profile, ProfileError, list_profiles, load_profile, profile_dir,
+    CONFIDENCES, OPTIONAL_SECTIONS, SCHEMA, Profile, ProfileError, list_profiles, load_profile, profile_dir,
 )
 
 PROPERTY = dict(derandomize=True, database=None, deadline=None,
@@ -178,7 +178,8 @@ def mutated_profile(draw):
     (document, the "section.key" at fault or None, whether the result must be an error)."""
     doc = {k: ({key: dict(leaf) for key, leaf in v.items()} if isinstance(v, dict) else v)    # leaves copied
            for k, v in SHIPPED[draw(st.sampled_from(STANDALONE))].items()}
-    sec, key = draw(st.sampled_from(LEAVES))
+    sec, key = draw(st.sampled_from([(s, k) for s, k in LEAVES if k in doc.get(s, {})]))
+    optional = sec in OPTIONAL_SECTIONS     # a key or the section left out takes its default
     kind, constraint = SCHEMA[sec][key]
     leaf = doc[sec][key]
     how = draw(st.sampled_from(["value", "edge value", "bare value", "drop leaf", "drop field", "field",
@@ -199,7 +200,7 @@ def mutated_profile(draw):
         return doc, f"{sec}.{key}", True
     if how == "drop leaf":
         del doc[sec][key]
-        return doc, f"{sec}.{key}", True
+        return doc, f"{sec}.{key}", None if optional else True
     if how == "drop field":
         field = draw(st.sampled_from(["value", "source", "confidence"]))
         del leaf[field]
@@ -214,7 +215,7 @@ def mutated_profile(draw):
         doc[sec][draw(st.text(min_size=1, max_size=8).filter(lambda k: k not in SCHEMA[sec]))] = leaf
         return doc, sec, True
     del doc[sec]
-    return doc, f"[{sec}]", True
+    return doc, f"[{sec}]", None if optional else True
 
 
 @settings(max_examples=1100, **PROPERTY)
@@ -230,6 +231,9 @@ def test_a_mutated_profile_loads_valid_or_fails_naming_its_key(scratch, case):
     else:
         assert not must_fail, f"loaded a profile with {at_fault} broken"
         section, _, key = at_fault.partition(".")
+        if at_fault.startswith("[") or key not in doc[section]:      # an optional key or section left out
+            event("valid profile, default taken")
+            return
         written, kind = doc[section][key]["value"], SCHEMA[section][key][0]
         assert getattr(getattr(p, section), key) == (float(written) if kind == "float" else written)
         event("valid profile")
