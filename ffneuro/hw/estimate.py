@@ -161,8 +161,9 @@ def estimate_rows(report: dict) -> list[dict[str, Any]]:
       sample, i.e. the layers' sum plus ``static_energy_pj``
     * ``energy_pj_<kind>``, one per event kind of the report (all of them, zeros kept):
       the layer's energy of that kind; in the total row the sum over the layers
-    * ``static_energy_pj``, ``time_ns``: static power × time and the time per sample,
-      which belong to the phase, not a layer (total row only)
+    * ``static_energy_pj``, ``time_ns``: static power × time and the time per sample; in a
+      layer row the layer's share (its events' time, the chip's static power over it), in
+      the total row the phase's (see :mod:`ffneuro.hw.energy` for the latency model)
     * ``fan_in``, ``fan_out``, ``synapses`` and the layer's SRAM by part:
       ``weight_sram_bytes``, ``bias_sram_bytes``, ``state_sram_bytes``,
       ``trace_sram_bytes``, ``optimizer_sram_bytes``; then ``sram_bytes`` (their sum),
@@ -172,6 +173,10 @@ def estimate_rows(report: dict) -> list[dict[str, Any]]:
       sum plus ``activation_buffer_sram_bytes`` and ``learning_history_sram_bytes``, which
       belong to no layer and are filled in the total row only), and ``cores``: the cores
       used (layers small enough share a core, so not the layers' sum)
+    * ``latency_s``, ``samples_per_s``, ``power_w``, ``edp_pj_s`` (last, added with the time
+      model): the layer's or the phase's latency per sample, throughput, average power
+      (dynamic + static energy over the latency) and energy-delay product; None where the
+      latency is 0 (time not modelled)
     """
     kinds = list(dict.fromkeys(k for ph in PHASES for k in report[ph]["energy_pj_by_kind"]))
     memory = report["memory"]
@@ -186,14 +191,22 @@ def estimate_rows(report: dict) -> list[dict[str, Any]]:
         for layer, mem in zip(phase["layers"], mem_layers):
             rows.append(head | {"layer": layer["layer"], "energy_pj": layer["energy_pj"]}
                         | {f"energy_pj_{k}": layer["energy_pj_by_kind"].get(k) for k in kinds}
-                        | {"static_energy_pj": None, "time_ns": None}
-                        | _memory_cells(mem))
+                        | {"static_energy_pj": layer.get("static_energy_pj"), "time_ns": layer.get("time_ns")}
+                        | _memory_cells(mem) | _time_cells(layer))
         rows.append(head | {"layer": "total", "energy_pj": phase["energy_pj_per_sample"]}
                     | {f"energy_pj_{k}": phase["energy_pj_by_kind"].get(k) for k in kinds}
                     | {"static_energy_pj": phase["static_energy_pj_per_sample"],
                        "time_ns": phase["time_ns_per_sample"]}
-                    | _memory_cells(mem_total))
+                    | _memory_cells(mem_total) | _time_cells(phase))
     return rows
+
+
+TIME_COLUMNS = ("latency_s", "samples_per_s", "power_w", "edp_pj_s")
+
+
+def _time_cells(values: dict) -> dict:
+    """The time and power columns of one row of :func:`estimate_rows` (None where absent)."""
+    return {c: values.get(c) for c in TIME_COLUMNS}
 
 
 def _memory_cells(values: dict) -> dict:
@@ -218,6 +231,22 @@ def format_energy(pj: float) -> str:
             return f"{pj / scale:.3g} {unit}"
     return f"{pj:.3g} pJ"
 
+
+
+def format_time(seconds: float) -> str:
+    """Seconds with an engineering prefix: ``1.23 ms``."""
+    for scale, unit in ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs")):
+        if abs(seconds) >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def format_power(watts: float) -> str:
+    """Watts with an engineering prefix: ``12.3 mW``."""
+    for scale, unit in ((1.0, "W"), (1e-3, "mW")):
+        if abs(watts) >= scale:
+            return f"{watts / scale:.3g} {unit}"
+    return f"{watts / 1e-6:.3g} µW"
 
 
 def format_report(report: dict) -> str:
@@ -247,6 +276,11 @@ def format_report(report: dict) -> str:
             f"{format_energy(r['static_energy_pj_per_sample'])}, {r['steps_per_sample']:.4g} steps/sample, "
             f"{r['time_ns_per_sample'] / 1e3:.4g} µs)"
         )
+        if r.get("latency_s"):
+            lines.append(f"{'':<9} latency {format_time(r['latency_s'])}, {r['samples_per_s']:.4g} samples/s, "
+                         f"power {format_power(r['power_w'])}, EDP {r['edp_pj_s']:.4g} pJ·s")
+        else:
+            lines.append(f"{'':<9} latency not modelled (the profile gives no event times nor time step)")
     if "energy_pj_per_epoch" in report["training"]:
         lines.append(f"training epoch ({report['training']['n_train']} samples): "
                      f"{format_energy(report['training']['energy_pj_per_epoch'])}")

@@ -21,8 +21,9 @@ ENERGY = ["energy_pj", *(f"energy_pj_{k}" for k in EVENT_KINDS), "static_energy_
 LAYER_MEMORY = ["fan_in", "fan_out", "synapses", "weight_sram_bytes", "bias_sram_bytes", "state_sram_bytes",
                 "trace_sram_bytes", "optimizer_sram_bytes"]
 SHARED_MEMORY = ["activation_buffer_sram_bytes", "learning_history_sram_bytes"]
+TIME = ["latency_s", "samples_per_s", "power_w", "edp_pj_s"]
 ESTIMATE_HEADER = ["profile", "source", "phase", "layer", *ENERGY, *LAYER_MEMORY, *SHARED_MEMORY,
-                   "sram_bytes", "synaptic_sram_bytes", "cores"]
+                   "sram_bytes", "synaptic_sram_bytes", "cores", *TIME]
 SUMMED = ["synapses", "weight_sram_bytes", "bias_sram_bytes", "state_sram_bytes", "trace_sram_bytes",
           "optimizer_sram_bytes", "synaptic_sram_bytes"]
 
@@ -77,12 +78,16 @@ def check_estimate_csv(args) -> tuple[list[str], dict]:
                 assert number(row[f"energy_pj_{kind}"]) == energy["energy_pj_by_kind"][kind]
             for col in [*LAYER_MEMORY, "sram_bytes", "synaptic_sram_bytes", "cores"]:
                 assert number(row[col]) == memory[col], col
-            for col in ["static_energy_pj", "time_ns", *SHARED_MEMORY]:  # the phase's or shared, not the layer's
+            for col in SHARED_MEMORY:  # shared, not the layer's
                 assert row[col] == ""
+            for col in ["static_energy_pj", "time_ns", *TIME]:  # the layer's share of the phase's time
+                assert row[col] == "" if energy[col] is None else number(row[col]) == energy[col], col
         # totals: what the report gives the phase; per kind the layers' sum
         assert number(total["energy_pj"]) == phase["energy_pj_per_sample"]
         assert number(total["static_energy_pj"]) == phase["static_energy_pj_per_sample"]
         assert number(total["time_ns"]) == phase["time_ns_per_sample"]
+        for col in TIME:
+            assert total[col] == "" if phase[col] is None else number(total[col]) == phase[col], col
         for kind in EVENT_KINDS:
             col = f"energy_pj_{kind}"
             assert number(total[col]) == phase["energy_pj_by_kind"][kind] == sum(number(r[col]) for r in layers)
