@@ -13,14 +13,22 @@ others ``neuron_update_idle_pj``; counts without the split are charged as all ac
 Per-event energies are exclusive of each other (profiles set to 0 what an all-in figure
 already includes), so summing over kinds does not double count.
 
-Step model (for static energy and time): one step = one forward time step of the whole
-network, all layers working in parallel on their own cores (layer pipelining), taking
-``time_per_step_ns`` (0 in a profile: time not modelled, so no static energy). Forward
-steps per sample are read off the counts: the first layer's ``neuron_update`` divided by
-its width (= passes × time steps: 2·T to train, C·T or T to infer). Training adds one
-learning step per applied update, i.e. ``1 / max_batch`` per sample. The time model
-ignores the network's size, so for a sequential processor (an MCU) it understates time
-and static energy.
+Time model (latency, throughput, power, static energy, EDP; the full statement is in
+:mod:`ffneuro.hw.energy`): each layer's events, priced in time by the profile's ``[time]``
+table (ns per event), are divided over the cores the SRAM mapping gives the layer and the
+``lanes_per_core`` of each; layers run one after the other for a sample, so the latency is
+the layers' sum, or ``steps × time_per_step_ns`` if the chip has a longer fixed tick (forward
+steps per sample are read off the counts: the first layer's ``neuron_update`` divided by its
+width, = passes × time steps; training adds one learning step per applied update, i.e.
+``1 / max_batch`` per sample). Static energy is the chip's static power over that latency.
+A profile with neither event times nor a tick has latency 0: time not modelled, no static
+energy, power and throughput None. The latency follows the memory-minimal mapping (a layer
+on as few cores as hold it), so a chip that spreads a layer wider runs faster.
+
+Energy model: ``[energy_model] model = "table"`` (default) uses the per-event energies as
+they are; ``"bit-scaled"`` prices the arithmetic and memory events from the operand widths
+(:func:`ffneuro.hw.energy.event_energies_pj`), so a weight-bit sweep prices 2-bit and
+16-bit synaptic ops differently.
 
 Memory: :func:`sram_report` bit-packs each layer's weights at ``weight_bits``, cuts the
 layer into per-core tiles (:func:`map_layer`) and packs the tiles onto cores
