@@ -710,6 +710,17 @@ def bits_energy() -> list[str]:
                     "inference bit-scaled", "MAC pJ table / bit-scaled", "FF SRAM KiB"], rows), ""]
 
 
+def estimate_time() -> list[str]:
+    d = load("estimate_time.json")
+    if d is None:
+        return []
+    return ["## `ffneuro estimate` wall time", "",
+            f"`{d['command']}`, process start-up included (`python scripts/bench_estimate_time.py`): median "
+            f"**{d['median_wall_s']:.2f} s** (min {d['min_wall_s']:.2f} s) over {len(d['wall_s'])} runs, with a bare "
+            f"Python start at {d['bare_python_s']:.2f} s; torch imported: {yes_no(d['torch_imported'])}; the "
+            f"machine's 1-minute load was {d['load_average_1min'][0]:g} on {d['cpus']} cores.", ""]
+
+
 def throughput() -> list[str]:
     d = load("throughput.json")
     if d is None:
@@ -843,7 +854,7 @@ def conv_profiles() -> list[str]:
 
 
 SECTIONS = (header, headline, architecture, table1_150, table1_short, mnist_runs, cff_course, variants, loewex, spiking,
-            conv_runs, conv_cost, conv_profiles, golden, golden_conv, profiles, bits_energy, throughput, memory, entropy_cost,
+            conv_runs, conv_cost, conv_profiles, golden, golden_conv, profiles, bits_energy, estimate_time, throughput, memory, entropy_cost,
             reliability)
 
 

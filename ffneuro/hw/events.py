@@ -76,9 +76,10 @@ per-sample figures.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 EVENT_KINDS: tuple[str, ...] = (
     "synop_dense",
@@ -109,6 +110,7 @@ def zero_counts() -> dict[str, float]:
 
 
 def _nnz(x: torch.Tensor) -> float:
+    import torch
     return float(torch.count_nonzero(x))
 
 
@@ -138,9 +140,11 @@ def forward_events(
     ``spike_route = nnz(h_out)`` if the output is binary else 0. Call once per pass and
     per time step.
 
+    >>> import torch
     >>> forward_events(torch.tensor([[1.0, 0.0, 2.0]]), torch.zeros(1, 2), binary_input=False)["synop_dense"]
     4.0
     """
+    import torch
     _check_2d("x_in", x_in)
     _check_2d("h_out", h_out)
     if x_in.shape[0] != h_out.shape[0]:
@@ -171,6 +175,7 @@ def spike_forward_events(s_in: torch.Tensor, s_out: torch.Tensor, *, binary_inpu
     once per sample: the goodness (and the head's normalisation) reads the spike counts
     after the T steps, and spikes into the next layer are not normalised.
 
+    >>> import torch
     >>> spike_forward_events(torch.ones(4, 1, 2), torch.zeros(4, 1, 3))["goodness_op"]
     3.0
     """
@@ -206,6 +211,7 @@ def update_events(
     chunk}| × fan_out``; ``state_access = nnz(x_pos) + nnz(x_neg) + 2·B·fan_out
     + 2·optimizer_slots × weight_write``. Every other kind is 0.
     """
+    import torch
     _check_2d("x_pos", x_pos)
     _check_2d("x_neg", x_neg)
     if x_pos.shape != x_neg.shape:
@@ -232,6 +238,7 @@ def update_events(
 def _window_inputs(x: torch.Tensor, kernel: int, stride: int, padding: int, groups: int) -> torch.Tensor:
     """(B, groups, H', W'): the non-zero inputs each output position's window sees in each
     group (float64 counts, exact)."""
+    import torch
     nz = x.ne(0).to(torch.float64)
     ones = torch.ones(groups, x.shape[1] // groups, kernel, kernel, dtype=torch.float64)
     return torch.nn.functional.conv2d(nz, ones, None, stride, padding, 1, groups)
@@ -252,6 +259,7 @@ def conv_forward_events(x_in: torch.Tensor, h_out: torch.Tensor, *, out_channels
     input; ``goodness_op = nnz-independent B × C_out × H'' × W''`` (the pooled outputs);
     ``spike_route = nnz(h_out)`` for binary outputs.
 
+    >>> import torch
     >>> x = torch.zeros(1, 1, 3, 3); x[0, 0, 1, 1] = 2.0
     >>> conv_forward_events(x, torch.zeros(1, 4, 3, 3), out_channels=4, kernel=3, padding=1)["synop_dense"]
     36.0
@@ -287,6 +295,7 @@ def conv_update_events(x_pos: torch.Tensor, x_neg: torch.Tensor | None, *, out_c
     (C_out / groups) × k²``; ``state_access = nnz(x) + 2·B·neurons + 2·optimizer_slots ×
     weight_write`` (``neurons``: per sample, C_out × H' × W').
     """
+    import torch
     passes = [x_pos] if x_neg is None else [x_pos, x_neg]
     rows = x_pos.shape[0]
     per_group = out_channels // groups

@@ -21,10 +21,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+
+if TYPE_CHECKING:              # torch and safetensors.torch load when a checkpoint is read or written:
+    import torch               # the commands that never touch one (estimate, profiles) start without them
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.safetensors"
@@ -132,6 +134,8 @@ def read_json(path: Path) -> dict:
 
 def optimizer_to_flat(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], dict]:
     """Split an optimiser's state_dict into named tensors and JSON-able scalars."""
+    import torch
+
     sd = opt.state_dict()
     tensors, scalars = {}, {"param_groups": sd["param_groups"], "state": {}}
     for pid, st in sd["state"].items():
@@ -158,6 +162,8 @@ def optimizer_from_flat(opt: torch.optim.Optimizer, prefix: str, tensors: dict[s
 def tensor_digest(tensors: dict[str, torch.Tensor], meta_text: str) -> str:
     """SHA-256 over every tensor (name, dtype, shape, bytes, in name order) and the
     metadata text: what a checkpoint's ``ffneuro_sha256`` holds."""
+    import torch
+
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].detach().contiguous()
@@ -171,6 +177,8 @@ def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict) ->
     """Tensors in safetensors format, ``meta`` as JSON in the file's metadata header with a
     SHA-256 over both. The checkpoint it replaces is kept as ``checkpoint.prev.safetensors``
     (a hard link, so the run always has a complete checkpoint under its real name)."""
+    from safetensors.torch import save_file
+
     path = Path(path)
     tensors = {k: v.detach().contiguous() for k, v in tensors.items()}
     meta_text = json.dumps(strict_json(meta), allow_nan=False)
@@ -202,6 +210,8 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise RunDirError(f"{path}: checkpoint not found")
     if path.is_dir():
         raise RunDirError(f"{path}: is a folder, not a checkpoint")
+    from safetensors.torch import load_file
+
     try:
         tensors = load_file(str(path))
         from safetensors import safe_open

@@ -27,6 +27,7 @@ ARGS = ["--layers", "32,32", "--epochs", "8", "--set", "loop.batch_size=128", "-
 
 CHILD = r"""
 import os, signal, sys
+import safetensors.torch as st
 from ffneuro.runs import files as runio
 from ffneuro.train import loop
 
@@ -55,11 +56,11 @@ def half_written(tensors, tmp, metadata=None):
         f.truncate(size // 2)
     die()
 
-save = runio.save_file
+save = st.save_file
 if kind == "step":            # inside the n-th training batch of this process
     loop.train_step = counted(loop.train_step, before=lambda *a, **k: die())
 elif kind == "partial":       # the n-th checkpoint half written to its temporary file
-    runio.save_file = counted(save, before=half_written)
+    st.save_file = counted(save, before=half_written)
 elif kind == "written":       # the n-th checkpoint complete in its temporary file, not yet renamed
     runio._keep_previous = counted(runio._keep_previous, before=lambda *a, **k: die())
 elif kind == "linked":        # the previous checkpoint kept, the new one not yet renamed
