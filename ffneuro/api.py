@@ -45,7 +45,8 @@ def build_config(preset: str | None, overrides: dict) -> RunConfig:
 # field is reached with --set SECTION.KEY=VALUE or a --config TOML file.
 TRAIN_FLAGS: dict[str, tuple[str, str]] = {
     "data": ("data", "name"), "profile": ("hardware", "profile"), "layers": ("units", "layers"),
-    "epochs": ("loop", "epochs"), "seed": ("loop", "seed"), "simulate_anyway": ("hardware", "simulate_anyway")}
+    "epochs": ("loop", "epochs"), "seed": ("loop", "seed"), "simulate_anyway": ("hardware", "simulate_anyway"),
+    "val_fraction": ("data", "val_fraction")}
 
 Key = tuple[str, str]          # (section, field)
 
@@ -409,6 +410,8 @@ def format_metrics(m: dict) -> str:
         lines = [f"{m.get('run_dir', 'run')} on dataset {m.get('dataset', '?')} ({m.get('n_test', '?')} test samples){under}"]
     for mode, err in te.items():
         lines.append(f"  test error {mode:<10} {err:6.2f} %   (accuracy {100 - err:.2f} %)")
+    for mode, err in m.get("val_error", {}).items():
+        lines.append(f"  val error  {mode:<10} {err:6.2f} %   ({m['n_val']:,} held-out training samples)")
     if "per_layer_error" in m:
         lines.append("  layer alone      " + "  ".join(f"L{i + 1} {e:5.2f}%" for i, e in enumerate(m["per_layer_error"])))
         lines.append("  cumulative       " + "  ".join(f"1..{i + 1} {e:5.2f}%" for i, e in enumerate(m["cumulative_error"])))

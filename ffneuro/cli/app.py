@@ -136,6 +136,9 @@ def train(
                                                   help="loop.epochs (per unit under the layer schedule)")] = None,
     seed: Annotated[Optional[int], typer.Option(rich_help_panel=CONFIG_PANEL,
                                                 help="loop.seed (same seed, same metrics)")] = None,
+    val_fraction: Annotated[Optional[float], typer.Option(
+        rich_help_panel=CONFIG_PANEL, help="data.val_fraction: hold out this stratified fraction of the training "
+                                           "set (e.g. 0.1) and report its error beside the test error")] = None,
     simulate_anyway: Annotated[bool, typer.Option(
         "--simulate-anyway", rich_help_panel=CONFIG_PANEL,
         help="hardware.simulate_anyway=true: train even if the model does not fit the profile's memory")] = False,
@@ -173,6 +176,7 @@ def train(
         nxt = ctx.args[1] if len(ctx.args) > 1 and not ctx.args[1].startswith("--") else None
         _fail(api.replaced_flag(ctx.args[0], nxt))
     flags = {"data": data, "profile": profile, "layers": layers, "epochs": epochs, "seed": seed,
+             "val_fraction": val_fraction,
              "simulate_anyway": True if simulate_anyway else None}
     if resume and out is None:
         _fail("--resume needs --out RUN_DIR")

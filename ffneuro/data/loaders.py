@@ -160,15 +160,23 @@ def load_dataset(spec: str, *, val_fraction: float = 0.0, seed: int = 0) -> Data
 
 
 def _split_validation(ds: Dataset, val_fraction: float, seed: int) -> Dataset:
-    n = ds.x_train.shape[0]
-    n_val = max(1, round(val_fraction * n))
-    if n_val >= n:
-        raise DataError(
-            f"{ds.source or ds.name}: val_fraction {val_fraction} leaves no training samples out of {n}"
-        )
-    perm = np.random.RandomState(seed).permutation(n)
-    val_idx = torch.from_numpy(np.sort(perm[:n_val]))
-    train_idx = torch.from_numpy(np.sort(perm[n_val:]))
+    """Hold out a stratified ``val_fraction`` of the training set: each class gives
+    round(fraction × its count) samples (at least one, if it has two), drawn with ``seed``,
+    so that choices are made on validation data and the test set is touched once."""
+    y = ds.y_train.numpy()
+    rng = np.random.RandomState(seed)
+    val = []
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        k = int(round(val_fraction * members.size))
+        k = min(max(k, 1 if members.size > 1 else 0), members.size - 1)
+        val.append(rng.permutation(members)[:k])
+    val_mask = np.zeros(y.size, dtype=bool)
+    val_mask[np.concatenate(val)] = True
+    if not val_mask.any():
+        raise DataError(f"{ds.source or ds.name}: val_fraction {val_fraction} holds out no sample of {y.size}")
+    val_idx = torch.from_numpy(np.flatnonzero(val_mask))
+    train_idx = torch.from_numpy(np.flatnonzero(~val_mask))
     return dataclasses.replace(
         ds,
         x_train=ds.x_train[train_idx],

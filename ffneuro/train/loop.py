@@ -382,8 +382,13 @@ def train(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, prog
     net.eval()
     if not last_eval or "test_error" not in state.history[-1]:
         last_eval = evaluate(net, x_test, y_test, inference_layers)
+    validation = {}
+    if data.x_val is not None:
+        validation = {"val_error": evaluate(net, net.prepare_input(data.x_val.to(dev)), data.y_val.to(dev),
+                                            inference_layers)["test_error"], "n_val": int(data.x_val.shape[0])}
     metrics = {
         **last_eval,
+        **validation,
         "inference_layers": [i + 1 for i in inference_layers],
         "epochs": state.epoch,
         "wall_s": round(state.train_s, 3),

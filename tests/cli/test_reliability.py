@@ -201,3 +201,13 @@ def test_a_chip_refuses_input_outside_its_range_instead_of_wrapping(tmp_path):
     out = one_error_line(invoke("train", "--data", f"npz:{tmp_path / 'd.npz'}", "--profile", "cmos-45nm",
                                 *SMALL))
     assert "takes input values in [0, 1]" in out and "1e+30" in out
+
+
+def test_val_fraction_reports_validation_beside_test(tmp_path):
+    out = tmp_path / "run"
+    r = invoke("train", *SMALL, "--val-fraction", "0.1", "--out", out, "--json")
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.stdout)
+    assert m["n_val"] == 142 and m["n_train"] == 1437 - 142         # stratified: Σ round(0.1 × class count)
+    assert set(m["val_error"]) == set(m["test_error"]) == {"multi_pass", "one_pass"}
+    assert runio.read_json(out / runio.CONFIG)["config"]["data"]["val_fraction"] == 0.1
