@@ -28,7 +28,7 @@ Example::
 
     >>> ds = load_dataset("digits", val_fraction=0.1, seed=0)
     >>> ds.x_train.shape, ds.x_val.shape, ds.x_test.shape, ds.feature_shape
-    (torch.Size([1293, 64]), torch.Size([144, 64]), torch.Size([360, 64]), (8, 8))
+    (torch.Size([1295, 64]), torch.Size([142, 64]), torch.Size([360, 64]), (8, 8))
 """
 
 from __future__ import annotations
