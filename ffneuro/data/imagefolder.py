@@ -146,7 +146,8 @@ def _open_source(path: Path) -> Iterator[_Source]:
             raise ImageFolderError(f"{path}: not a zip archive (imagefolder takes a directory or a .zip archive)")
         try:
             archive = zipfile.ZipFile(path)
-        except (OSError, zipfile.BadZipFile) as exc:
+        except (OSError, EOFError, ValueError, NotImplementedError, zipfile.BadZipFile) as exc:
+            # NotImplementedError: a member needing a zip version the reader lacks (e.g. 25.5)
             raise ImageFolderError(f"{path}: not a readable zip archive ({exc})") from exc
         with archive:
             yield _zip_source(path, archive)

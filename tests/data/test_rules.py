@@ -409,3 +409,22 @@ def test_gzip_and_bz2_files_that_are_not_what_they_claim(tmp_path):
     refused(lambda: load_idx(tmp_path), "t10k-images-idx3-ubyte.gz: cannot read")
     (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(files["t10k-images-idx3-ubyte"])[:-12])
     refused(lambda: load_idx(tmp_path), "t10k-images-idx3-ubyte.gz: cannot read")
+
+
+def test_a_zip_member_of_an_unsupported_zip_version_is_one_error(tmp_path):
+    """zipfile raises NotImplementedError while opening an archive whose central directory
+    names an extract version above 6.3 (found by the property tests)."""
+    import io
+    import zipfile
+
+    from ffneuro.data.loaders import DataError, load_dataset
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("train/a/0.png", b"x")
+    data = bytearray(buf.getvalue())
+    cd = data.index(b"PK\x01\x02")
+    data[cd + 6] = 0xFF                      # "version needed to extract" of the central directory entry
+    (tmp_path / "d.zip").write_bytes(bytes(data))
+    with pytest.raises(DataError, match="not a readable zip archive"):
+        load_dataset(f"imagefolder:{tmp_path / 'd.zip'}")
