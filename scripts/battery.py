@@ -97,8 +97,7 @@ def run_case(case: Case, root: Path) -> dict:
     before = digest(case.user_files)
     t0 = time.perf_counter()
     try:
-        r = subprocess.run([sys.executable, "-m", "ffneuro.cli", *map(str, case.argv)], capture_output=True,
-                           text=True, cwd=case.cwd, timeout=900, preexec_fn=_limit_memory)
+        r = ffneuro(*case.argv, cwd=case.cwd, timeout=900)
         code, out, err = r.returncode, r.stdout, r.stderr
     except subprocess.TimeoutExpired:
         code, out, err = None, "", "timed out"

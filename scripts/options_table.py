@@ -1,8 +1,8 @@
-"""Generate the README's table of training options from the config fields' metadata.
+"""Generate docs/options.md, the table of training options, from the config fields' metadata.
 
-    python scripts/options_table.py            # rewrite the table in README.md (atomically)
-    python scripts/options_table.py --check    # exit 1 if README.md's table is out of date
-    python scripts/options_table.py --print    # the table on stdout, README untouched
+    python scripts/options_table.py            # rewrite the table in docs/options.md (atomically)
+    python scripts/options_table.py --check    # exit 1 if docs/options.md's table is out of date
+    python scripts/options_table.py --print    # the table on stdout, the file untouched
 
 One row per ``section.key`` of ``ffneuro.config.RunConfig`` (key, type, default, allowed
 values, help), written between the ``<!-- options-table:begin -->`` and
@@ -21,7 +21,7 @@ from ffneuro.api import options_markdown
 from ffneuro.runs.files import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
+TARGET = ROOT / "docs" / "options.md"
 BEGIN = "<!-- options-table:begin -->"
 END = "<!-- options-table:end -->"
 COMMAND = "python scripts/options_table.py"
@@ -40,9 +40,9 @@ def block() -> str:
 
 
 def with_table(readme: str) -> str:
-    """``readme`` with the text between the markers replaced by the current table."""
+    """``readme`` (the document's text) with the text between the markers replaced by the current table."""
     if readme.count(BEGIN) != 1 or readme.count(END) != 1 or readme.index(BEGIN) > readme.index(END):
-        raise SystemExit(f"error: {README.name} needs exactly one {BEGIN} ... {END} pair")
+        raise SystemExit(f"error: {TARGET.name} needs exactly one {BEGIN} ... {END} pair")
     head, rest = readme.split(BEGIN)
     _, tail = rest.split(END)
     return f"{head}{BEGIN}\n{block()}{END}{tail}"
@@ -50,9 +50,10 @@ def with_table(readme: str) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--readme", type=Path, default=README, help="the README to update (default: %(default)s)")
-    p.add_argument("--check", action="store_true", help="exit 1 if the README's table is out of date")
-    p.add_argument("--print", dest="show", action="store_true", help="print the table, leave the README alone")
+    p.add_argument("--file", dest="readme", type=Path, default=TARGET,
+                   help="the document to update (default: docs/options.md)")
+    p.add_argument("--check", action="store_true", help="exit 1 if the document's table is out of date")
+    p.add_argument("--print", dest="show", action="store_true", help="print the table, leave the document alone")
     args = p.parse_args()
     if args.show:
         sys.stdout.write(block())

@@ -58,8 +58,7 @@ def check_finite(net: FFNetwork, mean_loss: dict[int, float], epoch: int) -> Non
         if not math.isfinite(mean_loss[i]):
             raise DivergedError(f"training diverged: unit {i + 1}'s loss is {mean_loss[i]} in epoch {epoch} "
                                 "(try a lower optim.lr; the run dir keeps the last finite checkpoint)")
-    units = list(enumerate(net.layers)) + ([("head", net.head)] if net.head is not None else [])
-    for i, unit in units:
+    for i, unit in _named_units(net):
         for name, p in unit.named_parameters():
             if not bool(torch.isfinite(p).all()):
                 which = "the head" if i == "head" else f"unit {i + 1}"
@@ -117,12 +116,8 @@ def check_resources(cfg: RunConfig, data: Dataset, code: InputCode, chip: ChipSp
                     simulate_anyway: bool) -> dict | None:
     """Before any weight is allocated: the network is built on the meta device (shapes
     only), checked against the profile's memory (if any) and the machine's. Returns the
-    profile's SRAM report, or None when the units cannot be built without storage (the
-    caller then checks the profile after building)."""
-    try:
-        shapes = shape_only(lambda: build_network(cfg, data, Streams(cfg.loop.seed, cfg.units.n_units), chip, code))
-    except (RuntimeError, NotImplementedError):
-        return None      # a unit that reads tensor values while it is built (snntorch's LIF): checked after
+    profile's SRAM report (None without a profile)."""
+    shapes = shape_only(lambda: build_network(cfg, data, Streams(cfg.loop.seed, cfg.units.n_units), chip, code))
     budget = check_budget(prof, shapes.layer_sizes, simulate_anyway, **memory_args(shapes)) if prof else None
     need = training_memory_bytes(shapes, cfg, batch, chip is not None)
     check_host_memory(need, available_memory_bytes(), f"model {shapes.layer_sizes}")
@@ -177,10 +172,14 @@ def check_budget(profile, layer_sizes: list[int], simulate_anyway: bool, **memor
 # ----------------------------------------------------------------------------------------
 # Checkpoints
 # ----------------------------------------------------------------------------------------
+def _named_units(net: FFNetwork) -> list:
+    """(index or "head", unit) of every unit of ``net``, the head last."""
+    return list(enumerate(net.layers)) + ([("head", net.head)] if net.head is not None else [])
+
+
 def _units_with_optimizers(net: FFNetwork) -> list:
     """(name, unit) of every unit that keeps optimiser state (a torch ``optimizer``)."""
-    units = list(enumerate(net.layers)) + ([("head", net.head)] if net.head is not None else [])
-    return [(name, u) for name, u in units if getattr(u, "optimizer", None) is not None]
+    return [(name, u) for name, u in _named_units(net) if getattr(u, "optimizer", None) is not None]
 
 
 def checkpoint_tensors(net: FFNetwork, streams: Streams) -> tuple[dict, dict]:
@@ -273,8 +272,6 @@ def train(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, prog
         code = input_code(cfg, data)
         budget = check_resources(cfg, data, code, chip, prof, bs, simulate_anyway)
         net = build_network(cfg, data, streams, chip, code)
-        if budget is None and prof is not None:
-            budget = check_budget(prof, net.layer_sizes, simulate_anyway, **memory_args(net))
     else:
         net = network
         budget = check_budget(prof, net.layer_sizes, simulate_anyway, **memory_args(net)) if prof else None
@@ -303,6 +300,7 @@ def train(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, prog
     net.to(dev)
     x_train, y_train = net.prepare_input(data.x_train.to(dev)), data.y_train.to(dev)
     x_test, y_test = net.prepare_input(data.x_test.to(dev)), data.y_test.to(dev)
+    val = (net.prepare_input(data.x_val.to(dev)), data.y_val.to(dev)) if data.x_val is not None else None
     inference_layers = default_inference_layers(cfg)
     jitter = batch_transform(cfg.data.augment_shift, data,
                              fill=net.prepare_input(torch.zeros(1, x_train[0].numel(), device=dev)).flatten()[0].item())
@@ -365,9 +363,8 @@ def train(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, prog
                 net.eval()
                 last_eval = evaluate(net, x_test, y_test, inference_layers)
                 record.update(last_eval)
-                if data.x_val is not None:
-                    record["val_error"] = evaluate(net, net.prepare_input(data.x_val.to(dev)), data.y_val.to(dev),
-                                                   inference_layers)["test_error"]
+                if val is not None:
+                    record["val_error"] = evaluate(net, *val, inference_layers)["test_error"]
             state.history.append(record)
             log.info("epoch %d: %s", state.epoch, record)
             if on_epoch is not None:
@@ -382,13 +379,13 @@ def train(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, prog
     net.eval()
     if not last_eval or "test_error" not in state.history[-1]:
         last_eval = evaluate(net, x_test, y_test, inference_layers)
-    validation = {}
-    if data.x_val is not None:
-        validation = {"val_error": evaluate(net, net.prepare_input(data.x_val.to(dev)), data.y_val.to(dev),
-                                            inference_layers)["test_error"], "n_val": int(data.x_val.shape[0])}
+        if val is not None:
+            last_eval["val_error"] = evaluate(net, *val, inference_layers)["test_error"]
+    elif val is not None:
+        last_eval["val_error"] = state.history[-1]["val_error"]      # evaluated with the last epoch
     metrics = {
         **last_eval,
-        **validation,
+        **({"n_val": int(val[1].shape[0])} if val is not None else {}),
         "inference_layers": [i + 1 for i in inference_layers],
         "epochs": state.epoch,
         "wall_s": round(state.train_s, 3),

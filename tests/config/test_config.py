@@ -274,7 +274,7 @@ def test_option_rows_cover_every_field():
     assert len(table) == 2 + len(rows) and all(line.count(" | ") == 4 for line in table[2:])  # | escaped
 
 
-def test_readme_options_table_is_up_to_date():
+def test_options_doc_table_is_up_to_date():
     r = subprocess.run([sys.executable, str(REPO / "scripts" / "options_table.py"), "--check"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr + "run `python scripts/options_table.py`"
