@@ -58,6 +58,17 @@ width), ``int_mult_pj_per_bit2`` (an integer multiply, proportional to the produ
 operand widths), ``sram_read_pj_per_bit`` and ``sram_write_pj_per_bit`` (one bit of a
 weight read or written) and ``state_access_pj_per_bit`` (one bit of a neuron state word,
 often a smaller array; 0 takes ``sram_read_pj_per_bit``); :func:`ffneuro.hw.energy.event_energies_pj` gives the formulas.
+
+A file may also say ``energy_from = "ert.yaml"`` (top level; a path relative to the file): an
+Accelergy energy reference table whose per-action energies (pJ) become the file's per-event
+energies, as if written in its ``[energy]`` section (the ten per-event keys; static power
+and the step time are still the profile's), and ``energy_model.model`` becomes ``"table"``
+(an ERT holds energies at one set of widths). The actions and how an ERT is checked are in
+:mod:`ffneuro.hw.accelergy`. An ERT carries no citation: each value's source names the ERT
+file and table, and its confidence is ``user`` (:data:`USER_CONFIDENCE`, given by the user;
+not a confidence a TOML leaf may claim). A key given both in the file and by its ERT is
+refused, and so is ``energy_from`` beside ``energy_model.model = "bit-scaled"`` in the same
+file; a child profile replaces ERT values leaf by leaf like any other.
 """
 
 from __future__ import annotations
@@ -80,7 +91,8 @@ class ProfileError(ValueError):
 
 CONFIDENCES = ("measured", "pre-silicon", "datasheet", "derived", "estimated", "assumed")
 LEAF_FIELDS = ("value", "source", "confidence", "note")
-TOP_LEVEL_KEYS = ("name", "description", "extends")
+TOP_LEVEL_KEYS = ("name", "description", "extends", "energy_from")
+USER_CONFIDENCE = "user"     # the confidence of a value taken from an energy_from ERT
 
 
 @dataclass(frozen=True)
@@ -499,7 +511,38 @@ def _parse_file(path: Path) -> tuple[dict, dict[str, dict[str, tuple[Any, Source
                                f"(allowed: {', '.join(TOP_LEVEL_KEYS)} and sections {', '.join(SCHEMA)})")
     if "name" not in top:
         raise ProfileError(f"{file}: missing top-level key name (a non-empty string)")
+    if "energy_from" in top:
+        _energy_from(path, top["energy_from"], sections)
     return top, sections
+
+
+def _energy_from(path: Path, ref: str, sections: dict[str, dict[str, tuple[Any, Source]]]) -> None:
+    """Put the per-action energies of the ERT ``ref`` (relative to ``path``) into the file's
+    ``[energy]`` leaves, and ``energy_model.model = "table"`` (module docstring)."""
+    from ffneuro.hw.accelergy import ACTION_FIELDS, AccelergyError, read_ert
+
+    file, key = str(path), f"energy_from = {_fmt(ref)}"
+    ert_path = _user_path(ref)
+    ert_path = ert_path if ert_path.is_absolute() else path.parent / ert_path
+    try:
+        ert = read_ert(ert_path)
+    except AccelergyError as exc:
+        raise ProfileError(f"{file}: {key}: {exc}") from None
+    energy = sections.setdefault("energy", {})
+    given = [f for f in ACTION_FIELDS.values() if f in energy]
+    if given:
+        raise ProfileError(f"{file}: energy.{given[0]} is given in the file and by {key} (give it in one place)")
+    model = sections.setdefault("energy_model", {})
+    if model.get("model", ("table",))[0] != "table":
+        raise ProfileError(f"{file}: {key} prices events by the ERT's table, but the file sets "
+                           f"energy_model.model = {_fmt(model['model'][0])} (allowed with energy_from: \"table\")")
+    for action, field in ACTION_FIELDS.items():
+        energy[field] = (ert.energy_pj(action), Source(
+            source=f"Accelergy ERT {ert_path} (energy_from), table {ert.table(action)!r}, action {action}",
+            confidence=USER_CONFIDENCE, note="an ERT carries no citation: the figure is the user's"))
+    model.setdefault("model", ("table", Source(
+        source=f"energy_from = {_fmt(ref)}", confidence=USER_CONFIDENCE,
+        note="an ERT holds energies at one set of operand widths, so events are priced by its table")))
 
 
 def _load_merged(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict[str, dict[str, tuple[Any, Source]]]]:
