@@ -425,19 +425,21 @@ def format_metrics(m: dict) -> str:
 
 # -- output formats of the commands that print tables ------------------------------------
 OUTPUT_FORMATS = ("text", "json", "csv")
+ESTIMATE_FORMATS = (*OUTPUT_FORMATS, "accelergy")    # estimate also writes Accelergy's files
 
 
-def output_format(fmt: str | None, as_json: bool = False) -> str:
-    """The output format a command was asked for: ``--format`` (text, json or csv; default
-    text), with ``--json`` a synonym of ``--format json``. Called before the command runs.
+def output_format(fmt: str | None, as_json: bool = False, *, allowed: tuple[str, ...] = OUTPUT_FORMATS) -> str:
+    """The output format a command was asked for: ``--format`` (text, json or csv, or one of
+    the command's ``allowed``; default text), with ``--json`` a synonym of ``--format json``.
+    Called before the command runs.
 
     >>> output_format(None), output_format(None, as_json=True), output_format("csv")
     ('text', 'json', 'csv')
     """
     if fmt is None:
         return "json" if as_json else "text"
-    if fmt not in OUTPUT_FORMATS:
-        raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(OUTPUT_FORMATS)}")
+    if fmt not in allowed:
+        raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(allowed)}")
     if as_json and fmt != "json":
         raise ConfigError(f"--json means --format json: it cannot go with --format {fmt}")
     return fmt
@@ -478,17 +480,26 @@ def _formatted(obj, fmt: str, text, rows) -> str:
 # -- estimation ---------------------------------------------------------------------------
 def estimate_run(*, profile: str, run: Path | None = None, layers: str | None = None, activity: float = 0.5,
                  input_activity: float = 0.2, num_classes: int = 10, inference: str = "one-pass",
-                 plot: Path | None = None, force: bool = False) -> dict:
+                 plot: Path | None = None, force: bool = False, fmt: str = "text", out: Path | None = None) -> dict:
     """`ffneuro estimate`: from a run dir's measured events, or analytically from sizes.
-    ``plot``: a new PNG file (an existing one only with ``force``)."""
+    ``plot``: a new PNG file (an existing one only with ``force``). ``fmt = "accelergy"``
+    writes Accelergy's action counts, ERT and ffneuro's energies into the folder ``out``
+    (:mod:`ffneuro.hw.accelergy`; a new or empty folder, one with files only with
+    ``force``), and the report lists them under ``accelergy_files``."""
     from ffneuro.hw.estimate import estimate_from_layers, estimate_from_run, plot_report
 
     if (run is None) == (layers is None):
         raise ConfigError("give exactly one of --run RUN_DIR or --layers SIZES")
     if inference not in ("one-pass", "multi-pass"):
         raise ConfigError(f"--inference {inference!r}: choose one-pass or multi-pass")
+    if fmt == "accelergy" and out is None:
+        raise ConfigError("--format accelergy writes files: give their folder with -o DIR")
+    if out is not None and fmt != "accelergy":
+        raise ConfigError("-o DIR is the folder of --format accelergy's files: add --format accelergy")
     if plot is not None:
         runio.check_new_file(plot, force=force)
+    if out is not None:
+        runio.check_new_folder(Path(out), force=force)
     if run is not None:
         saved = runio.read_json(Path(run) / runio.CONFIG)
         report = estimate_from_run(run, profile, n_train=saved.get("n_train"))
@@ -501,16 +512,27 @@ def estimate_run(*, profile: str, run: Path | None = None, layers: str | None = 
     if plot is not None:
         plot_report(report, plot)
         report["plot"] = str(plot)
+    if out is not None:
+        from ffneuro.hw.accelergy import write_accelergy
+
+        report["accelergy_files"] = [str(p) for p in write_accelergy(report, out)]
     return report
 
 
 def format_estimate(report: dict, fmt: str = "text") -> str:
     """The report as text, JSON or CSV (``estimate_rows``: per phase, a row per layer and
-    a total row; the columns are listed there)."""
+    a total row; the columns are listed there), or for ``accelergy`` the files written."""
     from ffneuro.hw.estimate import estimate_rows, format_report
 
-    return _formatted(report, fmt, lambda: format_report(report) + (
-        f"\nplot written to {report['plot']}" if report.get("plot") else ""), lambda: estimate_rows(report))
+    plot = f"\nplot written to {report['plot']}" if report.get("plot") else ""
+    if fmt == "accelergy":
+        from ffneuro.hw.accelergy import ACTION_FIELDS, components
+
+        names = [c.name for c in components(report)]
+        return (f"wrote {', '.join(report['accelergy_files'])}: {len(names)} Accelergy components "
+                f"({names[0]} … {names[-1]}) x {len(ACTION_FIELDS)} actions, counts per sample, energies in pJ"
+                + plot)
+    return _formatted(report, fmt, lambda: format_report(report) + plot, lambda: estimate_rows(report))
 
 
 # -- profiles -----------------------------------------------------------------------------

@@ -212,17 +212,24 @@ def estimate(
     inference: Annotated[str, typer.Option(help="Analytic: one-pass | multi-pass")] = "one-pass",
     plot: Annotated[Optional[Path], typer.Option(help="Write a PNG: energy per layer by event kind, "
                                                       "SRAM per layer vs budget")] = None,
-    fmt: Annotated[Optional[str], _format_option("a row per phase and layer, then the phase's total: "
-                                                 "energy_pj, energy_pj_<kind>, sram_bytes, cores, …")] = None,
+    fmt: Annotated[Optional[str], typer.Option(
+        "--format", metavar="text|json|csv|accelergy",
+        help="Output: text (a table; the default), json, csv for spreadsheets (a row per phase and layer, then "
+             "the phase's total: energy_pj, energy_pj_<kind>, sram_bytes, cores, …; numbers unrounded, units in "
+             "the column names), or accelergy: write Accelergy's action_counts.yaml and ERT.yaml (and "
+             "ffneuro_energy.yaml) into -o DIR")] = None,
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", metavar="DIR",
+                                                help="Folder for --format accelergy's files")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON (= --format json)")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace existing output files")] = False,
 ) -> None:
     """Energy (pJ per sample, training and inference) and SRAM (bytes per layer vs budget)
-    of an FF network on a chip, from a run's measured events or analytically."""
-    fmt = _run(api.output_format, fmt, as_json)
+    of an FF network on a chip, from a run's measured events or analytically.
+    Example: ffneuro estimate --run runs/a --profile cmos-45nm --format accelergy -o acc"""
+    fmt = _run(api.output_format, fmt, as_json, allowed=api.ESTIMATE_FORMATS)
     report = _run(api.estimate_run, profile=profile, run=run, layers=layers, activity=activity,
                   input_activity=input_activity, num_classes=num_classes, inference=inference, plot=plot,
-                  force=force)
+                  force=force, fmt=fmt, out=out)
     _print(_run(api.format_estimate, report, fmt))
 
 
