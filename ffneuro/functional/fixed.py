@@ -94,12 +94,16 @@ def fixed_update_(param: torch.Tensor, grad: torch.Tensor, fmt: FixedPoint, lr: 
     entries written.
     """
     if rows is not None and cols is not None and rows.numel() * cols.numel() < 0.75 * grad.numel():
-        sub = (rows.view(-1, 1), cols.view(1, -1))
-        codes = int_table[sub] if int_table is not None else torch.round(param[sub] / fmt.step)
-        q = _updated(codes, grad[sub], fmt, lr, spec, generator)
-        param[sub] = q * fmt.step
+        # The (rows × cols) block, gathered and written back a whole row at a time:
+        # index_select/index_copy_ are plain copies, far cheaper than a 2-D fancy index.
+        table = int_table if int_table is not None else torch.round(param / fmt.step)
+        block_rows = table.index_select(0, rows)
+        codes = block_rows.index_select(1, cols)
+        q = _updated(codes, grad.index_select(0, rows).index_select(1, cols), fmt, lr, spec, generator)
+        block_rows.index_copy_(1, cols, q.to(block_rows.dtype))
+        param.index_copy_(0, rows, block_rows.to(param.dtype) * fmt.step)
         if int_table is not None:
-            int_table[sub] = q.to(int_table.dtype)
+            int_table.index_copy_(0, rows, block_rows)
     else:
         codes = int_table if int_table is not None else torch.round(param / fmt.step)
         q = _updated(codes, grad, fmt, lr, spec, generator)

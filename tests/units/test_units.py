@@ -289,3 +289,13 @@ def test_every_unit_reads_its_current_through_a_synapse(kind, digits):
         assert isinstance(unit.synapse, DenseSynapse) and unit.weight is unit.synapse.weight
         assert [n for n, _ in unit.named_parameters()] == ["synapse.weight", "synapse.bias"]
         assert unit.resources().synapses == unit.synapse.synapses == unit.in_features * unit.out_features
+
+
+def test_unit_optimisers_use_fused_kernels_on_the_cpu_only():
+    from ffneuro.units.optim import fusable, make_optimizer
+
+    cpu = [torch.nn.Parameter(torch.zeros(3))]
+    assert fusable(cpu) and make_optimizer(cpu, "adam", 1e-3, 0.9, 0.0).defaults["fused"]
+    meta = [torch.nn.Parameter(torch.zeros(3, device="meta"))]
+    assert not fusable(meta) and not make_optimizer(meta, "sgd", 1e-3, 0.9, 0.0).defaults["fused"]
+    assert not fusable([torch.nn.Parameter(torch.zeros(3, dtype=torch.int64), requires_grad=False)])
