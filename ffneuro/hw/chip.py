@@ -37,6 +37,18 @@ class ChipSpec:
     max_batch: int
     state_bits: int = 24
     rule: str = "sgd"          # a key of SIMULATED_RULES
+    batch_rule: str = "mean"   # mean | sqrt | sum: how a multi-sample update scales its rate
+
+    def batch_lr(self, lr: float, samples: int) -> float:
+        """The rate a chip applies to the mean gradient of ``samples`` samples: ``lr``
+        (``mean``), lr·√samples (``sqrt``) or lr·samples (``sum``: each sample's update
+        at the per-sample rate, accumulated before the one write).
+
+        >>> spec = ChipSpec(8, True, "pow2", 8, 24, 8, "stochastic", True, False, 16, batch_rule="sqrt")
+        >>> spec.batch_lr(0.25, 16), spec.batch_lr(0.25, 1)
+        (1.0, 0.25)
+        """
+        return lr * {"mean": 1.0, "sqrt": math.sqrt(samples), "sum": float(samples)}[self.batch_rule]
 
 
 def chip_spec(profile) -> ChipSpec | None:

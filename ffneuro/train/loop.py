@@ -12,10 +12,11 @@ checkpoint after every epoch so that ``--resume`` continues exactly.
 
 from __future__ import annotations
 
+
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -263,6 +264,8 @@ def train(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, prog
     dev = resolve_device(device)
     prof = load_profile(profile) if isinstance(profile, (str, Path)) else profile
     chip = chip_spec(prof)
+    if chip is not None:
+        chip = replace(chip, batch_rule=cfg.hardware.batch_rule)
     seed = cfg.loop.seed
     torch.manual_seed(seed)
     data = data if data is not None else load_dataset(cfg.data.name, val_fraction=cfg.data.val_fraction, seed=seed)

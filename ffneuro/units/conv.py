@@ -199,8 +199,9 @@ class FFConv(GradedInput, SynapticUnit, nn.Module):
                                              targets, gamma_pos, gamma_neg)
         loss.backward()
         if self.calibrated:
+            samples = x.shape[0] if targets is not None else x.shape[0] // 2
             self.synapse.chip_update(self.onchip_lr / self.synapse.fan_in, self.chip, self.bias_fmt(), generator,
-                                     weight_decay=self.spec.weight_decay)
+                                     weight_decay=self.spec.weight_decay, samples=samples)
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)   # streaming: only the new weights outlive the step

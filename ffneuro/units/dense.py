@@ -213,7 +213,7 @@ class FFDense(GradedInput, SynapticUnit, nn.Module):
             self.running_mean.copy_(running.detach())
         loss.backward()
         if self.calibrated:
-            self._chip_update(generator, x_real, h)
+            self._chip_update(generator, x_real, h, b)
         else:
             self.optimizer.step()
         for p in (self.weight, self.bias):
@@ -221,7 +221,8 @@ class FFDense(GradedInput, SynapticUnit, nn.Module):
         return StepResult(h_out.detach(), float(loss.detach()), g_pos.detach(), g_neg.detach())
 
     @torch.no_grad()
-    def _chip_update(self, generator: torch.Generator | None, x: torch.Tensor, h: torch.Tensor) -> None:
+    def _chip_update(self, generator: torch.Generator | None, x: torch.Tensor, h: torch.Tensor,
+                     samples: int) -> None:
         """The chip's learning rule (the synapse's ``chip_update``) at onchip_lr / fan-in.
 
         Only synapses the update can touch are rounded: rows of units active in this batch
@@ -232,7 +233,7 @@ class FFDense(GradedInput, SynapticUnit, nn.Module):
             rows = h.ne(0).any(dim=0).nonzero().view(-1)
             cols = x.ne(0).any(dim=0).nonzero().view(-1)
         self.synapse.chip_update(self.onchip_lr / self.in_features, self.chip, self.bias_fmt(), generator,
-                                 weight_decay=self.spec.weight_decay, rows=rows, cols=cols)
+                                 weight_decay=self.spec.weight_decay, rows=rows, cols=cols, samples=samples)
 
     # -- what the rest of ffneuro asks of a unit -------------------------------------
     @staticmethod

@@ -174,16 +174,17 @@ class FFSpiking(SynapticUnit, nn.Module):
         self.synapse.calibrate(self.chip, self.bias_fmt)
 
     @torch.no_grad()
-    def _chip_update(self, generator: torch.Generator | None) -> None:
+    def _chip_update(self, generator: torch.Generator | None, samples: int) -> None:
         """The chip's learning rule, as for dense units (onchip.py): plain SGD at
         onchip_lr × SPIKING_CHIP_LR_GAIN / fan-in, rounded and clipped to the learning
         precision, saturating."""
         self.synapse.chip_update(self.onchip_lr * SPIKING_CHIP_LR_GAIN / self.synapse.fan_in, self.chip,
-                                 self.bias_fmt(), generator)
+                                 self.bias_fmt(), generator, samples=samples)
 
-    def _apply(self, generator: torch.Generator | None) -> None:
+    def _apply_update(self, generator: torch.Generator | None, samples: int) -> None:
+        """Apply the gradients left in ``.grad`` (the mean over ``samples`` samples)."""
         if self.calibrated:
-            self._chip_update(generator)
+            self._chip_update(generator, samples)
         else:
             self.optimizer.step()
         self.weight.grad = self.bias.grad = None
@@ -302,7 +303,7 @@ class FFSpiking(SynapticUnit, nn.Module):
         delta = d_r * psi * (1.0 if self.lif_spec.goodness_on == "rate" else float(x.shape[0]))  # counts = T·rates
         self.weight.grad = delta.t() @ eps
         self.bias.grad = delta.sum(dim=0) * eps_b
-        self._apply(generator)
+        self._apply_update(generator, x.shape[1] if targets is not None else x.shape[1] // 2)
         return StepResult(s, float(loss.detach()), g_pos.detach(), g_neg.detach())
 
     def local_step(self, x: torch.Tensor, gamma_pos: torch.Tensor | None = None,
@@ -319,7 +320,7 @@ class FFSpiking(SynapticUnit, nn.Module):
         loss, g_pos, g_neg = local_objective(self.spec, spike_activity(s, self.lif_spec.goodness_on),
                                              self._rate_goodness, targets, gamma_pos, gamma_neg)
         loss.backward()
-        self._apply(generator)
+        self._apply_update(generator, x.shape[1] if targets is not None else x.shape[1] // 2)
         return StepResult(s.detach(), float(loss.detach()), g_pos.detach(), g_neg.detach())
 
     # -- what the rest of ffneuro asks of a unit -------------------------------------

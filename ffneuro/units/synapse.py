@@ -65,19 +65,25 @@ class Synapse(nn.Module):
         return self._w_int
 
     def int_bias(self, step: float) -> torch.Tensor:
-        """The biases as integers of ``step`` (float64)."""
-        return torch.round(self.bias.detach().to(torch.float64) / step)
+        """The biases as integers of ``step`` (float64), cached until the biases change
+        (treat as read-only)."""
+        key = (self.bias._version, self.bias.data_ptr(), step)
+        if getattr(self, "_b_int_key", None) != key:
+            self._b_int = torch.round(self.bias.detach().to(torch.float64) / step)
+            self._b_int_key = key
+        return self._b_int
 
     @torch.no_grad()
     def chip_update(self, lr: float, chip, bias_fmt: FixedPoint, generator: torch.Generator | None, *,
                     weight_decay: float = 0.0, rows: torch.Tensor | None = None,
-                    cols: torch.Tensor | None = None) -> None:
-        """The chip's learning rule on the gradients the dynamics left in ``.grad``: plain
-        SGD at the learning precision (``functional.fixed.fixed_update_``), at ``lr``
-        rounded as the chip can apply it. ``rows``/``cols`` name the only entries of a
-        dense table the update can touch (silent units, zero inputs); the integer table is
-        kept in step."""
-        lr = chip_lr(lr, chip)
+                    cols: torch.Tensor | None = None, samples: int = 1) -> None:
+        """The chip's learning rule on the gradients the dynamics left in ``.grad`` (the
+        mean over ``samples`` samples): plain SGD at the learning precision
+        (``functional.fixed.fixed_update_``), at ``lr`` per sample under the chip's batch
+        rule (``ChipSpec.batch_lr``), rounded as the chip can apply it. ``rows``/``cols``
+        name the only entries of a dense table the update can touch (silent units, zero
+        inputs); the integer table is kept in step."""
+        lr = chip_lr(chip.batch_lr(lr, samples), chip)
         w_int = self.int_weight()
         for param, fmt in ((self.weight, self.weight_fmt(chip)), (self.bias, bias_fmt)):
             grad = param.grad

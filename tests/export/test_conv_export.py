@@ -26,10 +26,10 @@ runner = CliRunner()
 PROFILE = "cmos-45nm"
 CONV_STACK = "conv:10:k3:p1,conv:20:k3:p1:g10:pool2"
 NETS = {      # 8×8 digits → (1, 8, 8) maps; onchip_lr 1/16 keeps the label-plane nets' units alive
-    "cwc": [f"units.stack={CONV_STACK}", "units.loss=cwc", "units.norm=rms", "hardware.onchip_lr=8"],
-    "planes": [f"units.stack={CONV_STACK}", "hardware.onchip_lr=0.0625"],
-    "mixed": ["units.stack=conv:8:k3:s2:p1,conv:20:k3:p1:g2:pool2,dense:20", "hardware.onchip_lr=0.0625"],
-    "cwc-dense": ["units.stack=dense:40,dense:30", "units.loss=cwc", "hardware.onchip_lr=8"],
+    "cwc": [f"units.stack={CONV_STACK}", "units.loss=cwc", "units.norm=rms", "hardware.onchip_lr=8", "hardware.batch_rule=mean"],
+    "planes": [f"units.stack={CONV_STACK}", "hardware.onchip_lr=0.0625", "hardware.batch_rule=mean"],
+    "mixed": ["units.stack=conv:8:k3:s2:p1,conv:20:k3:p1:g2:pool2,dense:20", "hardware.onchip_lr=0.0625", "hardware.batch_rule=mean"],
+    "cwc-dense": ["units.stack=dense:40,dense:30", "units.loss=cwc", "hardware.onchip_lr=8", "hardware.batch_rule=mean"],
 }
 TRAIN_SAMPLES = 600
 VECTORS = 4

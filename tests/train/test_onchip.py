@@ -99,3 +99,49 @@ def test_profile_run_without_event_counting_still_reports_the_memory_check():
     m = train(RunConfig.from_flat(layers=(16,), epochs=1, batch_size=16).validate(), data=data, progress=False,
               profile="cmos-45nm", count_events=False)
     assert "estimate" not in m and m["sram_fits"] is True
+
+
+def test_sparse_path_with_stochastic_rounding_and_int_table_equals_a_plain_fancy_index_update():
+    """The block update (rows gathered and written back whole) draws the same random
+    numbers, in the same order, as the plain 2-D fancy-index form of the rule, and keeps
+    the integer table in step with the weights."""
+    g = torch.Generator().manual_seed(1)
+    fmt = FixedPoint(8, True, 2.0 ** -7)
+    w0 = fmt.fake_quant(torch.randn(60, 30, generator=g) * 0.1)
+    grad = torch.randn(60, 30, generator=g)
+    rows, cols = torch.tensor([2, 5, 17, 40]), torch.tensor([0, 3, 29])
+    chip = spec(rounding="stochastic", learning_bits=4)
+    fast, table = w0.clone(), torch.round(w0 / fmt.step)
+    fixed_update_(fast, grad, fmt, 0.3, chip, torch.Generator().manual_seed(7), rows, cols, table)
+    plain = w0.clone()                       # the rule written out on the (rows × cols) block
+    sub = (rows.view(-1, 1), cols.view(1, -1))
+    u = torch.rand((4, 3), generator=torch.Generator().manual_seed(7))
+    lsb = (grad[sub] * (-0.3 / fmt.step) + u).floor().clamp(-7, 7)
+    plain[sub] = (torch.round(plain[sub] / fmt.step) + lsb).clamp(fmt.qmin, fmt.qmax) * fmt.step
+    assert torch.equal(fast, plain)
+    assert torch.equal(table * fmt.step, fast)
+    assert not torch.equal(fast, w0)
+
+
+@pytest.mark.parametrize("rule, factor", [("sum", 16), ("sqrt", 4)])
+def test_batch_rule_scales_the_rate_of_a_held_batch_exactly(rule, factor, tmp_path):
+    """batch_rule sum (sqrt) at rate r is the mean rule at r·B (r·√B): the same weights, bit
+    for bit, after ten steps of a 16-sample chip (rates are powers of two: the chip shifts)."""
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    full = load_dataset("digits")
+    data = dataclasses.replace(full, x_train=full.x_train[:160], y_train=full.y_train[:160])
+    base = RunConfig.from_flat(data="digits", layers=(32, 32), epochs=1, batch_size=16, eval_every=0, head=False)
+
+    def weights(name, **flat):
+        train(base.with_flat(**flat), data=data, progress=False, profile="cmos-45nm", out=tmp_path / name)
+        return {k: v for k, v in load_file(tmp_path / name / "checkpoint.safetensors").items() if "synapse" in k}
+
+    scaled = weights("scaled", batch_rule=rule, onchip_lr=2.0 ** -4)
+    mean = weights("mean", batch_rule="mean", onchip_lr=2.0 ** -4 * factor)
+    unscaled = weights("unscaled", batch_rule="mean", onchip_lr=2.0 ** -4)
+    assert scaled and scaled.keys() == mean.keys()
+    assert all(torch.equal(scaled[k], mean[k]) for k in scaled)
+    assert not all(torch.equal(scaled[k], unscaled[k]) for k in scaled)

@@ -294,7 +294,7 @@ def test_conv_events_by_hand():
 
 def test_conv_stack_trains_under_a_profile_and_is_estimated(digits):
     cfg = RunConfig().with_sets([f"units.stack={CONV_STACK}", "units.loss=cwc", "units.norm=rms",
-                                 "hardware.onchip_lr=8", "loop.epochs=1", "loop.entropy_probe=0"])
+                                 "hardware.onchip_lr=8", "hardware.batch_rule=mean", "loop.epochs=1", "loop.entropy_probe=0"])
     m = train(cfg, data=digits, progress=False, profile="cmos-45nm")
     assert m["test_error"]["one_pass"] < 15
     est = m["estimate"]

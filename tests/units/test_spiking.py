@@ -301,3 +301,9 @@ def test_chip_spiking_weights_stay_on_the_grid(digits):
     q = q.detach()
     assert torch.equal(q, torch.round(q)) and float(q.abs().max()) <= 127
     assert torch.equal(unit.bias / unit.w_step, torch.round(unit.bias / unit.w_step))
+
+
+def test_moving_a_spiking_unit_converts_its_weights():
+    """The unit's update method must not shadow nn.Module._apply, which .to()/.double() use."""
+    u = unit(3, 2).double()
+    assert u.weight.dtype == torch.float64 and u.bias.dtype == torch.float64
