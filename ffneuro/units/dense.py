@@ -26,6 +26,12 @@ from ffneuro.units.optim import make_optimizer, set_lr
 from ffneuro.units.synapse import DenseSynapse, GradedInput, SynapticUnit
 
 
+# A coded batch of at most this many rows is learned from in dense form: the factored
+# product reads two slices of W, whose backward writes two zero-filled W-sized gradients
+# (at batch 1 that cost more than the product it saves; measured in bench/chip_step.json).
+DENSE_LEARN_ROWS = 64
+
+
 class _ReLUFullGrad(torch.autograd.Function):
     """ReLU forward, identity backward (straight-through), as in loeweX's FF code: units
     that are off still receive gradient, so a layer does not lose units early on. With a
@@ -181,7 +187,7 @@ class FFDense(GradedInput, SynapticUnit, nn.Module):
         """
         if isinstance(x, CodedBatch):
             b = x.rest.shape[0]
-            if self.calibrated:
+            if self.calibrated or x.codes.shape[0] * b <= DENSE_LEARN_ROWS:
                 x = x.dense()
             return self._learn(x, b, gamma_pos, gamma_neg, generator, targets)
         x = dense_input(x.detach())

@@ -299,3 +299,26 @@ def test_unit_optimisers_use_fused_kernels_on_the_cpu_only():
     meta = [torch.nn.Parameter(torch.zeros(3, device="meta"))]
     assert not fusable(meta) and not make_optimizer(meta, "sgd", 1e-3, 0.9, 0.0).defaults["fused"]
     assert not fusable([torch.nn.Parameter(torch.zeros(3, dtype=torch.int64), requires_grad=False)])
+
+
+@pytest.mark.parametrize("b", [1, 40])
+def test_dense_unit_learns_the_same_from_a_coded_batch_as_from_its_dense_form(b):
+    """A coded batch (label codes factored from the data) is learned from densely when small
+    (b = 1: 2 rows) and factored when large (b = 40: 80 rows); both give the update of the
+    explicit encoded batch, up to float rounding."""
+    from ffneuro.functional.encoding import CodedBatch
+    from ffneuro.units.base import UnitSpec
+    from ffneuro.units.dense import FFDense
+
+    g = torch.Generator().manual_seed(0)
+    rest = torch.rand(b, 20, generator=g)
+    codes = torch.zeros(2, b, 4)
+    codes[0, :, 1] = 1.0
+    codes[1, :, 3] = 1.0
+    coded = CodedBatch(rest, codes)
+    units = [FFDense(24, 16, UnitSpec(theta=16.0, lr=0.01), generator=torch.Generator().manual_seed(1)) for _ in range(2)]
+    r_coded = units[0].local_step(coded)
+    r_dense = units[1].local_step(coded.dense())
+    assert r_coded.loss == pytest.approx(r_dense.loss, rel=1e-5)
+    assert torch.allclose(units[0].weight, units[1].weight, atol=1e-6)
+    assert not torch.equal(units[0].weight, FFDense(24, 16, UnitSpec(), generator=torch.Generator().manual_seed(1)).weight)
