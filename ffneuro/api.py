@@ -725,3 +725,163 @@ def format_compare(r: dict, fmt: str = "text") -> str:
     from ffneuro.analysis.report import compare_rows, format_compare as text
 
     return _formatted(r, fmt, lambda: text(r), lambda: compare_rows(r))
+
+
+# -- sweeps (Optuna) ------------------------------------------------------------------------
+SWEEP_MARKER = ".ffneuro-sweep"          # in a sweep's --out folder: the study its trial dirs belong to
+
+
+def _sweep_out(out: Path, study_name: str, *, claim: bool = True) -> Path:
+    """A sweep's folder of trial run dirs: new, empty, or one this study made before (its
+    marker names the study); a folder of the user's is never written into. ``claim``:
+    write the marker (else only check)."""
+    out = Path(out)
+    marker = out / SWEEP_MARKER
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a folder")
+    if marker.is_file():
+        owner = marker.read_text().strip()
+        if owner != study_name:
+            raise ConfigError(f"--out {out}: holds the trials of study {owner!r}, not {study_name!r}")
+        return out
+    if out.is_dir() and any(out.iterdir()):
+        raise ConfigError(f"--out {out}: folder is not empty and holds no sweep (give a new or empty folder)")
+    if claim:
+        runio.atomic_write_bytes(marker, (study_name + "\n").encode())
+    return out
+
+
+def sweep_train_trial(cfg: RunConfig, run_dir: Path, *, resume: bool, on_epoch, threads: int = 1) -> dict:
+    """One training trial of a sweep: ``cfg`` trained into ``run_dir`` (resumed if asked),
+    quietly, on ``threads`` torch threads; ``on_epoch`` is the pruning hook."""
+    import torch
+
+    from ffneuro.train.loop import train
+
+    torch.set_num_threads(max(1, threads))
+    return train(cfg, out=run_dir, resume=resume, progress=False, on_epoch=on_epoch, profile=cfg.hardware.profile,
+                 simulate_anyway=cfg.hardware.simulate_anyway)
+
+
+def sweep_estimate_point(profile: str, layer_sizes: list[int], settings) -> dict:
+    """One point of an estimate-only grid: the analytic estimate of ``ffneuro estimate``."""
+    from ffneuro.hw.estimate import estimate_from_layers
+
+    return estimate_from_layers(profile, layer_sizes, activity=settings.activity,
+                                input_activity=settings.input_activity, num_classes=settings.num_classes,
+                                inference=settings.inference)
+
+
+def sweep_run(space_path: Path, *, storage: str = "sweep.db", out: Path | None = None, workers: int = 1,
+              threads: int = 1, on_trial=None) -> dict:
+    """`ffneuro sweep run`: the training sweep SPACE describes, on ``workers`` local
+    processes against ``storage`` (shared with any other machine running the same command).
+    Trial run dirs go to ``out`` (default sweeps/STUDY). ``on_trial(row)`` hears of each
+    finished trial. Returns the study's summary (best trial or Pareto front)."""
+    import functools
+
+    from ffneuro.sweep import study as sw
+    from ffneuro.sweep.report import study_summary
+    from ffneuro.sweep.space import check_for_training, load_space
+
+    if workers < 1 or threads < 1:
+        raise ConfigError(f"--workers {workers} --threads {threads}: both must be >= 1")
+    space = load_space(space_path)
+    check_for_training(space)
+    out = _sweep_out(Path(out) if out is not None else Path("sweeps") / space.name, space.name, claim=False)
+    study = sw.open_study(space, sw.open_storage(storage), "train")
+    _sweep_out(out, space.name)
+    retried = sw.retry_interrupted(study)
+    job = sw.WorkerJob(space_path=str(Path(space_path).absolute()), storage=sw.storage_url(storage),
+                       out=str(out.absolute()), train_fn=functools.partial(sweep_train_trial, threads=threads),
+                       threads=threads)
+    if workers == 1:
+        sw.work(job, on_trial)
+    else:
+        sw.run_workers(job, workers, study, on_trial)
+    summary = study_summary(study)
+    summary.update({"storage": sw.storage_url(storage), "out": str(out), "workers": workers, "retried": retried})
+    return summary
+
+
+def sweep_grid(space_path: Path, *, storage: str = "sweep.db", out: Path | None = None, on_trial=None) -> dict:
+    """`ffneuro sweep grid`: every point of SPACE's params (profiles x widths x bits …)
+    estimated analytically, no training, recorded in ``storage`` like a training sweep
+    (``sweep show`` reads both). Changed profiles are written to ``out``/profiles."""
+    from ffneuro.sweep import study as sw
+    from ffneuro.sweep.report import study_summary
+    from ffneuro.sweep.space import load_space
+
+    space = load_space(space_path)
+    sw.grid_points(space)
+    out = _sweep_out(Path(out) if out is not None else Path("sweeps") / space.name, space.name, claim=False)
+    opened = sw.open_storage(storage)
+    _sweep_out(out, space.name)
+    study = sw.run_grid(space, opened, out, sweep_estimate_point, on_trial)
+    summary = study_summary(study)
+    summary.update({"storage": sw.storage_url(storage), "out": str(out)})
+    return summary
+
+
+def sweep_show(study_name: str, *, storage: str = "sweep.db", out: Path | None = None, force: bool = False) -> dict:
+    """`ffneuro sweep show`: the study's best trial or Pareto front; with ``out``, also
+    trials.csv, study.json and the PNGs (Pareto fronts, importances) in that folder (a new
+    or empty one, one with files only with ``force``)."""
+    from ffneuro.sweep.report import study_summary, write_files
+
+    if out is not None:
+        runio.check_new_folder(Path(out), force=force)
+    study = _existing_study(study_name, storage)
+    summary = study_summary(study)
+    if out is not None:
+        summary = write_files(study, summary, Path(out), csv_text)
+    return summary
+
+
+def _existing_study(study_name: str, storage: str):
+    """A study in a storage that exists (a file storage is never created by reading it)."""
+    from ffneuro.sweep import study as sw
+
+    url = sw.storage_url(storage)
+    for prefix in ("sqlite:///", "journal:"):
+        if url.startswith(prefix) and not Path(url[len(prefix):]).is_file():
+            raise ConfigError(f"--storage {storage}: no such file (run a sweep first)")
+    return sw.load_study(study_name, sw.open_storage(storage))
+
+
+def format_sweep(summary: dict, fmt: str = "text") -> str:
+    """A sweep's summary as text, JSON (everything) or CSV (a row per trial)."""
+    from ffneuro.sweep.report import format_summary
+
+    return _formatted(summary, fmt, lambda: format_summary(summary), lambda: summary["trials"])
+
+
+def sweep_rerun(study_name: str, *, storage: str = "sweep.db", trial: int | None = None, out: Path | None = None,
+                keep_val: bool = False, progress: bool = True, threads: int = 0, overwrite: bool = False) -> dict:
+    """`ffneuro sweep rerun`: train the chosen trial's config again (the best trial, or
+    ``trial``, which must be on the Pareto front of a multi-objective study unless given
+    explicitly) on the whole training set (``keep_val``: with the trial's validation split)
+    and report its test error."""
+    from ffneuro.sweep.report import study_summary
+
+    study = _existing_study(study_name, storage)
+    if study.user_attrs.get("kind") != "train":
+        raise ConfigError(f"study {study_name!r} is an estimate grid: nothing was trained to re-run")
+    summary = study_summary(study)
+    if trial is None:
+        if not summary["best"]:
+            raise ConfigError(f"study {study_name!r} has no completed trial yet")
+        if len(summary["best"]) > 1:
+            front = ", ".join(str(r["trial"]) for r in summary["best"])
+            raise ConfigError(f"study {study_name!r} has a Pareto front of trials {front}: pick one with --trial N")
+        trial = summary["best"][0]["trial"]
+    chosen = [t for t in study.get_trials(deepcopy=False) if t.number == trial]
+    if not chosen or "config" not in chosen[0].user_attrs or chosen[0].state.name != "COMPLETE":
+        raise ConfigError(f"study {study_name!r}: no completed trial {trial}")
+    cfg = RunConfig.from_dict(chosen[0].user_attrs["config"], source=f"trial {trial} of study {study_name}")
+    if not keep_val:
+        cfg = cfg.replace(data={"val_fraction": 0.0})
+    metrics = train_run(cfg, out=out, progress=progress, threads=threads, overwrite=overwrite)
+    metrics["sweep_trial"] = {"study": study_name, "trial": trial, "values": dict(zip(summary["objectives"],
+                                                                                       chosen[0].values))}
+    return metrics

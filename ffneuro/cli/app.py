@@ -17,6 +17,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Forward-Forward on-chip learning simulator: train, evaluate, estimate energy and SRAM.")
 profiles_app = typer.Typer(no_args_is_help=True, help="List, show and validate hardware profiles.")
 app.add_typer(profiles_app, name="profiles")
+sweep_app = typer.Typer(no_args_is_help=True, help="Hyperparameter and architecture sweeps on Optuna (needs the "
+                                                   "sweep extra: pip install 'ffneuro[sweep]').")
+app.add_typer(sweep_app, name="sweep")
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -353,6 +356,100 @@ def profiles_validate(file: Annotated[Path, typer.Argument(help="A profile TOML 
     """Validate a profile file (exit 1 with the offending key if invalid)."""
     d = _run(api.profile_dict, str(file))
     typer.echo(f"{file}: valid profile {d['name']!r}")
+
+
+STORAGE_HELP = ("Where the study lives: a file (sweep.db: SQLite, nothing to start), a database URL "
+                "(postgresql+psycopg2://USER@HOST/DB) or an Optuna journal file (PATH.journal); every machine "
+                "running the same command against one storage works on one study")
+
+
+def _trial_line(row: dict) -> None:
+    """Progress of a sweep: one line on stderr per finished trial."""
+    values = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float) and k != "duration_s")
+    extra = f" ({row['error']})" if row.get("error") else ""
+    took = f" in {row['duration_s']:.1f} s" if "duration_s" in row else ""
+    typer.echo(f"trial {row['trial']}: {row['state']}{took}" + (f": {values}" if values else "") + extra, err=True)
+
+
+@sweep_app.command("run")
+def sweep_run(
+    space: Annotated[Path, typer.Argument(help="The search space: a TOML file ([study], [fixed], [params]; "
+                                               "see docs/sweep.md)")],
+    storage: Annotated[str, typer.Option(help=STORAGE_HELP)] = "sweep.db",
+    out: Annotated[Optional[Path], typer.Option(help="Folder of the trials' run dirs trial-NNNN (default "
+                                                     "sweeps/STUDY)")] = None,
+    workers: Annotated[int, typer.Option(help="Local worker processes, each training one trial at a time")] = 1,
+    threads: Annotated[int, typer.Option(help="Torch threads per worker")] = 1,
+    fmt: Annotated[Optional[str], _format_option("a row per trial: objectives, param:KEY, state, error")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="A line per finished trial on "
+                                                                           "stderr")] = True,
+) -> None:
+    """Run a training sweep: trials drawn by Optuna from SPACE, each a run dir trained and
+    judged on validation error (and energy or SRAM), pruned early when its validation
+    error lags, a failing trial recorded with its error. Start the same command on more
+    machines against one --storage to share the study; run it again to continue it.
+    Example: ffneuro sweep run space.toml --storage sweep.db --workers 2"""
+    fmt = _run(api.output_format, fmt)
+    s = _run(api.sweep_run, space, storage=storage, out=out, workers=workers, threads=threads,
+             on_trial=_trial_line if progress else None)
+    _print(_run(api.format_sweep, s, fmt))
+
+
+@sweep_app.command("grid")
+def sweep_grid(
+    space: Annotated[Path, typer.Argument(help="The grid: a TOML file whose [params] give choices (profiles, "
+                                               "widths, profile.precision.weight_bits, …)")],
+    storage: Annotated[str, typer.Option(help=STORAGE_HELP)] = "sweep.db",
+    out: Annotated[Optional[Path], typer.Option(help="Folder for the derived profiles (default sweeps/STUDY)")] = None,
+    fmt: Annotated[Optional[str], _format_option("a row per grid point")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="A line per point on stderr")] = False,
+) -> None:
+    """Estimate every point of a grid (profiles x widths x bits) analytically, without
+    training, in seconds; recorded in --storage for `sweep show` like a training sweep.
+    Example: ffneuro sweep grid arch.toml && ffneuro sweep show arch --out arch-report"""
+    fmt = _run(api.output_format, fmt)
+    s = _run(api.sweep_grid, space, storage=storage, out=out, on_trial=_trial_line if progress else None)
+    _print(_run(api.format_sweep, s, fmt))
+
+
+@sweep_app.command("show")
+def sweep_show(
+    study: Annotated[str, typer.Argument(help="The study's name (study.name of its space file)")],
+    storage: Annotated[str, typer.Option(help=STORAGE_HELP)] = "sweep.db",
+    out: Annotated[Optional[Path], typer.Option(help="Write trials.csv, study.json and PNGs (Pareto fronts, "
+                                                     "importances) into this folder")] = None,
+    fmt: Annotated[Optional[str], _format_option("a row per trial")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Write into an --out folder that already has files")] = False,
+) -> None:
+    """The best trial (one objective) or the Pareto front (several), the test error of
+    those chosen trials only, and the failed trials' errors."""
+    fmt = _run(api.output_format, fmt)
+    s = _run(api.sweep_show, study, storage=storage, out=out, force=force)
+    _print(_run(api.format_sweep, s, fmt))
+
+
+@sweep_app.command("rerun")
+def sweep_rerun(
+    study: Annotated[str, typer.Argument(help="The study's name")],
+    storage: Annotated[str, typer.Option(help=STORAGE_HELP)] = "sweep.db",
+    trial: Annotated[Optional[int], typer.Option(help="The trial to re-run (default: the best; a Pareto front "
+                                                      "needs one)")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run dir of the re-run")] = None,
+    keep_val: Annotated[bool, typer.Option("--keep-val", help="Keep the trial's validation split (default: "
+                                                              "train on the whole training set)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar")] = True,
+    threads: Annotated[int, typer.Option(help="CPU threads (0: automatic)")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace the run already in --out")] = False,
+) -> None:
+    """Train the chosen trial's config again, on the whole training set, and report its
+    test error. Example: ffneuro sweep rerun mnist-recipes --out runs/best"""
+    m = _run(api.sweep_rerun, study, storage=storage, trial=trial, out=out, keep_val=keep_val, progress=progress,
+             threads=threads, overwrite=overwrite)
+    t = m["sweep_trial"]
+    head = f"re-run of trial {t['trial']} of study {t['study']} (chosen on " + ", ".join(
+        f"{k} {v:.4g}" for k, v in t["values"].items()) + "); its test error:"
+    _emit(api.metrics_summary(m), as_json, head + "\n" + api.format_metrics(m))
 
 
 def main() -> None:
