@@ -190,8 +190,8 @@ def _plot_objectives(s: dict, out: Path) -> list[Path]:
         files.append(_save(fig, out / f"{names[0]}_per_trial.png"))
         plt.close(fig)
         return files
-    x = names[0]
-    for y in names[1:]:
+    x = "val_error" if "val_error" in names else names[0]          # error vs energy, error vs SRAM
+    for y in [n for n in names if n != x]:
         fig, ax = plt.subplots(figsize=(6, 4))
         rest = [r for r in done if r["trial"] not in front]
         on = sorted((r for r in done if r["trial"] in front), key=lambda r: r[x])

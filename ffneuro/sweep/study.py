@@ -126,17 +126,33 @@ def open_storage(text: str):
 
 
 # -- the study -------------------------------------------------------------------------------
-def _sampler(optuna, space: SearchSpace, grid: dict | None = None):
+def sampler_seed(seed: int | None, salt: str = "") -> int | None:
+    """The seed of one worker's sampler: ``seed`` itself in a lone in-process worker (the
+    sweep then repeats exactly), else mixed with the worker's ``salt`` (host and process):
+    workers with one seed would draw the same values.
+
+    >>> sampler_seed(3), sampler_seed(None, "h:1"), sampler_seed(3, "h:1") == sampler_seed(3, "h:2")
+    (3, None, False)
+    """
+    if seed is None or not salt:
+        return seed
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"{seed}:{salt}".encode()).digest()[:4], "little")
+
+
+def _sampler(optuna, space: SearchSpace, grid: dict | None = None, salt: str = ""):
+    seed = sampler_seed(space.seed, salt)
     if grid is not None:
-        return optuna.samplers.GridSampler(grid, seed=space.seed)
+        return optuna.samplers.GridSampler(grid, seed=seed)
     kind = space.sampler
     if kind == "auto":
         kind = "nsga2" if space.multi_objective else "tpe"
     if kind == "random":
-        return optuna.samplers.RandomSampler(seed=space.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if kind == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=space.seed)
-    return optuna.samplers.TPESampler(seed=space.seed)
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
 
 
 def _pruner(optuna, space: SearchSpace):
@@ -149,13 +165,15 @@ def _pruner(optuna, space: SearchSpace):
                                        n_warmup_steps=space.pruner_warmup_epochs + 1)
 
 
-def open_study(space: SearchSpace, storage, kind: str, grid: dict | None = None):
+def open_study(space: SearchSpace, storage, kind: str, grid: dict | None = None, salt: str = ""):
     """Create the study, or load it if it exists; a study made from another search space
-    (or another kind: train or grid) is refused rather than mixed."""
+    (or another kind: train or grid) is refused rather than mixed. ``salt``: see
+    :func:`sampler_seed`."""
     optuna = require_optuna()
     try:
         study = optuna.create_study(study_name=space.name, storage=storage, load_if_exists=True,
-                                    directions=list(space.directions), sampler=_sampler(optuna, space, grid),
+                                    directions=list(space.directions),
+                                    sampler=_sampler(optuna, space, grid, salt),
                                     pruner=_pruner(optuna, space))
     except ValueError as e:
         raise SweepError(f"study {space.name!r}: {one_line(e)}") from None
@@ -378,6 +396,7 @@ class WorkerJob:
     out: str
     train_fn: Callable
     threads: int = 1
+    salt: str = ""                  # "" in a lone in-process worker; see sampler_seed
 
 
 def work(job: WorkerJob, on_trial: Callable | None = None) -> None:
@@ -385,7 +404,7 @@ def work(job: WorkerJob, on_trial: Callable | None = None) -> None:
     space = load_space(job.space_path)
     check_for_training(space)
     storage = open_storage(job.storage)
-    study = open_study(space, storage, "train")
+    study = open_study(space, storage, "train", salt=job.salt)
     objective = train_objective(space, Path(job.out), job.train_fn)
     callbacks = [lambda study, t: on_trial(trial_row(study, t))] if on_trial else []
     while True:
@@ -397,9 +416,11 @@ def work(job: WorkerJob, on_trial: Callable | None = None) -> None:
 
 def _worker_main(job: WorkerJob, error_file: str) -> None:
     """A worker process: set its torch threads, work, and leave a failure as one line."""
+    import dataclasses
+
     os.environ.setdefault("OMP_NUM_THREADS", str(job.threads))
     try:
-        work(job)
+        work(dataclasses.replace(job, salt=f"{socket.gethostname()}:{os.getpid()}"))
     except KeyboardInterrupt:
         sys.exit(130)
     except BaseException as e:       # noqa: BLE001 - the parent reports it in one line

@@ -34,7 +34,7 @@ def fake_trainer(script: dict):
             if on_epoch is not None:
                 on_epoch({"epoch": epoch, "val_error": {"one_pass": err}})
         return {"val_error": {"one_pass": what[-1]}, "test_error": {"one_pass": what[-1] + 1}, "epochs": len(what),
-                "wall_s": 0.1}
+                "wall_s": what[-1] / 10}
 
     train_fn.calls = calls
     return train_fn
@@ -49,10 +49,11 @@ def run_fake(space_path, tmp_path, script, storage=None):
     return job, rows
 
 
-def test_a_failing_trial_is_recorded_with_its_one_line_and_the_study_goes_on(tmp_path, space_file):
+@pytest.mark.parametrize("storage", ["s.db", "s.journal"])
+def test_a_failing_trial_is_recorded_with_its_one_line_and_the_study_goes_on(tmp_path, space_file, storage):
     path = space_file(trials=3, study_extra='pruner = "none"')
     _, rows = run_fake(path, tmp_path, {0: [20.0], 1: ValueError("data.name: bad input\nsecond line"),
-                                        2: RuntimeError("boom")})
+                                        2: RuntimeError("boom")}, storage=str(tmp_path / storage))
     assert [r["state"] for r in rows] == ["complete", "fail", "fail"]
     assert rows[1]["error"] == "data.name: bad input"
     assert rows[2]["error"] == "RuntimeError: boom"
@@ -69,11 +70,16 @@ def test_pruning_stops_a_trial_whose_validation_error_lags(tmp_path, space_file)
     assert summary["best"][0]["test_error_of_chosen"] == {"one_pass": 9.0}
 
 
-def test_a_multi_objective_study_does_not_prune(tmp_path, space_file):
+def test_a_multi_objective_study_does_not_prune_and_rerun_asks_which_trial(tmp_path, space_file):
     path = space_file(trials=2, study_extra='objectives = ["val_error", "train_s"]\n'
-                                            'directions = ["minimize", "minimize"]\npruner_startup_trials = 0')
+                                            'directions = ["minimize", "maximize"]\npruner_startup_trials = 0')
     _, rows = run_fake(path, tmp_path, {0: [10.0, 10.0], 1: [90.0, 90.0]})
     assert [r["state"] for r in rows] == ["complete", "complete"]
+    s = api.sweep_show("tiny", storage=str(tmp_path / "s.db"), out=tmp_path / "rep")
+    assert [r["trial"] for r in s["best"]] == [0, 1]                # 0 has the lower error, 1 the longer train_s
+    assert (tmp_path / "rep" / "pareto_val_error_vs_train_s.png").is_file()
+    with pytest.raises(ValueError, match="Pareto front of trials 0, 1: pick one with --trial N"):
+        api.sweep_rerun("tiny", storage=str(tmp_path / "s.db"), out=tmp_path / "best")
 
 
 def test_an_interrupted_trial_is_retried_in_its_run_dir(tmp_path, space_file):

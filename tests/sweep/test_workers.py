@@ -21,6 +21,7 @@ def test_two_worker_processes_finish_one_study_on_one_sqlite_file(tmp_path, spac
     assert s["n_trials"] == 4 and s["states"] == {"complete": 4}
     assert sorted(t["trial"] for t in s["trials"]) == [0, 1, 2, 3]
     assert len({t["worker"] for t in s["trials"]}) == 2             # both processes took trials
+    assert len({t["param:optim.lr"] for t in s["trials"]}) == 4     # ... and drew different values
     assert r.stderr.count("trial ") == 4                            # a progress line per finished trial
     assert sorted(p.name for p in (tmp_path / "trials").glob("trial-*")) == [f"trial-000{i}" for i in range(4)]
 
