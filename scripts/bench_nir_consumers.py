@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import platform
@@ -185,12 +186,21 @@ def run_snntorch(graph, s_in: torch.Tensor) -> list[torch.Tensor]:
         return _stepwise(model, s_in, lif_names(graph), snn_utils.reset)
 
 
-def load_norse(graph, dt: float = NIR_DT):
+def load_norse(graph, dt: float = NIR_DT, subtract: str | None = None):
+    """norse's importer. ``subtract = "argument"``: ask ``from_nir`` for a subtractive
+    reset (norse 1.1 hands ``reset_method`` to CubaLIF nodes only, not to LIF nodes);
+    ``"cells"``: also set it on each imported LIF cell."""
     import norse.torch as norse
 
+    kwargs = {"reset_method": norse.reset_subtract} if subtract else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return norse.from_nir(graph, dt=dt, ignore_warnings=True)
+        model = norse.from_nir(graph, dt=dt, ignore_warnings=True, **kwargs)
+    if subtract == "cells":
+        for name in lif_names(graph):
+            cell = model.get_submodule(name)
+            cell.p = cell.p._replace(reset_method=norse.reset_subtract)
+    return model
 
 
 def run_norse(graph, s_in: torch.Tensor, model=None) -> list[torch.Tensor]:
@@ -232,15 +242,18 @@ def run_sinabs(graph, s_in: torch.Tensor, model=None) -> list[torch.Tensor]:
         return [store[name][0].reshape(n, t, *store[name][0].shape[1:]).transpose(0, 1) for name in names]
 
 
-def sinabs_like_ffneuro(model, graph, betas: list[float]) -> None:
+def sinabs_like_ffneuro(model, graph, betas: list[float], subtract: bool = False) -> None:
     """sinabs with ffneuro's conventions: its decay exp(−1/τ_steps) set to β, one spike
-    per step, reset to zero (sinabs' SingleSpike fires at U ≥ θ; ffneuro at U > θ)."""
+    per step, reset to zero (``subtract``: keep its subtractive reset). sinabs'
+    SingleSpike fires at U ≥ θ, ffneuro at U > θ."""
     from sinabs.activation import MembraneReset, SingleSpike
 
     for name, beta in zip(lif_names(graph), betas):
         m = model.get_submodule(name)
         m.tau_mem = torch.nn.Parameter(torch.full_like(m.tau_mem, -1.0 / math.log(beta)), requires_grad=False)
-        m.spike_fn, m.reset_fn = SingleSpike, MembraneReset()
+        m.spike_fn = SingleSpike
+        if not subtract:
+            m.reset_fn = MembraneReset()
 
 
 @contextlib.contextmanager
@@ -364,23 +377,87 @@ def run_rockpool_unpatched(graph, s_in):
         return run_rockpool(graph, s_in, from_nir(graph))
 
 
+def graph_ignoring_reset(net):
+    """The NIR graph ffneuro would write for ``net`` if it let a subtract-reset run
+    through: the same nodes (NIR's LIF has no field for the reset), built with each
+    unit's reset set to zero for the moment of the export."""
+    from ffneuro.export.nir import to_nir
+
+    specs = [unit.lif_spec for unit in net.layers]
+    try:
+        for unit in net.layers:
+            unit.lif_spec = dataclasses.replace(unit.lif_spec, reset="zero")
+        return to_nir(net)
+    finally:
+        for unit, spec in zip(net.layers, specs):
+            unit.lif_spec = spec
+
+
+def subtract_rows(graph, net, s_in, ours) -> list[dict]:
+    """A subtract-reset run in the consumers that have a subtractive reset, each set to
+    ffneuro's other conventions (as in the "adjusted" rows), against ffneuro's spikes."""
+    betas = [unit.lif_spec.beta for unit in net.layers]
+    tau = float(graph.nodes[lif_names(graph)[0]].tau.min())
+    rows = []
+
+    def norse_subtract(how: str):
+        model = load_norse(graph, subtract=how)
+        scale_synapses(model, graph, tau / NIR_DT)
+        return run_norse(graph, s_in, model)
+
+    def sinabs_subtract():
+        model = load_sinabs(graph, s_in.shape[1])
+        sinabs_like_ffneuro(model, graph, betas, subtract=True)
+        return run_sinabs(graph, s_in, model)
+
+    def rockpool_subtract():
+        model = load_rockpool(graph)
+        rockpool_like_ffneuro(model, graph, betas)
+        return run_rockpool(graph, s_in, model)
+
+    norse_mode = f"dt = {NIR_DT:g}, synapses × r, from_nir(reset_method = reset_subtract)"
+    zero = simulate(net, s_in, reset="zero")
+    for consumer, mode, fn, against, reference in (
+            ("norse", norse_mode, lambda: norse_subtract("argument"), "ffneuro (reset = subtract)", ours),
+            ("norse", norse_mode, lambda: norse_subtract("argument"), "ffneuro weights with reset to zero", zero),
+            ("norse", norse_mode + " and reset_subtract set on each LIF cell", lambda: norse_subtract("cells"),
+             "ffneuro (reset = subtract)", ours),
+            ("sinabs", "decay β, single spike, its subtractive reset", sinabs_subtract,
+             "ffneuro (reset = subtract)", ours),
+            ("rockpool", "decay β, one spike per step (its reset is a subtraction)", rockpool_subtract,
+             "ffneuro (reset = subtract)", ours)):
+        if installed(consumer) is None:
+            if not any(row["consumer"] == consumer for row in rows):
+                rows.append({"consumer": consumer, "error": "not installed"})
+            continue
+        rows.append({"consumer": consumer, "mode": mode, "against": against, "layers": compare(reference, fn())})
+    return rows
+
+
 def study(network: str, data, *, samples: int, epochs: int, workdir: Path) -> dict:
-    """Train, export and compare one network with every installed consumer."""
+    """Train, export and compare one network with every installed consumer. A run that
+    ffneuro does not export (reset = subtract) is compared, in the consumers that have a
+    subtractive reset, through the graph ffneuro would otherwise write."""
     import nir
 
     run = build_run(NETWORKS[network], workdir / network, data, epochs)
     entry = {"network": network, "config": NETWORKS[network], "epochs": epochs, "samples": samples}
+    _, _, net = load_run(run)
     try:
         entry["export"] = export_nir(run, workdir / f"{network}.nir")
+        graph = nir.read(workdir / f"{network}.nir")
     except ValueError as e:
         entry["export_error"] = str(e).split(": ", 1)[-1]
-        return entry
-    graph = nir.read(workdir / f"{network}.nir")
-    _, _, net = load_run(run)
+        graph = graph_ignoring_reset(net)
     s_in = input_spikes(net, data, samples)
     ours = ffneuro_spikes(net, s_in)
-    own = compare(ours, simulate(net, s_in))
+    reset = net.layers[0].lif_spec.reset
+    own = compare(ours, simulate(net, s_in, reset=reset))
     assert all(r["exact"] for r in own), own     # simulate() with ffneuro's own parameters is ffneuro
+    if "export_error" in entry:
+        entry["steps"] = int(s_in.shape[0])
+        entry["rows"] = subtract_rows(graph, net, s_in, ours)
+        return entry
     entry["steps"], entry["input_spikes"] = int(s_in.shape[0]), int(s_in.sum().item())
     # does firing at U ≥ θ (sinabs, rockpool) instead of U > θ change anything by itself? (ties)
     entry["fire_at_ge_vs_ffneuro"] = compare(ours, simulate(net, s_in, fire="ge"))
@@ -423,13 +500,14 @@ def main(argv=None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
     for entry in results:
-        print(f"== {entry['network']}: " + (entry.get("export_error") or f"{entry['samples']} samples × {entry['steps']} steps"
-                                            f"; firing at U ≥ θ instead of U > θ changes {_changed(entry)}"))
+        print(f"== {entry['network']}: {entry['samples']} samples × {entry['steps']} steps; "
+              + (f"not exported ({entry['export_error']}); the graph ffneuro would otherwise write:"
+                 if "export_error" in entry else f"firing at U ≥ θ instead of U > θ changes {_changed(entry)}"))
         for row in entry.get("rows", []):
             what = row.get("error") or "  ".join(
                 f"L{r['layer']} " + ("exact" if r["exact"] else f"{100 * r['equal_fraction']:.2f}%")
                 + f" ({r['spikes_consumer']}/{r['spikes_ffneuro']})" for r in row["layers"])
-            print(f"  {row['consumer']:9s} {row.get('mode', ''):60.60s} vs {row.get('against', ''):45.45s} {what}")
+            print(f"  {row['consumer']:9s} {row.get('mode', ''):78.78s} vs {row.get('against', ''):45.45s} {what}")
     print(f"wrote {args.out}")
 
 

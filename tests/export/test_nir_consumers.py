@@ -19,7 +19,7 @@ from pathlib import Path
 import nir
 import pytest
 
-from ffneuro.export.nir import export_nir
+from ffneuro.export.nir import NIRExportError, export_nir
 from ffneuro.runs.load import load_run
 from ffneuro.units.lif import NIR_DT
 
@@ -35,23 +35,37 @@ def bench():
 
 
 def _exported(bench, tmp_path_factory, digits, sets: list[str], samples: int):
-    """A tiny spiking run trained one epoch, exported by ffneuro, read back; its input
-    spikes and ffneuro's spikes per layer."""
+    """A tiny spiking run trained one epoch, exported by ffneuro and read back (a
+    subtract-reset run, which ffneuro refuses, as the graph it would otherwise write);
+    its input spikes and ffneuro's spikes per layer."""
     tmp = tmp_path_factory.mktemp("nir")
     small = dataclasses.replace(digits, x_train=digits.x_train[:300], y_train=digits.y_train[:300],
                                 x_test=digits.x_test[:40], y_test=digits.y_test[:40])
     run = bench.build_run(sets, tmp / "run", small, epochs=1)
-    export_nir(run, tmp / "m.nir")
     _, _, net = load_run(run)
+    if "units.reset=subtract" in sets:
+        with pytest.raises(NIRExportError, match="NIR's LIF resets to zero"):
+            export_nir(run, tmp / "m.nir")
+        graph = bench.graph_ignoring_reset(net)
+        assert net.layers[0].lif_spec.reset == "subtract"               # restored after the export
+    else:
+        export_nir(run, tmp / "m.nir")
+        graph = nir.read(tmp / "m.nir")
     s_in = bench.input_spikes(net, digits, samples)
     ours = bench.ffneuro_spikes(net, s_in)
     assert all(s.sum() > 0 for s in ours)          # every layer spikes: the comparisons are not vacuous
-    return nir.read(tmp / "m.nir"), net, s_in, ours
+    return graph, net, s_in, ours
 
 
 @pytest.fixture(scope="module")
 def dense(bench, tmp_path_factory, digits):
     return _exported(bench, tmp_path_factory, digits, ["units.neuron=lif", "units.layers=24,16", "optim.lr=0.003"], 12)
+
+
+@pytest.fixture(scope="module")
+def subtract(bench, tmp_path_factory, digits):
+    return _exported(bench, tmp_path_factory, digits,
+                     ["units.neuron=lif", "units.layers=24,16", "optim.lr=0.003", "units.reset=subtract"], 12)
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +111,22 @@ def test_norse_drops_r_and_matches_once_the_synapses_carry_it(bench, dense, conv
                   bench.run_norse(graph, s_in, bench.load_norse(graph, dt=bench.NORSE_DEFAULT_DT)))
 
 
+def test_norse_subtract_reset_reaches_lif_cells_only_when_set_on_them(bench, subtract):
+    pytest.importorskip("norse", reason="norse not installed (pip install --no-deps norse: "
+                                        "its torchvision dependency pulls a CUDA torch)")
+    graph, net, s_in, ours = subtract
+    tau = float(graph.nodes["lif0"].tau.min())
+    runs = {}
+    for how in ("argument", "cells"):
+        model = bench.load_norse(graph, subtract=how)
+        bench.scale_synapses(model, graph, tau / NIR_DT)
+        runs[how] = bench.run_norse(graph, s_in, model)
+    # from_nir(reset_method=...) reaches CubaLIF nodes only: LIF cells still reset to zero
+    assert not _exact(bench, ours, runs["argument"])
+    assert _exact(bench, bench.simulate(net, s_in, reset="zero"), runs["argument"])
+    assert _exact(bench, ours, runs["cells"])
+
+
 def test_sinabs_reads_tau_in_steps_and_fires_multi_spikes(bench, dense, conv):
     pytest.importorskip("sinabs", reason="sinabs not installed (pip install --no-deps sinabs pbr: "
                                          "its own requirements downgrade nir to 1.0.4)")
@@ -111,6 +141,15 @@ def test_sinabs_reads_tau_in_steps_and_fires_multi_spikes(bench, dense, conv):
     assert _exact(bench, ours, bench.run_sinabs(graph, s_in, model))
     with pytest.raises(ValueError, match="truth value of an array"):   # LIF nodes with (C, H, W) parameters
         bench.load_sinabs(conv[0], 1)
+
+
+def test_sinabs_runs_a_subtract_reset_run(bench, subtract):
+    pytest.importorskip("sinabs", reason="sinabs not installed (pip install --no-deps sinabs pbr: "
+                                         "its own requirements downgrade nir to 1.0.4)")
+    graph, net, s_in, ours = subtract
+    model = bench.load_sinabs(graph, s_in.shape[1])
+    bench.sinabs_like_ffneuro(model, graph, [unit.lif_spec.beta for unit in net.layers], subtract=True)
+    assert _exact(bench, ours, bench.run_sinabs(graph, s_in, model))
 
 
 def test_rockpool_needs_an_alias_subtracts_and_reads_dt_from_r(bench, dense, conv):
@@ -133,3 +172,11 @@ def test_rockpool_needs_an_alias_subtracts_and_reads_dt_from_r(bench, dense, con
     assert _exact(bench, bench.simulate(net, s_in, reset="subtract", fire="ge"), adjusted)
     with pytest.raises(NotImplementedError, match="Conv2d"):
         bench.load_rockpool(conv[0])
+
+
+def test_rockpool_runs_a_subtract_reset_run(bench, subtract):
+    pytest.importorskip("rockpool", reason="rockpool not installed (pip install -e '.[nir-consumers]')")
+    graph, net, s_in, ours = subtract
+    model = bench.load_rockpool(graph)
+    bench.rockpool_like_ffneuro(model, graph, [unit.lif_spec.beta for unit in net.layers])
+    assert _exact(bench, ours, bench.run_rockpool(graph, s_in, model))
