@@ -367,6 +367,7 @@ def _trial_line(row: dict) -> None:
     """Progress of a sweep: one line on stderr per finished trial."""
     values = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float) and k != "duration_s")
     extra = f" ({row['error']})" if row.get("error") else ""
+    extra += f" (retry of interrupted trial {row['retry_of']})" if "retry_of" in row else ""
     took = f" in {row['duration_s']:.1f} s" if "duration_s" in row else ""
     typer.echo(f"trial {row['trial']}: {row['state']}{took}" + (f": {values}" if values else "") + extra, err=True)
 

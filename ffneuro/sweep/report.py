@@ -45,15 +45,21 @@ def best_trials(study, complete: list, directions: list[str]) -> list:
     if len(directions) == 1:
         sign = 1.0 if directions[0] == "minimize" else -1.0
         return [min(complete, key=lambda t: (sign * t.values[0], t.number))]
-    front = []
+    keep = pareto_front([t.values for t in complete], directions)
+    return sorted((t for t, k in zip(complete, keep) if k), key=lambda t: t.number)
+
+
+def pareto_front(points: list, directions: list[str]) -> list[bool]:
+    """Whether each point is on the Pareto front: no other point is at least as good in
+    every objective and better in one.
+
+    >>> pareto_front([(1, 5), (2, 2), (3, 3), (1, 5)], ["minimize", "minimize"])
+    [True, True, False, True]
+    """
     signs = [1.0 if d == "minimize" else -1.0 for d in directions]
-    for t in complete:
-        a = [s * v for s, v in zip(signs, t.values)]
-        dominated = any(all(s * v <= x for s, v, x in zip(signs, u.values, a)) and
-                        any(s * v < x for s, v, x in zip(signs, u.values, a)) for u in complete if u is not t)
-        if not dominated:
-            front.append(t)
-    return sorted(front, key=lambda t: t.number)
+    scaled = [[s * v for s, v in zip(signs, p)] for p in points]
+    return [not any(all(b <= a for a, b in zip(p, q)) and any(b < a for a, b in zip(p, q)) for q in scaled)
+            for p in scaled]
 
 
 def format_summary(s: dict) -> str:
@@ -176,13 +182,14 @@ def _plot_objectives(s: dict, out: Path) -> list[Path]:
     done = [r for r in s["trials"] if r["state"] == "complete" and all(r.get(n) is not None for n in names)]
     if not done:
         return []
-    front = {r["trial"] for r in s["best"]}
+    best = {r["trial"] for r in s["best"]}
     files = []
     if len(names) == 1:
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.plot([r["trial"] for r in done], [r[names[0]] for r in done], "o", color="tab:blue", label="complete")
-        best = [r for r in done if r["trial"] in front]
-        ax.plot([r["trial"] for r in best], [r[names[0]] for r in best], "*", ms=14, color="tab:red", label="best")
+        chosen = [r for r in done if r["trial"] in best]
+        ax.plot([r["trial"] for r in chosen], [r[names[0]] for r in chosen], "*", ms=14, color="tab:red",
+                label="best")
         ax.set_xlabel("trial")
         ax.set_ylabel(_label(names[0]))
         ax.set_title(f"{s['study']}: {names[0]} per trial")
@@ -191,14 +198,22 @@ def _plot_objectives(s: dict, out: Path) -> list[Path]:
         plt.close(fig)
         return files
     x = "val_error" if "val_error" in names else names[0]          # error vs energy, error vs SRAM
+    direction = dict(zip(names, s["directions"]))
     for y in [n for n in names if n != x]:
+        # the front of this pair of objectives (a trial on the study's front may be dominated in 2-D)
+        keep = pareto_front([(r[x], r[y]) for r in done], [direction[x], direction[y]])
+        on = sorted((r for r, k in zip(done, keep) if k), key=lambda r: r[x])
+        rest = [r for r, k in zip(done, keep) if not k]
         fig, ax = plt.subplots(figsize=(6, 4))
-        rest = [r for r in done if r["trial"] not in front]
-        on = sorted((r for r in done if r["trial"] in front), key=lambda r: r[x])
         ax.plot([r[x] for r in rest], [r[y] for r in rest], "o", color="0.6", label="dominated")
-        ax.plot([r[x] for r in on], [r[y] for r in on], "o-", color="tab:red", label="Pareto front")
-        for r in on:
-            ax.annotate(str(r["trial"]), (r[x], r[y]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.plot([r[x] for r in on], [r[y] for r in on], "o-", color="tab:red", label=f"Pareto front of {x}, {y}")
+        ax.plot([r[x] for r in done if r["trial"] in best], [r[y] for r in done if r["trial"] in best], "o",
+                mfc="none", mec="black", ms=10, label="on the study's front")
+        labels: dict[tuple, list[str]] = {}
+        for r in done:
+            labels.setdefault((r[x], r[y]), []).append(str(r["trial"]))
+        for (px, py), ids in labels.items():
+            ax.annotate(",".join(ids), (px, py), textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.set_xlabel(_label(x))
         ax.set_ylabel(_label(y))
         if y.endswith(("_pj", "_bytes")) and min(r[y] for r in done) > 0:

@@ -452,6 +452,11 @@ def run_workers(job: WorkerJob, n: int, study, on_trial: Callable | None = None,
                 break
             time.sleep(poll_s)
     except KeyboardInterrupt:
+        # Ctrl-C reached the workers too (one process group): let them record their trials
+        # as interrupted; a worker still running after 5 s (the parent alone was signalled)
+        # gets its own SIGINT, never a second one while it is handling the first
+        for p in procs:
+            p.join(5)
         for p in procs:
             if p.is_alive() and p.pid:
                 os.kill(p.pid, signal.SIGINT)
