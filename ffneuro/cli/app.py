@@ -17,9 +17,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Forward-Forward on-chip learning simulator: train, evaluate, estimate energy and SRAM.")
 profiles_app = typer.Typer(no_args_is_help=True, help="List, show and validate hardware profiles.")
 app.add_typer(profiles_app, name="profiles")
-sweep_app = typer.Typer(no_args_is_help=True, help="Hyperparameter and architecture sweeps on Optuna (needs the "
-                                                   "sweep extra: pip install 'ffneuro[sweep]').")
-app.add_typer(sweep_app, name="sweep")
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -99,6 +96,12 @@ def _help_text(text: str) -> str:
 
         return escape(text)
     return "\n\n".join("\b\n" + para for para in text.split("\n\n"))
+
+
+sweep_app = typer.Typer(no_args_is_help=True, help=_help_text(
+    "Hyperparameter and architecture sweeps on Optuna (needs the sweep extra: pip install 'ffneuro[sweep]'); "
+    "see docs/sweep.md."))
+app.add_typer(sweep_app, name="sweep")
 
 
 @app.callback()
@@ -372,10 +375,10 @@ def _trial_line(row: dict) -> None:
     typer.echo(f"trial {row['trial']}: {row['state']}{took}" + (f": {values}" if values else "") + extra, err=True)
 
 
-@sweep_app.command("run")
+@sweep_app.command("run", short_help="Run a training sweep: trials on validation error (and energy, SRAM), pruned, resumable.")
 def sweep_run(
-    space: Annotated[Path, typer.Argument(help="The search space: a TOML file ([study], [fixed], [params]; "
-                                               "see docs/sweep.md)")],
+    space: Annotated[Path, typer.Argument(help=_help_text("The search space: a TOML file ([study], [fixed], "
+                                                          "[params]; see docs/sweep.md)"))],
     storage: Annotated[str, typer.Option(help=STORAGE_HELP)] = "sweep.db",
     out: Annotated[Optional[Path], typer.Option(help="Folder of the trials' run dirs trial-NNNN (default "
                                                      "sweeps/STUDY)")] = None,
@@ -396,10 +399,10 @@ def sweep_run(
     _print(_run(api.format_sweep, s, fmt))
 
 
-@sweep_app.command("grid")
+@sweep_app.command("grid", short_help="Estimate a grid of profiles x widths x bits without training, in seconds.")
 def sweep_grid(
-    space: Annotated[Path, typer.Argument(help="The grid: a TOML file whose [params] give choices (profiles, "
-                                               "widths, profile.precision.weight_bits, …)")],
+    space: Annotated[Path, typer.Argument(help=_help_text("The grid: a TOML file whose [params] give choices "
+                                                          "(profiles, widths, profile.precision.weight_bits, …)"))],
     storage: Annotated[str, typer.Option(help=STORAGE_HELP)] = "sweep.db",
     out: Annotated[Optional[Path], typer.Option(help="Folder for the derived profiles (default sweeps/STUDY)")] = None,
     fmt: Annotated[Optional[str], _format_option("a row per grid point")] = None,
@@ -413,7 +416,7 @@ def sweep_grid(
     _print(_run(api.format_sweep, s, fmt))
 
 
-@sweep_app.command("show")
+@sweep_app.command("show", short_help="Best trial or Pareto front; CSV, JSON and PNGs with --out.")
 def sweep_show(
     study: Annotated[str, typer.Argument(help="The study's name (study.name of its space file)")],
     storage: Annotated[str, typer.Option(help=STORAGE_HELP)] = "sweep.db",
@@ -429,7 +432,7 @@ def sweep_show(
     _print(_run(api.format_sweep, s, fmt))
 
 
-@sweep_app.command("rerun")
+@sweep_app.command("rerun", short_help="Train the chosen trial's config again and report its test error.")
 def sweep_rerun(
     study: Annotated[str, typer.Argument(help="The study's name")],
     storage: Annotated[str, typer.Option(help=STORAGE_HELP)] = "sweep.db",
