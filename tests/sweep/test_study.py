@@ -168,3 +168,21 @@ def test_the_estimate_grid_covers_profiles_widths_and_bits(tmp_path):
             assert not any(o["inference_energy_pj"] <= r["inference_energy_pj"] and o["sram_bytes"] <= r["sram_bytes"]
                            and (o["inference_energy_pj"], o["sram_bytes"]) != (r["inference_energy_pj"],
                                                                               r["sram_bytes"]) for o in s["trials"])
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")       # study.ask() stands in for a worker
+def test_a_trial_over_the_budget_stops_at_once_and_is_left_out(tmp_path, space_file):
+    """Two workers may take the last slot together: the later trial by number is over."""
+    path = space_file(trials=1, study_extra='pruner = "none"')
+    space = load_space(path)
+    study = sw.open_study(space, sw.open_storage(str(tmp_path / "s.db")), "train")
+    first = study.ask()                                  # another worker's trial, still running
+    trainer = fake_trainer({1: [10.0]})
+    study.optimize(sw.train_objective(space, tmp_path / "out", trainer), n_trials=1, catch=(sw.TrialError,))
+    assert trainer.calls == []                           # nothing trained
+    over = study.trials[1]
+    assert over.state.name == "FAIL" and over.user_attrs["over_budget"] is True
+    assert [t.number for t in sw.counted(study.get_trials())] == [first.number]
+    study.tell(first, 12.0)
+    s = api.sweep_show("tiny", storage=str(tmp_path / "s.db"))
+    assert s["n_trials"] == 1 and [r["trial"] for r in s["trials"]] == [0]
