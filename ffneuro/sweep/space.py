@@ -266,9 +266,8 @@ def _checked_value(key: str, value: Any, where: str) -> Any:
         return _profile_value(key, value, where)
     sec, _, name = key.partition(".")
     _key_kind(key, where)
-    if isinstance(value, list):
-        value = ",".join(v.text() if hasattr(v, "text") else str(v) for v in value) if all(
-            isinstance(v, (int, str)) and not isinstance(v, bool) for v in value) else value
+    if isinstance(value, list) and all(isinstance(v, (int, str)) and not isinstance(v, bool) for v in value):
+        value = ",".join(str(v) for v in value)          # [500, 500] -> "500,500", as --set writes it
     try:
         coerced = parse_value(sec, name, value) if isinstance(value, str) else coerce(sec, name, value)
         section = dataclasses.replace(getattr(RunConfig(), sec), **{name: coerced})

@@ -66,8 +66,13 @@ def require_optuna():
 
 
 def one_line(e: BaseException) -> str:
+    """The one line a failure is recorded as: a user-input error (ValueError) as its first
+    line, anything else with its type (``RuntimeError: boom``)."""
     text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+    if not text:
+        return type(e).__name__
+    first = text.splitlines()[0]
+    return first if isinstance(e, (ValueError, TrialError)) else f"{type(e).__name__}: {first}"
 
 
 # -- storage ---------------------------------------------------------------------------------
@@ -347,9 +352,8 @@ def train_objective(space: SearchSpace, out: Path, train_fn: Callable) -> Callab
             trial.set_user_attr("error", "interrupted")
             raise
         except Exception as e:
-            trial.set_user_attr("error", one_line(e) if not isinstance(e, (ValueError, TrialError)) else
-                                str(e).splitlines()[0] if str(e).strip() else type(e).__name__)
-            raise TrialError(trial.user_attrs.get("error", "")) from None
+            trial.set_user_attr("error", one_line(e))
+            raise TrialError(one_line(e)) from None
         trial.set_user_attr("test_error", metrics.get("test_error", {}))
         trial.set_user_attr("val_error", metrics.get("val_error", {}))
         trial.set_user_attr("epochs", metrics.get("epochs"))
@@ -424,8 +428,7 @@ def _worker_main(job: WorkerJob, error_file: str) -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except BaseException as e:       # noqa: BLE001 - the parent reports it in one line
-        Path(error_file).write_text(str(e).splitlines()[0] if isinstance(e, ValueError) and str(e).strip()
-                                    else one_line(e))
+        Path(error_file).write_text(one_line(e))
         sys.exit(1)
 
 
@@ -534,9 +537,8 @@ def run_grid(space: SearchSpace, storage, out: Path, estimate_fn: Callable, on_t
             report = estimate_fn(cfg.hardware.profile, sizes, s)
             result = [estimate_value(o, report) for o in space.objectives]
         except Exception as e:
-            trial.set_user_attr("error", str(e).splitlines()[0] if isinstance(e, (ValueError, TrialError))
-                                and str(e).strip() else one_line(e))
-            raise TrialError(trial.user_attrs["error"]) from None
+            trial.set_user_attr("error", one_line(e))
+            raise TrialError(one_line(e)) from None
         trial.set_user_attr("fits", bool(report["fits"]))
         trial.set_user_attr("cores", int(report["cores_used"]))
         trial.set_user_attr("sram_bytes", int(report["ff_sram_bytes"]))
