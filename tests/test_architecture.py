@@ -27,7 +27,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "ffneuro"
 LEVELS = [
     ("ffneuro", 0), ("ffneuro.config", 0), ("ffneuro.functional", 0), ("ffneuro.data", 0), ("ffneuro.rng", 0),
     ("ffneuro.runs.files", 0), ("ffneuro.hw.profiles", 0), ("ffneuro.hw.chip", 0), ("ffneuro.hw.events", 0),
-    ("ffneuro.hw.mapping", 0), ("ffneuro.hw.energy", 0), ("ffneuro.export.golden", 0),
+    ("ffneuro.hw.mapping", 0), ("ffneuro.hw.energy", 0), ("ffneuro.hw.accelergy", 0), ("ffneuro.export.golden", 0),
+    ("ffneuro.sweep", 0),        # drives training and estimates through functions api.py hands in
     ("ffneuro.units", 1),
     ("ffneuro.network", 2),
     ("ffneuro.train", 3), ("ffneuro.evaluate", 3), ("ffneuro.runs.load", 3),
