@@ -2,15 +2,18 @@
 weights learns under each batch rule, against batch 1 at the same bit width and epochs.
 
     python scripts/bench_batch_rule.py --out bench/batch_rule.json [--data digits] [--epochs 20]
-    python scripts/bench_batch_rule.py --data mnist:DIR --train-subset 10000 --epochs 5 --out bench/batch_rule_mnist.json
+    python scripts/bench_batch_rule.py --data mnist:DIR --train-subset 10000 --epochs 3 \
+        --out bench/batch_rule_mnist.json
 
 For each batch-holding profile (``cmos-45nm``: 8-bit weights, stochastic rounding, 16
 samples; ``cortex-m7-int8``: 8-bit, round to nearest, 8 samples) the same 3×500 network
 is trained at the profile's batch under each ``hardware.batch_rule``, which scales the
 rate of the batch's mean update: ``mean`` (×1, the per-sample rate), ``sqrt`` (×√B) and
 ``sum`` (×B: each sample's update at the per-sample rate, accumulated before the one
-write), and at batch 1 (the same profile, one sample per write, where the rules coincide). Errors are on the test set after the same
-number of epochs, selected on nothing. Results are written after every run, so a long
+write), and at batch 1 (the same profile, one sample per write, where the rules
+coincide). Errors are on the test set after the same number of epochs, selected on
+nothing. Memory limits are not enforced (cortex-m7-int8 does not hold 3×500 on one core;
+the learning rule is what is compared). Results are written after every run, so a long
 sweep can be stopped and re-run: finished runs are kept.
 """
 
@@ -34,7 +37,7 @@ PROFILES = ("cmos-45nm", "cortex-m7-int8")
 
 def run(cfg: RunConfig, data, profile: str) -> dict:
     t0 = time.perf_counter()
-    m = train(cfg, data=data, progress=False, profile=profile)
+    m = train(cfg, data=data, progress=False, profile=profile, simulate_anyway=True)
     return {"test_error": m["test_error"], "per_layer_error": m["per_layer_error"], "epochs": m["epochs"],
             "batch": m["batch_size_applied"], "wall_s": round(time.perf_counter() - t0, 1)}
 
