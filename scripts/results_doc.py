@@ -874,6 +874,75 @@ def throughput() -> list[str]:
             *table(["profile", "batch", "float step ms", "chip step ms", "chip / float", "event counting"], rows), ""]
 
 
+def chip_step() -> list[str]:
+    """A training step against the floor of its work (bench/chip_step.json)."""
+    d = load("chip_step.json")
+    if d is None:
+        return []
+
+    def ms(x):
+        return f"{x * 1e3:.2f}"
+    rows = [[widths(r["layers"]), r["batch"], r["profile"], ms(r["floor_s"]), ms(r["floor_adam_s"]),
+             ms(r["floor_chip_s"]), ms(r["float_step_s"]), ms(r["chip_step_s"]), ms(r["chip_counted_step_s"]),
+             f"{r['float_over_floor']:.1f}× / {r['float_over_floor_adam']:.1f}×",
+             f"{r['chip_over_floor']:.1f}× / {r['chip_over_floor_chip']:.1f}×", f"{r['chip_over_float']:.2f}×",
+             f"{r['rounding_draws_per_step']:,}"] for r in d["rows"]]
+    return ["## Training step against its floor", "",
+            f"`python scripts/bench_chip_step.py --threads {d['threads']}` → `bench/chip_step.json`: one FF training "
+            "step (positive, negative and neutral passes, the one-pass head) against the bare work it must do, timed "
+            f"in the same run with the same shapes, dtypes and {d['threads']} torch thread (medians of "
+            f"{d['repeats']} timings; 1-minute load average {d['load_average_1min']:.1f}). *Floor*: the matrix "
+            "products and one rank-2B `addmm_` update per unit; *floor + Adam*: the weight gradients materialised "
+            "and one fused Adam step (the float recipe's optimiser); *chip floor*: the floor plus one call drawing "
+            "the random numbers the chip's stochastic rounding needs (one per synapse an update can touch, counted "
+            "on the chip step). Times in ms.", "",
+            *table(["layers", "batch", "profile", "floor", "floor + Adam", "chip floor", "float step", "chip step",
+                    "chip, counted", "float / floor (/ +Adam)", "chip / floor (/ chip floor)", "chip / float",
+                    "rounding draws"], rows), "", *chip_step_before(d)]
+
+
+def chip_step_before(now: dict) -> list[str]:
+    """The same benchmark run on an older commit (bench/chip_step_before.json), if kept."""
+    d = load("chip_step_before.json")
+    if d is None:
+        return []
+    old = {(tuple(r["layers"]), r["batch"]): r for r in d["rows"]}
+    rows = []
+    for r in now["rows"]:
+        b = old.get((tuple(r["layers"]), r["batch"]))
+        if b is not None:
+            rows.append([widths(r["layers"]), r["batch"], f"{b['float_step_s'] * 1e3:.2f} → {r['float_step_s'] * 1e3:.2f}",
+                         f"{b['chip_step_s'] * 1e3:.2f} → {r['chip_step_s'] * 1e3:.2f}",
+                         f"{b['float_over_floor']:.1f}× → {r['float_over_floor']:.1f}×",
+                         f"{b['chip_over_floor']:.1f}× → {r['chip_over_floor']:.1f}×"])
+    return [f"The same script on commit `{d.get('commit', 'unknown')}` (before the step was reworked) → "
+            f"`bench/chip_step_before.json`, against commit `{now.get('commit', 'unknown')}` above (ms):", "",
+            *table(["layers", "batch", "float step", "chip step", "float / floor", "chip / floor"], rows), ""]
+
+
+def batch_rule() -> list[str]:
+    """Batch-aware chip learning (bench/batch_rule_mnist.json)."""
+    d = load("batch_rule_mnist.json")
+    if d is None:
+        return []
+    rows = []
+    for name, r in d["runs"].items():
+        profile = name.split("/")[0]
+        base = d["runs"].get(f"{profile}/batch1")
+        gap = "–" if base is None or r["batch"] == 1 else \
+            f"{r['test_error']['multi_pass'] - base['test_error']['multi_pass']:+.2f}"
+        rows.append([profile, r["rule"] if r["batch"] > 1 else "(batch 1)", r["batch"], errors(r["test_error"]), gap,
+                     r["wall_s"]])
+    return ["## Batch-aware chip learning", "",
+            f"`python scripts/bench_batch_rule.py --data {d['data']}:DIR --train-subset {d['train_samples']} "
+            f"--epochs {d['epochs']}` → `bench/batch_rule_mnist.json`: 3×500 under each batch-holding profile, "
+            f"{d['train_samples']:,} training samples, {d['epochs']} epochs, the full test set; the chip writes its "
+            "weights once per held batch, the rate of the batch's mean update scaled by `hardware.batch_rule` "
+            "(mean ×1, sqrt ×√B, sum ×B), beside the same profile at batch 1. Gap: multi-pass error minus batch 1's, "
+            "in points.", "",
+            *table(["profile", "rule", "batch", "test error multi / one-pass", "gap to batch 1", "wall s (shared machine)"], rows), ""]
+
+
 def memory() -> list[str]:
     d = load("memory.json")
     if d is None:
@@ -991,7 +1060,7 @@ def conv_profiles() -> list[str]:
 
 
 SECTIONS = (header, headline, architecture, table1_150, table1_short, mnist_runs, cff_course, variants, loewex, spiking,
-            conv_runs, conv_cost, conv_profiles, golden, golden_conv, profiles, bits_energy, calibration, estimate_time, throughput, memory, entropy_cost,
+            conv_runs, conv_cost, conv_profiles, golden, golden_conv, profiles, bits_energy, calibration, estimate_time, throughput, chip_step, batch_rule, memory, entropy_cost,
             reliability)
 
 
