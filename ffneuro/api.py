@@ -885,3 +885,19 @@ def sweep_rerun(study_name: str, *, storage: str = "sweep.db", trial: int | None
     metrics["sweep_trial"] = {"study": study_name, "trial": trial, "values": dict(zip(summary["objectives"],
                                                                                        chosen[0].values))}
     return metrics
+
+
+def neurobench_run(run: Path, *, data: str | None = None, samples: int | None = None) -> dict:
+    """`ffneuro neurobench`: NeuroBench's own harness (the ``neurobench`` extra) on a run
+    dir's network and test samples, beside ffneuro's figures of the same samples
+    (:mod:`ffneuro.hw.neurobench_run`)."""
+    from ffneuro.hw.neurobench_run import run_benchmark
+
+    return run_benchmark(run, data=data, samples=samples)
+
+
+def format_neurobench(result: dict) -> str:
+    """The text of `ffneuro neurobench`: NeuroBench's figure, ffneuro's and their ratio per metric."""
+    from ffneuro.hw.neurobench_run import format_benchmark
+
+    return format_benchmark(result)

@@ -28,6 +28,8 @@ LEVELS = [
     ("ffneuro", 0), ("ffneuro.config", 0), ("ffneuro.functional", 0), ("ffneuro.data", 0), ("ffneuro.rng", 0),
     ("ffneuro.runs.files", 0), ("ffneuro.hw.profiles", 0), ("ffneuro.hw.chip", 0), ("ffneuro.hw.events", 0),
     ("ffneuro.hw.mapping", 0), ("ffneuro.hw.energy", 0), ("ffneuro.hw.accelergy", 0), ("ffneuro.export.golden", 0),
+    ("ffneuro.hw.neurobench", 0),  # ffneuro's figures under NeuroBench's names, from counts
+    ("ffneuro.hw.neurobench_run", 4),  # the mirror NeuroBench's harness runs, and the count pass
     ("ffneuro.sweep", 0),        # drives training and estimates through functions api.py hands in
     ("ffneuro.units", 1),
     ("ffneuro.network", 2),

@@ -456,6 +456,21 @@ def sweep_rerun(
     _emit(api.metrics_summary(m), as_json, head + "\n" + api.format_metrics(m))
 
 
+@app.command("neurobench", short_help="NeuroBench's own metrics on a run dir, beside ffneuro's figures.")
+def neurobench(
+    run_dir: Annotated[Path, typer.Argument(help="A trained run dir (float: not under a fixed-point profile)")],
+    data: Annotated[Optional[str], typer.Option(help="Dataset spec whose test split to run (default: the run's)")] = None,
+    samples: Annotated[Optional[int], typer.Option(help="The first N test samples (default: as many as the run's "
+                                                        "events.json counted, else all)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON")] = False,
+) -> None:
+    """Run NeuroBench's own harness (its Benchmark and metrics; needs pip install
+    'ffneuro[neurobench]') on a run dir's network and test samples, and print its figures
+    beside ffneuro's own counts of the same samples. Example: ffneuro neurobench runs/digits"""
+    r = _run(api.neurobench_run, run_dir, data=data, samples=samples)
+    _emit(r, as_json, _run(api.format_neurobench, r))
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     app()

@@ -55,6 +55,7 @@ from typing import Any, Sequence
 from ffneuro.hw.energy import _resolve_profile, estimate
 from ffneuro.hw.events import EVENT_KINDS, EventLedger, analytic_events
 from ffneuro.hw.mapping import EstimateError, format_bytes, format_memory, optimizer_slots, text_table
+from ffneuro.hw.neurobench import analytic_figures, format_lines as neurobench_lines
 
 def estimate_from_layers(
     profile,
@@ -91,6 +92,8 @@ def estimate_from_layers(
                       source="analytic", optimizer_slots=slots, n_train=n_train)
     report["assumptions"] = {"activity": activity, "input_activity": input_activity,
                              "inference": inference, "binary_input": binary_input}
+    report["neurobench"] = analytic_figures(layer_sizes, events["infer"], activity=activity, inference=inference,
+                                            num_classes=num_classes, binary=binary_input)
     return report
 
 
@@ -141,6 +144,9 @@ def estimate_from_run(run_dir: str | Path, profile, *, n_train: int | None = Non
                       **memory_args(config))
     report["samples"] = dict(ledger.samples)
     report["run_dir"] = str(run_dir)
+    from ffneuro.hw.neurobench_run import run_figures
+
+    report["neurobench"] = run_figures(run_dir, config, events["infer"])
     return report
 
 
@@ -294,6 +300,8 @@ def format_report(report: dict) -> str:
                      f"{format_energy(report['training']['energy_pj_per_epoch'])}")
 
     lines += ["", *format_memory(report["layers"], report["memory"])]
+    if "neurobench" in report:
+        lines += ["", *neurobench_lines(report["neurobench"])]
     return "\n".join(lines)
 
 
