@@ -395,6 +395,31 @@ def eval_run(run_dir: Path, *, data: str | None = None) -> dict:
     return evaluate_run(Path(run_dir), data=data)
 
 
+def exit_thresholds(text: str) -> list[float]:
+    """``--exit-threshold 0.05,0.1``: one or more thresholds >= 0."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--exit-threshold {text!r}: give numbers >= 0 separated by commas, e.g. 0,0.05,0.1") from None
+    if not values or any(not math.isfinite(v) or v < 0 for v in values):
+        raise ConfigError(f"--exit-threshold {text!r}: give numbers >= 0 separated by commas, e.g. 0,0.05,0.1")
+    return values
+
+
+def exit_curve(run_dir: Path, thresholds: list[float], *, profile: str | None = None, data: str | None = None,
+               split: str = "test") -> dict:
+    """`ffneuro eval --exit-threshold`: early-exit error and inference energy per threshold."""
+    from ffneuro.analysis.early_exit import exit_curve as curve
+
+    return curve(Path(run_dir), thresholds, profile=profile, data=data, split=split)
+
+
+def format_exit_curve(r: dict) -> str:
+    from ffneuro.analysis.early_exit import format_curve
+
+    return format_curve(r)
+
+
 def metrics_summary(metrics: dict) -> dict:
     """Metrics without the per-epoch history (what `--json` prints)."""
     return {k: v for k, v in metrics.items() if k != "history"}
@@ -415,6 +440,10 @@ def format_metrics(m: dict) -> str:
     if "per_layer_error" in m:
         lines.append("  layer alone      " + "  ".join(f"L{i + 1} {e:5.2f}%" for i, e in enumerate(m["per_layer_error"])))
         lines.append("  cumulative       " + "  ".join(f"1..{i + 1} {e:5.2f}%" for i, e in enumerate(m["cumulative_error"])))
+    if "early_exit" in m:
+        ee = m["early_exit"]
+        lines.append(f"  early exit θ={ee['threshold']:g}: mean depth {ee['mean_depth']:.2f} of {len(ee['exit_fraction'])} "
+                     "units; leaving after each unit " + " ".join(f"{f * 100:.1f}%" for f in ee["exit_fraction"]))
     if "estimate" in m:
         est = m["estimate"]
         lines.append(f"  energy ({est['profile']}): inference {est['inference']['energy_pj_per_sample'] / 1e3:.1f} nJ/sample,"
@@ -582,7 +611,7 @@ def format_profile(d: dict) -> str:
 
 # -- export / inspect / verify ------------------------------------------------------------
 def export(run_dir: Path, out: Path, *, profile: str | None = None, vectors: int = 8, data: str | None = None,
-           fmt: str = "hdf5", force: bool = False) -> dict:
+           fmt: str = "hdf5", force: bool = False, exit_threshold: float | None = None) -> dict:
     """`ffneuro export`: the run's chip model as HDF5 integer tables (or NIR), written to
     a new file (an existing one only with ``force``; never one of the run's own files)."""
     if fmt not in ("hdf5", "nir"):
@@ -591,7 +620,8 @@ def export(run_dir: Path, out: Path, *, profile: str | None = None, vectors: int
     if fmt == "hdf5":
         from ffneuro.export.hdf5 import export_run
 
-        return export_run(Path(run_dir), Path(out), profile=profile, vectors=vectors, data=data)
+        return export_run(Path(run_dir), Path(out), profile=profile, vectors=vectors, data=data,
+                          exit_threshold=exit_threshold)
     from ffneuro.export.nir import export_nir
 
     return export_nir(Path(run_dir), Path(out))

@@ -943,6 +943,46 @@ def batch_rule() -> list[str]:
             *table(["profile", "rule", "batch", "test error multi / one-pass", "gap to batch 1", "wall s (shared machine)"], rows), ""]
 
 
+def early_exit() -> list[str]:
+    """Early-exit inference: error against energy per inference (bench/early_exit.json)."""
+    d = load("early_exit.json")
+    if d is None:
+        return []
+    val = {p["threshold"]: p for p in d["val"]["points"]}
+    rows = [[r["mode"], "–", "–", pct(r["error"]), f"{r['mean_depth']:.2f}", f"{r['energy_pj_per_sample'] / 1e3:,.0f}", "–"]
+            for r in d["test"]["reference"]]
+    full = next(r for r in d["test"]["reference"] if r["mode"] == "multi-pass")["energy_pj_per_sample"]
+    for p in d["test"]["points"]:
+        v = val.get(p["threshold"])
+        rows.append([f"early exit θ = {p['threshold']:g}", pct(v["error"]) if v else "–",
+                     f"{v['energy_pj_per_sample'] / 1e3:,.0f}" if v else "–", pct(p["error"]), f"{p['mean_depth']:.2f}",
+                     f"{p['energy_pj_per_sample'] / 1e3:,.0f}", f"{1 - p['energy_pj_per_sample'] / full:.0%}"])
+    out = ["## Early-exit inference", "",
+           f"`python scripts/bench_early_exit.py --data {d['data']}:DIR --profile {d['profile']} --epochs {d['epochs']}` "
+           f"→ `bench/early_exit.json`: {d['network']} ({d['epochs']} epochs on the training set less a stratified "
+           f"10 % validation split), on the `{d['profile']}` integer datapath. Each threshold's exits, error and "
+           f"energy per inference come from `ffneuro eval --exit-threshold` (energy from the events of the units each "
+           f"sample ran, counted on {d['test']['event_samples']:,} samples; errors on all "
+           f"{d['val']['n_test']:,} validation and {d['test']['n_test']:,} test samples). Energy cut: against full "
+           "multi-pass inference on test.", "",
+           *table(["inference", "val error %", "val nJ/inference", "test error %", "mean depth (units)",
+                   "test nJ/inference", "energy cut"], rows), ""]
+    if (BENCH.parent / "docs" / "early_exit.png").exists():
+        out += ["![test error against energy per inference as θ moves](early_exit.png)", ""]
+    c = d.get("chosen")
+    if c:
+        g = d.get("golden") or {}
+        out += [f"Chosen on validation (the least energy within {d['budget_points']:g} points of full multi-pass's "
+                f"validation error {pct(c['val_full_error'])} %): θ = {c['threshold']:g}. On test: "
+                f"{pct(c['test_error'])} % against {pct(c['test_full_error'])} % ({c['error_added_points']:+.2f} points), "
+                f"{c['energy_pj_per_sample'] / 1e3:,.0f} against {c['full_energy_pj_per_sample'] / 1e3:,.0f} nJ per "
+                f"inference ({c['energy_cut']:.0%} less), mean depth {c['mean_depth']:.2f} units. The golden replay of "
+                f"its export ({g.get('vectors', 0)} stored vectors: {'all exact' if g.get('ok') else 'FAILED'}) gives "
+                f"{pct((g.get('test_error') or {}).get('early_exit'))} % early-exit error on the whole test set"
+                f"{', the same as ffneuro' if g.get('early_exit_matches') else ', NOT the same as ffneuro'}.", ""]
+    return out
+
+
 def memory() -> list[str]:
     d = load("memory.json")
     if d is None:
@@ -1060,7 +1100,7 @@ def conv_profiles() -> list[str]:
 
 
 SECTIONS = (header, headline, architecture, table1_150, table1_short, mnist_runs, cff_course, variants, loewex, spiking,
-            conv_runs, conv_cost, conv_profiles, golden, golden_conv, profiles, bits_energy, calibration, estimate_time, throughput, chip_step, batch_rule, memory, entropy_cost,
+            conv_runs, conv_cost, conv_profiles, golden, golden_conv, profiles, bits_energy, calibration, estimate_time, throughput, early_exit, chip_step, batch_rule, memory, entropy_cost,
             reliability)
 
 

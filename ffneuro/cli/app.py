@@ -199,9 +199,27 @@ def train(
 def eval_(
     run_dir: Annotated[Path, typer.Argument(help="A run dir written by `ffneuro train --out`")],
     data: Annotated[Optional[str], typer.Option(help="Evaluate on this dataset instead of the run's")] = None,
+    exit_threshold: Annotated[Optional[str], typer.Option(
+        "--exit-threshold", metavar="T[,T…]",
+        help="Early exit: a sample leaves after units 1..k once its leading score beats the runner-up by T of "
+             "the scores' spread (0..1). Prints error, mean depth, exits per layer and (under a profile) inference energy per "
+             "threshold, beside full multi-pass and one-pass inference")] = None,
+    profile: Annotated[Optional[str], typer.Option(
+        help="With --exit-threshold: price inference on this profile (default: the run's); a fixed-point "
+             "profile other than the run's quantises it post-training, as `ffneuro export` does")] = None,
+    split: Annotated[str, typer.Option(help="With --exit-threshold: test, or val (the run's --val-fraction "
+                                            "split: choose a threshold there, report it on test)")] = "test",
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON")] = False,
 ) -> None:
-    """Re-evaluate a trained run from its checkpoint (all inference modes, per-layer errors)."""
+    """Re-evaluate a trained run from its checkpoint (all inference modes, per-layer errors).
+    Example: ffneuro eval runs/a --exit-threshold 0,0.02,0.05,0.1 --profile loihi-like"""
+    if exit_threshold is not None:
+        thresholds = _run(api.exit_thresholds, exit_threshold)
+        r = _run(api.exit_curve, run_dir, thresholds, profile=profile, data=data, split=split)
+        _emit(r, as_json, api.format_exit_curve(r))
+        return
+    if profile is not None:
+        _fail("--profile is used with --exit-threshold (to price early-exit inference)")
     metrics = _run(api.eval_run, run_dir, data=data)
     _emit(metrics, as_json, api.format_metrics(metrics))
 
@@ -250,12 +268,16 @@ def export(
     data: Annotated[Optional[str], typer.Option(help="Take test vectors from this dataset instead of the run's")] = None,
     fmt: Annotated[str, typer.Option("--format", help="hdf5 (integer tables for bring-up) | nir (spiking "
                                                       "runs, for Lava/Rockpool/Sinabs/snntorch)")] = "hdf5",
+    exit_threshold: Annotated[Optional[float], typer.Option(
+        "--exit-threshold", help="Store early exit at this threshold (default: the run's "
+                                 "inference.exit_threshold); the vectors then carry each one's exit layer")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output file")] = False,
 ) -> None:
     """Export per-layer integer weight tables (HDF5, schema in the README) with test vectors
     a chip team can replay bit for bit. Example: ffneuro export runs/a --profile loihi-like -o model.h5"""
-    r = _run(api.export, run_dir, out, profile=profile, vectors=vectors, data=data, fmt=fmt, force=force)
+    r = _run(api.export, run_dir, out, profile=profile, vectors=vectors, data=data, fmt=fmt, force=force,
+             exit_threshold=exit_threshold)
     _emit(r, as_json, f"wrote {r['file']} ({r.get('bytes', 0)} bytes): " +
           ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("file", "bytes")))
 

@@ -299,9 +299,14 @@ class InferenceConfig:
     head: bool = opt(True, "Train the one-pass linear softmax head")
     layers: tuple[int, ...] | None = opt(None, "1-based units summed by multi-pass inference, e.g. 2,3 "
                                                "(default: 2..L for FF, all for CFF)")
+    exit_threshold: float | None = opt(None, "Early exit: a sample leaves multi-pass inference after the first "
+                                             "units 1..k whose leading score beats the runner-up by this fraction "
+                                             "of the scores' spread (0..1, e.g. 0.3; none: every unit runs)")
 
     def validate(self) -> None:
         _check(self)
+        _require(self.exit_threshold is None or self.exit_threshold >= 0,
+                 f"inference.exit_threshold = {self.exit_threshold} must be >= 0")
 
 
 @dataclass(frozen=True)

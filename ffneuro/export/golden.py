@@ -23,7 +23,13 @@ an independent re-implementation of the chip datapath that ``ffneuro export`` de
    entries and ``score[c] = Σ_l (S_lc / m_l) · q_l`` in float64 with ``S_lc`` the integer
    Σ h² of group c and q = ``class_goodness_scale``. Prediction = the first label with the
    highest score.
-4. One-pass: the neutral input's activities of the head's layers, each normalised as in
+4. Early exit (schema 4, when ``/inference`` has ``exit_threshold`` θ): the cumulative
+   scores of layers 1..k (step 3's sum over layers 0..k−1 instead of the multi-pass layers,
+   added in layer order); the sample leaves at the first k with ``s1 > s_min`` and
+   ``s1 − s2 >= θ · (s1 − s_min)`` in float64 (s1, s2 the highest and second-highest
+   score, s_min the lowest), else at the last layer; its
+   prediction is the first argmax of the scores it left with, its exit layer k (1-based).
+5. One-pass: the neutral input's activities of the head's layers, each normalised as in
    step 2 with the head's gain for that layer's width, concatenated: ``logits = W_h·x_q``
    (saturated at the accumulator width); prediction = first argmax.
 
@@ -50,8 +56,9 @@ from pathlib import Path
 import numpy as np
 
 SCHEMA = "ffneuro-chip"
-SCHEMA_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)   # 1: dense and LIF layers, overlay/concat labels only; 3: adds content_sha256
+SCHEMA_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)   # 1: dense and LIF layers, overlay/concat labels only; 3: adds content_sha256;
+                                   # 4: adds early exit (/inference exit_threshold, its vectors)
 DIGEST_ATTR = "content_sha256"  # root attribute: SHA-256 of every attribute and dataset checksum (schema 3)
 
 
@@ -314,6 +321,7 @@ class Model:
     steps: int = 1
     data_shape: tuple[int, ...] = ()       # one data sample: (D,) or image maps (C, H, W)
     competitive: bool = False              # channel-wise competition: one label-free pass
+    exit_threshold: float | None = None    # early exit (schema 4); None: every layer runs
     schema_version: int = SCHEMA_VERSION
     digest_ok: bool | None = None          # content_sha256 matches; None: a file before schema 3 has none
 
@@ -380,6 +388,27 @@ class Model:
         for i in self.multi_pass_layers[1:]:
             score = score + self.real_table(table, i)
         return score
+
+    def early_exit(self, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exit layers (N,) 1-based and the scores (N, C) each sample left with (step 4)."""
+        n_layers = len(self.layers)
+        exit_layer = np.full(table.shape[0], n_layers, dtype=np.int64)
+        score = np.empty(table.shape[:2], dtype=np.float64)
+        still = np.ones(table.shape[0], dtype=bool)
+        cum = self.real_table(table, 0)
+        for k in range(n_layers):
+            if k:
+                cum = cum + self.real_table(table, k)
+            if k == n_layers - 1:
+                leave = still
+            else:
+                top = np.sort(cum, axis=1)
+                s1, s2, spread = top[:, -1], top[:, -2], top[:, -1] - top[:, 0]
+                leave = still & (spread > 0) & (s1 - s2 >= self.exit_threshold * spread)
+            exit_layer[leave] = k + 1
+            score[leave] = cum[leave]
+            still &= ~leave
+        return exit_layer, score
 
     def head_logits(self, a0: np.ndarray) -> np.ndarray:
         acts = self.pass_activities(a0, None)
@@ -832,10 +861,20 @@ def _read_model(r: _Reader) -> Model:
                   spike_encoding=r.text(gi, "spike_encoding", SPIKE_ENCODINGS) if spiking else None,
                   steps=r.int(gi, "steps", 1, MAX_STEPS) if spiking else 1, data_shape=shape,
                   competitive=bool(r.int(ginf, "competitive", 0, 1)) if r.has(ginf, "competitive") else False,
-                  schema_version=version, digest_ok=digest_ok)
+                  exit_threshold=_exit_threshold(r, ginf), schema_version=version, digest_ok=digest_ok)
     model.attrs = {k: (v.decode(errors="replace") if isinstance(v, bytes) else v) for k, v in model.attrs.items()}
     _check_model(r, model)
     return model
+
+
+def _exit_threshold(r: _Reader, ginf) -> float | None:
+    """``/inference`` ``exit_threshold`` (schema 4): a finite real >= 0, or None without one."""
+    if not r.has(ginf, "exit_threshold"):
+        return None
+    theta = r.real(ginf, "exit_threshold")
+    if theta < 0:
+        raise r.error(f"/inference exit_threshold = {theta!r} must be a finite number >= 0")
+    return theta
 
 
 def _check_model(r: _Reader, model: Model) -> None:
@@ -887,6 +926,8 @@ def _read_vectors(r: _Reader, model: Model) -> dict[str, np.ndarray] | None:
         want["class_goodness"] = ("int", (n, c, n_layers))
     if model.head is not None:
         want.update(head_logits=("int", (n, c)), pred_one_pass=("int", (n,)))
+    if model.exit_threshold is not None:
+        want.update(exit_layer=("int", (n,)), pred_early_exit=("int", (n,)))
     extra = sorted(set(_names(g.h5, "member of /vectors", r.path)) - set(want) - {"input"})
     if extra:
         raise r.error(f"unexpected member /vectors/{_show(extra[0])}")
@@ -1037,6 +1078,14 @@ def check_vectors(model: Model, v: dict[str, np.ndarray] | None) -> dict:
         s = int(np.argwhere(pred != v["pred_multi_pass"])[0][0])
         return {"vectors": n, "mismatch": f"multi-pass prediction of vector {s}: expected "
                                           f"{int(v['pred_multi_pass'][s])}, replay gives {int(pred[s])}"}
+    if model.exit_threshold is not None:
+        exit_layer, score = model.early_exit(table)
+        for key, got in (("exit_layer", exit_layer), ("pred_early_exit", score.argmax(axis=1))):
+            if not np.array_equal(got, v[key]):
+                s = int(np.argwhere(got != v[key])[0][0])
+                what = "exit layer" if key == "exit_layer" else "early-exit prediction"
+                return {"vectors": n, "mismatch": f"{what} of vector {s}: expected {int(v[key][s])}, "
+                                                  f"replay gives {int(got[s])}"}
     if model.head is not None:
         logits = model.head_logits(a0)
         if not np.array_equal(logits, v["head_logits"]):
@@ -1052,11 +1101,15 @@ def check_vectors(model: Model, v: dict[str, np.ndarray] | None) -> dict:
 
 
 def predict(model: Model, a0: np.ndarray, batch: int = 500) -> dict[str, np.ndarray]:
-    """Multi-pass (and one-pass, with a head) predictions for integer data (N, D)."""
-    out: dict[str, list] = {"multi_pass": [], "one_pass": []}
+    """Multi-pass (and one-pass, with a head; early exit, with an exit threshold)
+    predictions for integer data (N, D)."""
+    out: dict[str, list] = {"multi_pass": [], "one_pass": [], "early_exit": []}
     for s in range(0, a0.shape[0], batch):
         chunk = a0[s:s + batch]
-        out["multi_pass"].append(model.scores(model.goodness_table(chunk)).argmax(axis=1))
+        table = model.goodness_table(chunk)
+        out["multi_pass"].append(model.scores(table).argmax(axis=1))
+        if model.exit_threshold is not None:
+            out["early_exit"].append(model.early_exit(table)[1].argmax(axis=1))
         if model.head is not None:
             out["one_pass"].append(model.head_logits(chunk).argmax(axis=1))
     return {k: np.concatenate(v) for k, v in out.items() if v}

@@ -117,11 +117,13 @@ def data_shape(net) -> tuple[int, ...]:
 
 
 @torch.no_grad()
-def test_vectors(net, x: torch.Tensor, y: torch.Tensor, inference_layers: list[int]) -> dict[str, np.ndarray]:
+def test_vectors(net, x: torch.Tensor, y: torch.Tensor, inference_layers: list[int],
+                 exit_threshold: float | None = None) -> dict[str, np.ndarray]:
     """Expected integer activities, goodness, scores and predictions for data x (N, D):
     for every label code and the neutral code, or for the one label-free pass of a
-    channel-wise competitive net (then also every layer's integer class-group sums)."""
-    from ffneuro.evaluate import multipass_scores
+    channel-wise competitive net (then also every layer's integer class-group sums); with
+    an ``exit_threshold``, every vector's exit layer and early-exit prediction."""
+    from ffneuro.evaluate import early_exit, multipass_scores
 
     a0 = net.prepare_input(x)
     n, c = a0.shape[0], net.num_classes
@@ -133,10 +135,15 @@ def test_vectors(net, x: torch.Tensor, y: torch.Tensor, inference_layers: list[i
         for p in net.stream(a0, labels):
             acts[p.index].append(p.unit.head_activity(p.h_out))     # flat (N, width); spiking: spike counts
             good[:, k, p.index] = p.unit.integer_goodness(p.h_out)
-    score = multipass_scores(net.goodness_table(a0), inference_layers)     # what ffneuro's evaluation adds
+    table = net.goodness_table(a0)
+    score = multipass_scores(table, inference_layers)     # what ffneuro's evaluation adds
     out = {"input": as_int(a0.flatten(1)), "label": y.numpy().astype(np.int64),
            "goodness": good.numpy(), "score": score.numpy().astype(np.float64),
            "pred_multi_pass": score.argmax(dim=1).numpy().astype(np.int64)}
+    if exit_threshold is not None:
+        depth, exit_score = early_exit(table, exit_threshold)
+        out["exit_layer"] = depth.numpy().astype(np.int64)
+        out["pred_early_exit"] = exit_score.argmax(dim=1).numpy().astype(np.int64)
     for i, per_code in enumerate(acts):
         out[f"activity{i}"] = as_int(torch.stack(per_code, dim=1))
     if net.competitive:
@@ -167,6 +174,8 @@ VECTOR_DOCS = {
     "pred_multi_pass": "goodness-score prediction (N,)",
     "head_logits": "one-pass integer logits (N, C)",
     "pred_one_pass": "one-pass prediction (N,)",
+    "exit_layer": "early exit: the 1-based layer each vector leaves at (N,)",
+    "pred_early_exit": "early-exit prediction (N,)",
 }
 
 
@@ -174,19 +183,21 @@ VECTOR_DOCS = {
 # Writing
 # ----------------------------------------------------------------------------------------
 def write_hdf5(path: Path, net, cfg, saved: dict, profile_dict: dict, quantisation: str,
-               inference_layers: list[int], vectors: dict[str, np.ndarray] | None, metrics: dict) -> None:
+               inference_layers: list[int], vectors: dict[str, np.ndarray] | None, metrics: dict,
+               exit_threshold: float | None = None) -> None:
     import h5py
 
     # Built in memory, then written by the atomic writer: libhdf5 can crash the process when
     # the disk fills under it, while a plain write fails with one OSError.
     image = io.BytesIO()
     with h5py.File(image, "w") as f:
-        _write(f, net, cfg, saved, profile_dict, quantisation, inference_layers, vectors, metrics)
+        _write(f, net, cfg, saved, profile_dict, quantisation, inference_layers, vectors, metrics, exit_threshold)
         f.attrs[DIGEST_ATTR] = content_digest(f, str(path))      # last: it covers everything written above
     atomic_write_bytes(path, image.getvalue())
 
 
-def _write(f, net, cfg, saved, profile_dict, quantisation, inference_layers, vectors, metrics) -> None:
+def _write(f, net, cfg, saved, profile_dict, quantisation, inference_layers, vectors, metrics,
+           exit_threshold) -> None:
     c = net.num_classes
     f.attrs["format"] = SCHEMA
     f.attrs["schema_version"] = SCHEMA_VERSION
@@ -222,6 +233,12 @@ def _write(f, net, cfg, saved, profile_dict, quantisation, inference_layers, vec
     else:
         g.attrs["score"] = "sum over multi_pass_layers, in order, of goodness_scale * G (float64)"
     g.attrs["tie_break"] = "lowest label"
+    if exit_threshold is not None:
+        g.attrs["exit_threshold"] = float(exit_threshold)
+        g.attrs["exit_rule"] = ("cumulative scores of layers 1..k (the score sum over layers 0..k-1, in order); "
+                                "leave at the first k with s1 > s_min and s1 - s2 >= exit_threshold * (s1 - s_min) "
+                                "(float64; s1, s2 the two highest, s_min the lowest), else at the last layer; "
+                                "prediction = first argmax of those scores")
 
     layers = f.create_group("layers")
     for i, unit in enumerate(net.layers):
@@ -270,9 +287,10 @@ def _write(f, net, cfg, saved, profile_dict, quantisation, inference_layers, vec
 # Entry point
 # ----------------------------------------------------------------------------------------
 def export_run(run_dir: Path, out: Path, *, profile: str | None = None, vectors: int = 8,
-               data: str | None = None) -> dict:
+               data: str | None = None, exit_threshold: float | None = None) -> dict:
     """Write ``out`` (HDF5) for the run in ``run_dir`` on ``profile`` (default: the run's)
-    with ``vectors`` test vectors from the run's test set (or ``data``'s). Returns a summary."""
+    with ``vectors`` test vectors from the run's test set (or ``data``'s); early exit at
+    ``exit_threshold`` (default: the run's ``inference.exit_threshold``). Returns a summary."""
     from ffneuro.runs import files as runio
     from ffneuro.data.loaders import load_dataset
     from ffneuro.network import default_inference_layers
@@ -286,14 +304,20 @@ def export_run(run_dir: Path, out: Path, *, profile: str | None = None, vectors:
         raise ExportError("channel-wise competitive scores have an integer form for graded (ReLU) units only")
     prof = load_profile(profile or saved["profile_name"])
     inference_layers = default_inference_layers(cfg)
+    if exit_threshold is None:
+        exit_threshold = cfg.inference.exit_threshold
+    if exit_threshold is not None and exit_threshold < 0:
+        raise ExportError(f"--exit-threshold {exit_threshold}: must be >= 0")
     vec = None
     if vectors:
         ds = load_dataset(data or cfg.data.name, seed=cfg.loop.seed)
         if ds.x_test.shape[1] != math.prod(data_shape(net)):
             raise ExportError(f"{data or cfg.data.name}: {ds.x_test.shape[1]} features per sample do not match the run")
-        vec = test_vectors(net, ds.x_test[:vectors], ds.y_test[:vectors], inference_layers)
+        vec = test_vectors(net, ds.x_test[:vectors], ds.y_test[:vectors], inference_layers, exit_threshold)
     metrics_path = run_dir / runio.METRICS
     metrics = runio.read_json(metrics_path) if metrics_path.exists() else {}
-    write_hdf5(out, net, cfg, saved, profile_to_dict(prof), quantisation, inference_layers, vec, metrics)
+    write_hdf5(out, net, cfg, saved, profile_to_dict(prof), quantisation, inference_layers, vec, metrics,
+               exit_threshold)
     return {"file": str(out), "profile": prof.name, "quantisation": quantisation, "layers": len(net.layers),
+            "exit_threshold": exit_threshold,
             "vectors": 0 if vec is None else int(vec["input"].shape[0]), "bytes": Path(out).stat().st_size}

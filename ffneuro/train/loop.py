@@ -26,7 +26,7 @@ from ffneuro import __version__
 from ffneuro.config import RunConfig
 from ffneuro.data.augment import batch_transform
 from ffneuro.data.loaders import Dataset, load_dataset
-from ffneuro.evaluate import evaluate
+from ffneuro.evaluate import early_exit, evaluate
 from ffneuro.functional.encoding import random_wrong_labels
 from ffneuro.hw.chip import ChipSpec, chip_spec
 from ffneuro.hw.energy import estimate
@@ -209,17 +209,45 @@ def restore(net: FFNetwork, streams: Streams, tensors: dict, meta: dict, source:
 
 
 @torch.no_grad()
-def count_inference(net: FFNetwork, x: torch.Tensor, ledger: EventLedger) -> str:
-    """Count inference events on real test samples: one-pass (neutral pass + head) when
-    the run has a head, else multi-pass (all C label passes). Returns the mode counted."""
+def count_early_exit(net: FFNetwork, x: torch.Tensor, depth: torch.Tensor, ledger: EventLedger) -> None:
+    """Count the inference events of early exit: the samples that leave after k units run
+    their C label passes (a competitive net: its one label-free pass) through units 1..k
+    only (``depth`` (N,) from ``early_exit``)."""
+    on_unit = event_counter(ledger, "infer", net, head=False)
+    gen = inference_generator()
+    for k in torch.unique(depth).tolist():
+        rows = x[depth == k]
+        for labels in _label_passes(net, rows.shape[0]):
+            for p in net.stream(rows, labels, generator=gen, upto=k):
+                on_unit(p)
+    ledger.add_samples("infer", x.shape[0])
+
+
+def _label_passes(net: FFNetwork, n: int) -> list:
+    """The passes of multi-pass inference: one per candidate label, or the one label-free
+    pass of a channel-wise competitive net."""
+    if net.competitive:
+        return [None]
+    return [[torch.full((n,), c, dtype=torch.long)] for c in range(net.num_classes)]
+
+
+@torch.no_grad()
+def count_inference(net: FFNetwork, x: torch.Tensor, ledger: EventLedger, exit_threshold: float | None = None) -> str:
+    """Count inference events on real test samples: early-exit multi-pass when an
+    ``exit_threshold`` is set (each sample's C label passes run only the units up to its
+    exit depth), else one-pass (neutral pass + head) when the run has a head, else
+    multi-pass (all C label passes). Returns the mode counted."""
+    if exit_threshold is not None:
+        count_early_exit(net, x, early_exit(net.goodness_table(x), exit_threshold)[0], ledger)
+        return "multi-pass-early-exit"
     if net.head is not None:
         net.neutral_activities(x, event_counter(ledger, "infer", net, head=True))
         ledger.add_samples("infer", x.shape[0])
         return "one-pass"
     on_unit = event_counter(ledger, "infer", net, head=False)
     gen = inference_generator()
-    for c in range(net.num_classes):
-        for p in net.stream(x, [torch.full((x.shape[0],), c, dtype=torch.long)], generator=gen):
+    for labels in _label_passes(net, x.shape[0]):
+        for p in net.stream(x, labels, generator=gen):
             on_unit(p)
     ledger.add_samples("infer", x.shape[0])
     return "multi-pass"
@@ -305,6 +333,7 @@ def train(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, prog
     x_test, y_test = net.prepare_input(data.x_test.to(dev)), data.y_test.to(dev)
     val = (net.prepare_input(data.x_val.to(dev)), data.y_val.to(dev)) if data.x_val is not None else None
     inference_layers = default_inference_layers(cfg)
+    exit_at = cfg.inference.exit_threshold
     jitter = batch_transform(cfg.data.augment_shift, data,
                              fill=net.prepare_input(torch.zeros(1, x_train[0].numel(), device=dev)).flatten()[0].item())
     n = x_train.shape[0]
@@ -364,10 +393,10 @@ def train(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, prog
             is_last = state.epoch == total
             if is_last or (cfg.loop.eval_every and state.epoch % cfg.loop.eval_every == 0):
                 net.eval()
-                last_eval = evaluate(net, x_test, y_test, inference_layers)
+                last_eval = evaluate(net, x_test, y_test, inference_layers, exit_at)
                 record.update(last_eval)
                 if val is not None:
-                    record["val_error"] = evaluate(net, *val, inference_layers)["test_error"]
+                    record["val_error"] = evaluate(net, *val, inference_layers, exit_at)["test_error"]
             state.history.append(record)
             log.info("epoch %d: %s", state.epoch, record)
             if on_epoch is not None:
@@ -381,9 +410,9 @@ def train(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, prog
 
     net.eval()
     if not last_eval or "test_error" not in state.history[-1]:
-        last_eval = evaluate(net, x_test, y_test, inference_layers)
+        last_eval = evaluate(net, x_test, y_test, inference_layers, exit_at)
         if val is not None:
-            last_eval["val_error"] = evaluate(net, *val, inference_layers)["test_error"]
+            last_eval["val_error"] = evaluate(net, *val, inference_layers, exit_at)["test_error"]
     elif val is not None:
         last_eval["val_error"] = state.history[-1]["val_error"]      # evaluated with the last epoch
     metrics = {
@@ -401,7 +430,7 @@ def train(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, prog
         "history": state.history,
     }
     if ledger is not None:
-        metrics["inference_events_mode"] = count_inference(net, x_test[:INFER_EVENT_SAMPLES], ledger)
+        metrics["inference_events_mode"] = count_inference(net, x_test[:INFER_EVENT_SAMPLES], ledger, exit_at)
     if prof is not None and ledger is not None:
         metrics["estimate"] = estimate(
             prof, layer_sizes=net.layer_sizes,

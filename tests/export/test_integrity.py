@@ -145,10 +145,10 @@ def content(path: Path) -> dict:
 def test_a_fresh_export_verifies_with_every_attribute_covered(exported):
     report = golden.verify(exported)
     assert report["ok"] and report["reason"] is None and report["failures"] == []
-    assert report["schema_version"] == golden.SCHEMA_VERSION == 3 and report["vectors"] == 2
+    assert report["schema_version"] == golden.SCHEMA_VERSION == 4 and report["vectors"] == 2
     assert report["digest_ok"] is True and report["attributes_covered"] and report["notes"] == []
     summary = golden.inspect(exported)
-    assert summary["checksums_ok"] and summary["digest_ok"] is True and summary["schema_version"] == 3
+    assert summary["checksums_ok"] and summary["digest_ok"] is True and summary["schema_version"] == 4
     with h5py.File(exported, "r") as f:
         assert f.attrs[golden.DIGEST_ATTR] == golden.content_digest(f)
 
