@@ -3,6 +3,7 @@ one-pass (the head), and the layer-collaboration view (each unit alone, cumulati
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -104,10 +105,10 @@ def evaluate_run(run_dir: Path, data: str | None = None) -> dict:
 
     cfg, saved, net = load_run(run_dir)
     ds = load_dataset(data or cfg.data.name, seed=cfg.loop.seed)
-    expected = saved["layer_sizes"][0]
-    if net.encoding.input_features(ds.x_test.shape[1]) != expected:
+    expected = math.prod(net.data_shape)      # one data sample, before the label code
+    if ds.x_test.shape[1] != expected:
         raise ValueError(f"{data or cfg.data.name}: {ds.x_test.shape[1]} features per sample, "
-                         f"but the run was trained on inputs of {expected} (with labels)")
+                         f"but the run was trained on samples of {expected}")
     x = net.prepare_input(ds.x_test)
     out = evaluate(net, x, ds.y_test, default_inference_layers(cfg), cfg.inference.exit_threshold)
     return {**out, "dataset": ds.name, "n_test": int(x.shape[0]), "run_dir": str(run_dir),

@@ -57,3 +57,17 @@ def test_conv_stacks_that_cannot_be_built_fail_with_one_line(tmp_path, monkeypat
             args += ["--profile", "cmos-45nm", "--simulate-anyway"]
         r = runner.invoke(app, args)
         assert r.exit_code == 1 and words in r.output and r.output.count("\n") == 1, r.output
+
+
+def test_eval_of_a_label_plane_conv_run_reads_its_data_and_refuses_other_shapes(tmp_path, monkeypatch):
+    # label planes: the first unit reads (3 + 3 label planes) maps, the data samples are 3×8×8
+    monkeypatch.setenv("FFNEURO_CACHE", str(tmp_path / "cache"))
+    data = f"imagefolder:{photos_zip(tmp_path)}"
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["train", "--data", data, "--set", "units.stack=conv:6:k3:p1:pool2,dense:20",
+                            "--epochs", "1", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["eval", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["eval", str(out), "--data", "digits"])
+    assert r.exit_code == 1 and "64 features per sample, but the run was trained on samples of 192" in r.output
