@@ -221,7 +221,7 @@ def resolve_train_config(config_path: Path | None = None, preset: str | None = N
 
 
 def train_run(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, device: str = "auto",
-              progress: bool = True, threads: int = 0, overwrite: bool = False) -> dict:
+              progress: bool = True, threads: int = 0, overwrite: bool = False, stages: int = 1) -> dict:
     """`ffneuro train`: train ``cfg`` (or resume the run in ``out``) and return the metrics.
     The profile and the memory check come from ``cfg.hardware``.
 
@@ -232,6 +232,10 @@ def train_run(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, 
 
     ``out``: a new or empty folder, or an existing run with ``resume`` (continue it) or
     ``overwrite`` (replace it whole); a folder of the user's is never written into.
+
+    ``stages`` > 1: pipeline-parallel training (``train/pipeline.py``): that many local
+    processes, one thread each unless ``threads`` says otherwise, or, inside a process
+    group torchrun started, this process's stage of it.
     """
     import torch
 
@@ -251,6 +255,12 @@ def train_run(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, 
                               f"{', '.join(changed)}")
     if threads < 0:
         raise ConfigError(f"--threads {threads}: must be >= 0 (0: automatic)")
+    if stages != 1:
+        from ffneuro.train import pipeline
+
+        pipeline.check_supported(cfg, stages, device)
+        run = pipeline.run_stage if pipeline.launched() else pipeline.launch
+        return run(cfg, stages, out=out, resume=resume, overwrite=overwrite, progress=progress, threads=threads or 1)
     if threads == 0 and applied_batch(cfg) <= SMALL_BATCH:
         threads = 1
     if threads:

@@ -168,6 +168,10 @@ def train(
     threads: Annotated[int, typer.Option(
         rich_help_panel=RUN_PANEL, help="CPU threads (0: automatic — one thread for batches of 8 or fewer, "
                                         "e.g. a chip's batch-1 learning, else torch's default)")] = 0,
+    stages: Annotated[int, typer.Option(
+        rich_help_panel=RUN_PANEL, help="Pipeline-parallel training: N processes, each learning a balanced share of "
+                                        "the units (one thread each unless --threads); under torchrun, this "
+                                        "process's stage. See docs/pipeline.md")] = 1,
 ) -> None:
     """Train a network, or continue one (--resume). Example: ffneuro train --profile loihi-like.
     The run's configuration is built from, later wins: the defaults, a --preset, a --config
@@ -191,7 +195,7 @@ def train(
         typer.echo(api.format_config_json(cfg) if as_json else api.format_config_toml(cfg), nl=as_json)
         return
     metrics = _run(api.train_run, cfg, out=out, resume=resume, device=device, progress=progress, threads=threads,
-                   overwrite=overwrite)
+                   overwrite=overwrite, stages=stages)
     _emit(api.metrics_summary(metrics), as_json, api.format_metrics(metrics))
 
 

@@ -49,8 +49,14 @@ def scout_goodness(net: FFNetwork, x: torch.Tensor, labels: list[torch.Tensor], 
     computed without gradient from the weights as they are before this step's updates.
     Only the goodness vectors are kept, never the activities. ``generator`` must be a
     copy of the encoder stream's state so that the scout sees the same spikes as the step."""
-    gs = []
-    for p in net.stream(x, labels, generator=generator):
+    return stacked_goodness(net.stream(x, labels, generator=generator), on_unit)
+
+
+def stacked_goodness(passages, on_unit=None, known: list[torch.Tensor] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+    """Goodness (L, B) for positives and negatives: the rows ``known`` (each (2B,)), then
+    one per unit the ``passages`` traverse (``on_unit(passage)`` sees each)."""
+    gs = list(known)
+    for p in passages:
         if on_unit is not None:
             on_unit(p)
         gs.append(p.unit.goodness(p.h_out))
@@ -95,6 +101,41 @@ def competitive_step(net: FFNetwork, x: torch.Tensor, y: torch.Tensor, active: l
     return stats
 
 
+def learning_through(cfg: RunConfig, n: int, active: list[int], streams: Streams, ledger: EventLedger | None,
+                     b: int, update_batch: int, scout: tuple[torch.Tensor, torch.Tensor] | None,
+                     seen: list[tuple[torch.Tensor, torch.Tensor]], losses: dict[int, float]):
+    """The ``through(i, unit, h)`` of the learning pass over ``n`` units: a unit in
+    ``active`` adds its γ and takes its local step (its loss into ``losses``, its update
+    events into ``ledger``), any other runs forward without gradient. Each unit appends
+    its (positive, negative) goodness to ``seen``, which must hold the goodness of every
+    unit before the first one traversed (empty when the pass starts at unit 0). γ comes
+    from the ``scout`` table (L, B) when given, else from ``seen`` (γ over earlier units)."""
+    cff = cfg.loop.algo == "cff"
+
+    def through(i: int, unit, h):
+        if i not in active:
+            with torch.no_grad():
+                out = unit(h)
+                g = unit.goodness(out)
+            seen.append((g[:b], g[b:]))
+            return out
+        gam_p = gam_n = None
+        if cff:
+            members = gamma_members(cfg.cff.gamma, i, n)
+            if scout is not None:
+                gam_p, gam_n = scout[0][members].sum(0), scout[1][members].sum(0)
+            elif members:
+                gam_p = torch.stack([seen[j][0] for j in members]).sum(0)
+                gam_n = torch.stack([seen[j][1] for j in members]).sum(0)
+        r = unit.local_step(h, gam_p, gam_n, streams.unit(i))
+        losses[i] = r.loss
+        seen.append((r.g_pos, r.g_neg))
+        if ledger is not None:
+            ledger.add("train", i, unit.update_events(h, b, update_batch))
+        return r.h
+    return through
+
+
 def train_step(net: FFNetwork, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor, active: list[int],
                streams: Streams, ledger: EventLedger | None = None, update_batch: int = 1) -> dict:
     """Stream one mini-batch through the units, updating those in ``active``.
@@ -128,28 +169,7 @@ def train_step(net: FFNetwork, cfg: RunConfig, x: torch.Tensor, y: torch.Tensor,
         scout = scout_goodness(net, x, labels, _fork(streams["encoder"]), event_counter(ledger, "train", net, False))
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []
     losses: dict[int, float] = {}
-
-    def through(i: int, unit, h):
-        if i not in active:
-            with torch.no_grad():
-                out = unit(h)
-                g = unit.goodness(out)
-            seen.append((g[:b], g[b:]))
-            return out
-        gam_p = gam_n = None
-        if cff:
-            members = gamma_members(cfg.cff.gamma, i, n)
-            if scout is not None:
-                gam_p, gam_n = scout[0][members].sum(0), scout[1][members].sum(0)
-            elif members:
-                gam_p = torch.stack([seen[j][0] for j in members]).sum(0)
-                gam_n = torch.stack([seen[j][1] for j in members]).sum(0)
-        r = unit.local_step(h, gam_p, gam_n, streams.unit(i))
-        losses[i] = r.loss
-        seen.append((r.g_pos, r.g_neg))
-        if ledger is not None:
-            ledger.add("train", i, unit.update_events(h, b, update_batch))
-        return r.h
+    through = learning_through(cfg, n, active, streams, ledger, b, update_batch, scout, seen, losses)
 
     # 4. Stream through the units. The last active unit ends the pass: nothing later learns.
     for p in net.stream(x, labels, generator=streams["encoder"], through=through, upto=max(active, default=-1) + 1):
