@@ -363,7 +363,7 @@ class FFSpiking(SynapticUnit, nn.Module):
                                          binary_input=self.binary_input, binary_output=True, **self.synapse.geometry())
             counts["goodness_op"] = float(n * self.out_features)
             return counts
-        return spike_forward_events(x_in, s_out, binary_input=self.binary_input)
+        return spike_forward_events(x_in.flatten(2), s_out, binary_input=self.binary_input)   # maps in: flat
 
     def update_events(self, x_in: torch.Tensor, batch: int, update_batch: int) -> dict[str, float]:
         """The update's events by learning rule, from the input trains of the ``batch``
@@ -380,6 +380,7 @@ class FFSpiking(SynapticUnit, nn.Module):
                                         batch_size=update_batch * t, **self.synapse.geometry())
             counts["state_access"] *= 2
             return counts
+        x_in = x_in.flatten(2)       # a dense unit after a conv unit reads its maps flattened
         x_neg = x_in[:, batch:] if x_in.shape[1] > batch else torch.zeros_like(x_in)
         return spike_update_events(x_in[:, :batch], x_neg, self.out_features, update_batch,
                                    rule=self.lif_spec.learning)

@@ -331,6 +331,17 @@ def test_spiking_conv_unit_pools_spikes_and_learns_locally():
     assert unit.resources().channels == 4 and unit.resources().positions == 36
 
 
+def test_a_dense_spiking_unit_after_a_conv_unit_counts_its_flattened_input_spikes():
+    from ffneuro.units.lif import FFSpiking, LIFSpec
+    unit = FFSpiking(2 * 3 * 3, 5, UnitSpec(lr=0.01), LIFSpec(), generator=gen(), steps=4)
+    x = torch.zeros(4, 2, 2, 3, 3)                       # (T, N, C, H, W) maps of the conv unit before
+    x[0, 0, 1, 2, 2] = x[3, 1, 0, 0, 1] = x[2, 1, 1, 1, 1] = 1.0
+    s = unit(x)
+    counts = unit.forward_events(x, s)
+    assert counts["synop_sparse"] == 3 * 5               # 3 input spikes, each to 5 units
+    assert unit.update_events(x, batch=1, update_batch=1)["weight_write"] > 0
+
+
 def test_spiking_conv_stack_exports_to_nir_and_snntorch_spikes_identically(tmp_path, digits):
     import warnings
 
