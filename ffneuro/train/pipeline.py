@@ -19,10 +19,12 @@ in the same order, from the same weights and random streams as in one process, s
 weights are **bit for bit** those of the single-process run with one thread per stage
 (the float kernels of a different thread count may reorder sums). CFF's γ over later or
 all units needs the goodness of units that have not yet seen the batch: here a stage
-computes it from its own copies of the later stages' units, refreshed every
-``GAMMA_REFRESH`` batches (the later stage sends its weights after finishing batch
-g − R; the earlier stage loads them before batch g), so those members of γ come from
-weights R to 2R − 1 batches old (the initial weights before batch R). See docs/pipeline.md.
+computes it from its own copies of the later stages' units, refreshed every R batches
+(``gamma_refresh``: the number of stages by default; the later stage sends its weights
+after finishing batch g − R, the earlier stage loads them before batch g), so those
+members of γ come from weights R − 1 to 2R − 2 batches older than the single process's
+frozen copy (the initial weights before batch R). R = 1 is the single-process rule, with
+the stages taking turns. See docs/pipeline.md.
 
 Start: ``ffneuro train --stages N`` (``launch``: N local processes with an env
 rendezvous on a free port) or ``torchrun --nproc-per-node N -m ffneuro train --stages N``
@@ -73,7 +75,8 @@ from ffneuro.train.step import _fork, event_counter, learning_through, scout_goo
 log = logging.getLogger(__name__)
 
 DEPTH = 4                 # batches in flight per link
-GAMMA_REFRESH = 8         # CFF γ over later units: batches between refreshes of the later stages' weights
+REFRESH_ENV = "FFNEURO_PIPELINE_GAMMA_REFRESH"   # CFF γ over later units: batches between refreshes of
+                                                # their copies (default: the number of stages)
 TIMEOUT_S = float(os.environ.get("FFNEURO_PIPELINE_TIMEOUT", 1800))   # a collective or recv waits this long
 ERROR_FILE_ENV = "FFNEURO_PIPELINE_ERROR"                              # where a local stage writes its error
 TAG_BATCH, TAG_REFRESH, TAG_STATE = 0, 1, 2
@@ -221,6 +224,7 @@ class Link:
     def __init__(self, peer: int, depth: int = DEPTH):
         self.peer, self.depth = peer, depth
         self.pending: deque = deque()
+        self.wait_s = 0.0                    # time spent waiting for the peer (a full pipe, or no batch yet)
 
     def send(self, msg: Message) -> None:
         header, payload = msg.encode()
@@ -231,8 +235,10 @@ class Link:
             self._wait_oldest()
 
     def _wait_oldest(self) -> None:
+        t0 = time.perf_counter()
         for w in self.pending.popleft()[0]:
             w.wait()
+        self.wait_s += time.perf_counter() - t0
 
     def flush(self) -> None:
         while self.pending:
@@ -240,7 +246,9 @@ class Link:
 
     def recv(self) -> Message:
         sizes = torch.empty(2, dtype=torch.int64)
+        t0 = time.perf_counter()
         dist.recv(sizes, self.peer, tag=TAG_BATCH)
+        self.wait_s += time.perf_counter() - t0
         header = torch.empty(int(sizes[0]), dtype=torch.int64)
         payload = torch.empty(int(sizes[1]), dtype=torch.float32)
         dist.recv(header, self.peer, tag=TAG_BATCH)
@@ -285,6 +293,20 @@ def run_units(net: FFNetwork, lo: int, hi: int, h: torch.Tensor, through=None):
         out = through(i, unit, h) if through is not None else unit(h)
         yield Passage(i, unit, h, out)
         h = out
+
+
+def gamma_refresh(stages: int) -> int:
+    """R, the batches between refreshes of the later stages' copies: $FFNEURO_PIPELINE_GAMMA_REFRESH,
+    else the number of stages (the last stage trails the first by about that many batches,
+    so a smaller R would make the first wait for it)."""
+    text = os.environ.get(REFRESH_ENV, "")
+    try:
+        every = int(text) if text else stages
+    except ValueError:
+        raise PipelineError(f"{REFRESH_ENV}={text!r}: must be a whole number of batches >= 1") from None
+    if every < 1:
+        raise PipelineError(f"{REFRESH_ENV}={text!r}: must be a whole number of batches >= 1")
+    return every
 
 
 def float_state(units: list) -> list[torch.Tensor]:
@@ -335,8 +357,11 @@ class Stage:
         self.inbound = Link(self.rank - 1) if not self.first else None
         self.outbound = Link(self.rank + 1) if not self.last else None
         self.stale = cfg.loop.algo == "cff" and cfg.cff.gamma != "earlier"
+        self.every = gamma_refresh(self.world)
         self.refresh_out: list = []
         self.g0 = self.state.epoch * self.nb              # the first global batch this process trains
+        self.loop_s = self.loop_cpu_s = 0.0                 # wall and CPU time in the batch loops (this process)
+        self.timing: list[dict] = []                        # rank 0: every stage's, from the last gather
 
     def _share_start(self, resume: bool) -> None:
         """Every rank starts from rank 0's weights, optimisers and streams: its initial
@@ -437,7 +462,7 @@ class Stage:
     def refresh(self, g: int) -> None:
         """Before global batch g (every R batches): load the later stages' units as they
         were after batch g − R."""
-        if not self.stale or g % GAMMA_REFRESH or g < GAMMA_REFRESH + self.g0:
+        if not self.stale or g % self.every or g < self.every + self.g0:
             return
         for r in range(self.rank + 1, self.world):
             tensors = float_state([self.net.layers[i] for i in self.bounds[r]])
@@ -452,7 +477,7 @@ class Stage:
     def after(self, g: int, total: int) -> None:
         """After finishing global batch g (every R batches, when a refresh will read it):
         send this stage's units to every earlier stage."""
-        if not self.stale or self.first or g % GAMMA_REFRESH or g + GAMMA_REFRESH >= total:
+        if not self.stale or self.first or g % self.every or g + self.every >= total:
             return
         flat = torch.cat([t.reshape(-1) for t in float_state([self.net.layers[i] for i in self.units])])
         self.refresh_out = [(w, f) for w, f in self.refresh_out if not w.is_completed()]
@@ -467,7 +492,7 @@ class Stage:
         for e in range(self.state.epoch, total):
             self.net.train()
             set_epoch_lr(self.net, cfg, e)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             sums: dict[int, float] = {}
             counts: dict[int, int] = {}
             perm = torch.randperm(self.n, generator=self.streams["order"]) if self.first else None
@@ -490,6 +515,8 @@ class Stage:
                 self.after(g, total * self.nb)
             if self.outbound is not None:
                 self.outbound.flush()
+            self.loop_s += time.perf_counter() - t0
+            self.loop_cpu_s += time.process_time() - c0
             self._close_epoch(e, sums, counts, t0)
         for w, _ in self.refresh_out:
             w.wait()
@@ -533,6 +560,7 @@ class Stage:
             if name != "head":
                 tensors[f"rng.unit{name}"] = self.streams.unit(name).get_state()
         info = {"names": [str(x) for x in names], "optimizers": scalars, "sums": sums, "counts": counts,
+                "timing": self._timing(),
                 "events": [[*k, v] for k, v in self.ledger.counts.items()] if self.ledger is not None else []}
         return tensors_to_bytes(tensors), json.dumps(info).encode()
 
@@ -543,6 +571,7 @@ class Stage:
             send_bytes(blob, 0)
             send_bytes(info, 0)
             return
+        self.timing = [self._timing()]
         for r in range(1, self.world):
             tensors = tensors_from_bytes(recv_bytes(r))
             info = json.loads(recv_bytes(r))
@@ -554,10 +583,23 @@ class Stage:
                     runio.optimizer_from_flat(unit.optimizer, f"opt.{name}", tensors, info["optimizers"][name])
                 if name != "head":
                     self.streams.unit(int(name)).set_state(tensors[f"rng.unit{name}"])
+            self.timing.append(info["timing"])
             sums.update({int(k): v for k, v in info["sums"].items()})
             counts.update({int(k): v for k, v in info["counts"].items()})
             if self.ledger is not None:          # each layer's counts live on one stage: a disjoint union
                 self.ledger.counts.update({(p, layer, kind): v for p, layer, kind, v in info["events"]})
+
+    def _timing(self) -> dict:
+        """This stage's units and its time so far in the batch loops: waiting for the
+        previous stage (``wait_in_s``), for the next one to take a batch (``wait_out_s``),
+        and the rest (``busy_s``: its own work, sends and receives included); ``loop_cpu_s``
+        is the CPU time the process used in them (its communication threads included)."""
+        w_in = self.inbound.wait_s if self.inbound is not None else 0.0
+        w_out = self.outbound.wait_s if self.outbound is not None else 0.0
+        return {"units": [self.units.start + 1, self.units.stop], "loop_s": round(self.loop_s, 3),
+                "loop_cpu_s": round(self.loop_cpu_s, 3),
+                "wait_in_s": round(w_in, 3), "wait_out_s": round(w_out, 3),
+                "busy_s": round(self.loop_s - w_in - w_out, 3)}
 
     def _close_epoch(self, e: int, sums: dict, counts: dict, t0: float) -> None:
         """The single-process trainer's end of an epoch, on rank 0 with every stage's units:
@@ -613,7 +655,7 @@ class Stage:
         if self.first:
             metrics = train(self.cfg, out=self.out, resume=True, progress=False, data=self.data, device="cpu",
                             count_events=self.ledger is not None)
-            metrics["pipeline_stages"] = self.world
+            metrics["pipeline"] = {"stages": self.world, "per_stage": self.timing}
             runio.write_json(self.out / runio.METRICS, metrics)
         return broadcast_json(metrics)
 
