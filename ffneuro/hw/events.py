@@ -93,7 +93,9 @@ EVENT_KINDS: tuple[str, ...] = (
     "spike_route",
 )
 # Auxiliary counts that refine an event kind (not kinds of their own, no energy field).
-AUX_COUNTS: tuple[str, ...] = ("neuron_update_active",)
+# ``output_nonzero`` / ``output_entries``: a unit's outputs as the next unit receives them
+# (after pooling; per time step for spiking units), for NeuroBench's ActivationSparsity.
+AUX_COUNTS: tuple[str, ...] = ("neuron_update_active", "output_nonzero", "output_entries")
 COUNT_KEYS: tuple[str, ...] = EVENT_KINDS + AUX_COUNTS
 
 PHASES: tuple[str, ...] = ("train", "infer")
@@ -163,6 +165,7 @@ def forward_events(
     counts["neuron_update_active"] = rows_with_input * fan_out
     counts["goodness_op"] = float(batch * fan_out)
     counts["spike_route"] = _nnz(h_out) if binary_output else 0.0
+    counts["output_nonzero"], counts["output_entries"] = _nnz(h_out), float(h_out.numel())
     return counts
 
 
@@ -279,6 +282,7 @@ def conv_forward_events(x_in: torch.Tensor, h_out: torch.Tensor, *, out_channels
     counts["neuron_update_active"] = float(window.gt(0).sum()) * per_group
     counts["goodness_op"] = float(h_out[0].numel() * h_out.shape[0])
     counts["spike_route"] = _nnz(h_out) if binary_output else 0.0
+    counts["output_nonzero"], counts["output_entries"] = _nnz(h_out), float(h_out.numel())
     return counts
 
 
@@ -501,7 +505,8 @@ def analytic_events(
     ``a = input activity of layer l`` (n_in → n_out) and ``a' = its output activity``,
     one forward step costs ``a·n_in·n_out`` synops/weight reads, ``n_out`` neuron updates
     (all active if ``a > 0``: every sample is assumed to have some non-zero input, all
-    idle if ``a = 0``) and goodness ops, ``a'·n_out`` spike routes if binary.
+    idle if ``a = 0``) and goodness ops, ``a'·n_out`` spike routes if binary (and
+    ``a'·n_out`` of ``n_out`` non-zero outputs).
 
     * ``train``: 2 passes × ``time_steps`` forward steps, plus once per sample
       ``learning_update = 2·a·n_in·n_out``, ``state_access = 2·(a·n_in + n_out) +
@@ -540,6 +545,7 @@ def analytic_events(
         step["neuron_update_active"] = float(n_out) if a > 0 else 0.0
         step["goodness_op"] = float(n_out)
         step["spike_route"] = a_out * n_out if binary_input else 0.0
+        step["output_nonzero"], step["output_entries"] = a_out * n_out, float(n_out)
 
         written = n_in * (1.0 - (1.0 - a) ** (2 * batch_size)) * n_out / batch_size
         tr = {k: 2 * time_steps * v for k, v in step.items()}

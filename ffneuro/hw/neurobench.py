@@ -99,8 +99,12 @@ def sparsity(zero_or_nonzero: float, total: float, *, nonzero: bool) -> float | 
 def spike_activity(infer: Sequence[dict[str, float]], widths: Sequence[int],
                    neurons: Sequence[int]) -> tuple[float, float] | None:
     """(non-zero outputs, all outputs) per sample where the counts define them: every layer
-    routes spikes (its ``spike_route`` is the number of its non-zero outputs) and has as
-    many outputs as neurons (no pooling). Graded outputs are not in the counts: None."""
+    counted its outputs (``output_nonzero``, ``output_entries``: as the next unit receives
+    them, after pooling, every time step), or, in counts made before those existed, every
+    layer routes spikes (``spike_route``: its non-zero outputs) and has as many outputs as
+    neurons (no pooling). Otherwise None."""
+    if infer and all(c.get("output_entries", 0.0) > 0 for c in infer):
+        return (float(sum(c["output_nonzero"] for c in infer)), float(sum(c["output_entries"] for c in infer)))
     if not infer or any(c.get("spike_route", 0.0) <= 0 for c in infer) or list(widths) != list(neurons):
         return None
     return (float(sum(c["spike_route"] for c in infer)), float(sum(c["neuron_update"] for c in infer)))

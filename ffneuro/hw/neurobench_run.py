@@ -159,8 +159,8 @@ def run_figures(run_dir: str | Path, config: dict, infer: list[dict[str, float]]
                      "`ffneuro neurobench` counts it exactly)")
     activity = nbf.spike_activity(infer, sizes[1:], neurons)
     if activity is None:
-        notes.append("ActivationSparsity of graded units is not in events.json: `ffneuro neurobench RUN_DIR` "
-                     "counts it")
+        notes.append("ActivationSparsity: this events.json predates the output counts; `ffneuro neurobench "
+                     "RUN_DIR` counts it")
     weights = nbf.weight_figures(*inference_tensors(state, n_units)) if state is not None else None
     return nbf.figures(infer, dense=nbf.dense_from_counts(infer, fan_in, head_dense),
                        spiking=[c.get("spike_route", 0.0) > 0 for c in infer], activity=activity,
