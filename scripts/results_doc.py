@@ -949,7 +949,9 @@ def early_exit() -> list[str]:
     if d is None:
         return []
     val = {p["threshold"]: p for p in d["val"]["points"]}
-    rows = [[r["mode"], "–", "–", pct(r["error"]), f"{r['mean_depth']:.2f}", f"{r['energy_pj_per_sample'] / 1e3:,.0f}", "–"]
+    val_ref = {r["mode"]: r for r in d["val"]["reference"]}
+    rows = [[r["mode"], pct(val_ref[r["mode"]]["error"]), f"{val_ref[r['mode']]['energy_pj_per_sample'] / 1e3:,.0f}",
+             pct(r["error"]), f"{r['mean_depth']:.2f}", f"{r['energy_pj_per_sample'] / 1e3:,.0f}", "–"]
             for r in d["test"]["reference"]]
     full = next(r for r in d["test"]["reference"] if r["mode"] == "multi-pass")["energy_pj_per_sample"]
     for p in d["test"]["points"]:
@@ -972,14 +974,84 @@ def early_exit() -> list[str]:
     c = d.get("chosen")
     if c:
         g = d.get("golden") or {}
-        out += [f"Chosen on validation (the least energy within {d['budget_points']:g} points of full multi-pass's "
-                f"validation error {pct(c['val_full_error'])} %): θ = {c['threshold']:g}. On test: "
-                f"{pct(c['test_error'])} % against {pct(c['test_full_error'])} % ({c['error_added_points']:+.2f} points), "
-                f"{c['energy_pj_per_sample'] / 1e3:,.0f} against {c['full_energy_pj_per_sample'] / 1e3:,.0f} nJ per "
-                f"inference ({c['energy_cut']:.0%} less), mean depth {c['mean_depth']:.2f} units. The golden replay of "
-                f"its export ({g.get('vectors', 0)} stored vectors: {'all exact' if g.get('ok') else 'FAILED'}) gives "
+        out += [f"Chosen on validation (the least energy within {d['budget_points']:g} points of the better "
+                f"full-depth inference's validation error, {pct(c['val_full_error'])} %): θ = {c['threshold']:g}. On "
+                f"test: {pct(c['test_error'])} % error, {c['error_added_points_vs_full_depth']:+.2f} points against "
+                f"every unit's cumulative score ({pct(c['test_full_depth_error'])} %) and "
+                f"{c['error_added_points']:+.2f} against multi-pass over the run's inference layers "
+                f"({pct(c['test_full_error'])} %), for {c['energy_pj_per_sample'] / 1e3:,.0f} instead of "
+                f"{c['full_energy_pj_per_sample'] / 1e3:,.0f} nJ per inference ({c['energy_cut']:.0%} less; mean depth "
+                f"{c['mean_depth']:.2f} units). The golden replay of its export ({g.get('vectors', 0)} stored vectors: "
+                f"{'all exact' if g.get('ok') else 'FAILED'}) gives "
                 f"{pct((g.get('test_error') or {}).get('early_exit'))} % early-exit error on the whole test set"
-                f"{', the same as ffneuro' if g.get('early_exit_matches') else ', NOT the same as ffneuro'}.", ""]
+                f"{', the same as ffneuro' if g.get('early_exit_matches') else ', NOT the same as ffneuro'}. One-pass "
+                "inference (the head) costs far less than any multi-pass inference, early or not: early exit is the "
+                "saving for nets that infer by goodness (no head, or a chip without one).", ""]
+    return out
+
+
+def mnist_chip() -> list[str]:
+    """On-chip learning at full length on MNIST (bench/mnist_chip.json)."""
+    d = load("mnist_chip.json")
+    if d is None:
+        return []
+    rows = []
+    for name, r in d["runs"].items():
+        if r.get("in_progress"):
+            rows.append([name, "–", f"{r['epochs_done']} of {d['epochs']} (running)", errors_of(r.get("test_error")),
+                         "–", "–", "–", "–", "–"])
+            continue
+        sram = r.get("ff_sram_bytes")
+        rows.append([name, r["batch"], r["epochs"], errors(r["test_error"]), signed(r.get("gap_to_float_points")),
+                     seconds(r["train_s"]), uj(r.get("training_energy_pj_per_sample")),
+                     uj(r.get("inference_energy_pj_per_sample")),
+                     "–" if sram is None else f"{sram / 1e6:.2f} MB, {'fits' if r.get('fits') else 'does not fit'}"])
+    return ["## On-chip learning at full length on MNIST", "",
+            f"`python scripts/bench_mnist_chip.py --data {d['data']}:DIR --epochs {d['epochs']}` → "
+            f"`bench/mnist_chip.json`: {d['network']} on all {d['train_samples']:,} training images, the full "
+            f"{d['test_samples']:,}-image test set, under each fixed-point profile that learns (its own batch and "
+            "learning rule), beside the float twin (the same recipe without a profile: Adam, batch 32). Runs are "
+            "resumable and are filled in as they finish; a running one shows its epochs so far and its last "
+            "evaluation. Gap: multi-pass error minus the float twin's, in points. Energy in µJ per sample "
+            "(inference in the run's inference mode).", "",
+            *table(["run", "batch", "epochs", "test error multi / one-pass", "gap to float", "train s",
+                    "µJ / training sample", "µJ / inference", "FF SRAM"], rows), ""]
+
+
+def sweeps() -> list[str]:
+    """Sweeps on Optuna: 1 vs 2 workers, the chosen recipe on test, the Pareto front (bench/sweep.json)."""
+    d = load("sweep.json")
+    if d is None:
+        return []
+    hp = d["hand_picked"]
+    out = ["## Sweeps on Optuna", "",
+           f"`python scripts/bench_sweep.py --data mnist:DIR` → `bench/sweep.json`: {d['data']}, "
+           f"{d['epochs']} epochs per trial, trials chosen on a stratified 10 % validation split. The bar: the best "
+           f"hand-picked recipe of the same budget, `{hp['variant']}` in `{hp['file']}` ({hp['subset']:,} samples, "
+           f"{hp['epochs']} epochs): {pct(hp['test_error'])} % test error ({hp['mode']}).", ""]
+    r = d.get("recipes")
+    if r:
+        one, two, best = r["one_worker"], r["two_workers"], r["best_rerun"]
+        rows = [[w["workers"], seconds(w["wall_s"]), ", ".join(f"{v} {k}" for k, v in w["states"].items()),
+                 "; ".join(f"trial {b['trial']}: {pct(b['val_error'])}" for b in w["best"])]
+                for w in (one, two)]
+        out += [f"A {r['trials']}-trial recipe search (TPE, median pruning, one thread per worker):", "",
+                *table(["workers", "wall s", "trials", "best val error %"], rows), "",
+                f"Two workers took {r['wall_ratio_2w_over_1w']:.2f}× the wall time of one. The 2-worker study's best "
+                f"trial ({best['trial']['trial']}) re-run on all {best['n_train']:,} training samples for "
+                f"{best['epochs']} epochs: test error {errors(best['test_error'])} % (multi / one-pass), against "
+                f"{pct(hp['test_error'])} % for the hand-picked best.", ""]
+    pr = d.get("pareto")
+    if pr:
+        out += ["A multi-objective search (NSGA-II, validation error, inference energy and SRAM) over profiles × "
+                f"widths × weight bits, {sum(pr['states'].values())} trials by {pr['workers']} workers in "
+                f"{seconds(pr['wall_s'])} s; its Pareto front:", ""]
+        front = sorted(pr["best"], key=lambda b: b["val_error"])
+        keys = sorted({k for b in front for k in b if k.startswith("param:")})
+        out += table(["trial", "val error %", "nJ / inference", "SRAM bytes", *(k[len("param:"):] for k in keys)],
+                     [[b["trial"], pct(b["val_error"]), f"{b['inference_energy_pj'] / 1e3:,.0f}",
+                       f"{b['sram_bytes']:,.0f}", *[b.get(k, "–") for k in keys]] for b in front]) + [""]
+        out += [f"![{Path(p).stem}]({Path(p).name})" for p in pr.get("plots", [])] + [""]
     return out
 
 
@@ -1100,7 +1172,7 @@ def conv_profiles() -> list[str]:
 
 
 SECTIONS = (header, headline, architecture, table1_150, table1_short, mnist_runs, cff_course, variants, loewex, spiking,
-            conv_runs, conv_cost, conv_profiles, golden, golden_conv, profiles, bits_energy, calibration, estimate_time, throughput, early_exit, chip_step, batch_rule, memory, entropy_cost,
+            conv_runs, conv_cost, conv_profiles, golden, golden_conv, profiles, bits_energy, calibration, estimate_time, throughput, early_exit, chip_step, batch_rule, mnist_chip, sweeps, memory, entropy_cost,
             reliability)
 
 
