@@ -9,7 +9,7 @@ cff-paper-cff (3×500, γ over all units, batch 200) on the embedded digits for
 STALENESS_EPOCHS epochs and three seeds, in one process and in 2 and 3 stages, where the
 later members of γ come from copies refreshed every R = (number of stages) batches.
 
-Configurations, each a fresh ``ffneuro train`` process: (a) FF in one process, 1 thread;
+Configurations, each a fresh process running what ``ffneuro train`` runs: (a) FF in one process, 1 thread;
 (b) FF in one process, 2 threads; (c) FF in 2 balanced pipeline stages (units 1–2 | 3–4
 and the head), 1 thread each; (d) the backprop baseline (``loop.algo = bp``) of the same
 MLP, 2 threads. ``train_s`` is the run's own training time for the epoch (metrics.json's
@@ -42,14 +42,19 @@ from ffneuro import __version__
 from ffneuro.runs.files import write_json
 
 REPO = Path(__file__).resolve().parent.parent
-COMMON = ["--layers", "1000,1000,1000,1000", "--epochs", "1", "--no-progress", "--json",
-          "--set", "loop.schedule=network", "--set", "loop.negatives=random", "--set", "loop.batch_size=32"]
-CONFIGS = {
-    "ff_1_process_1_thread": ["--threads", "1"],
-    "ff_1_process_2_threads": ["--threads", "2"],
-    "ff_2_stages_1_thread_each": ["--stages", "2", "--threads", "1"],
-    "bp_1_process_2_threads": ["--threads", "2", "--set", "loop.algo=bp"],
+COMMON = ["units.layers=1000,1000,1000,1000", "loop.epochs=1", "loop.schedule=network", "loop.negatives=random",
+          "loop.batch_size=32"]
+CONFIGS = {       # name: (threads, stages, extra --set assignments)
+    "ff_1_process_1_thread": (1, 1, []),
+    "ff_1_process_2_threads": (2, 1, []),
+    "ff_2_stages_1_thread_each": (1, 2, []),
+    "bp_1_process_2_threads": (2, 1, ["loop.algo=bp"]),
 }
+# What `ffneuro train --set ... --threads T --stages S --out DIR` runs, without printing.
+RUNNER = ("import json, sys; from pathlib import Path; from ffneuro import api; "
+          "a = json.loads(sys.argv[1]); "
+          "api.train_run(api.resolve_train_config(sets=a['sets']), out=Path(a['out']), progress=False, "
+          "threads=a['threads'], stages=a['stages'])")
 
 
 STALENESS_EPOCHS = 40
@@ -94,19 +99,21 @@ def mnist_dir(arg: str | None) -> str:
     return arg or os.environ.get("FFNEURO_MNIST_DIR") or str(REPO.parent / "shared" / "data" / "mnist")
 
 
-def measure(data: str, extra: list[str]) -> dict:
+def measure(data: str, threads: int, stages: int, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-c", "from ffneuro.cli import main; main()", "train", "--data", data, *COMMON, *extra,
-               "--out", str(Path(tmp) / "run")]
+        job = {"sets": [f"data.name={data}", *COMMON, *extra], "out": str(Path(tmp) / "run"), "threads": threads,
+               "stages": stages}
         load = os.getloadavg()
         t0, cpu0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-        r = subprocess.run(cmd, capture_output=True, text=True)
+        r = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(job)], capture_output=True, text=True)
         process_s = time.perf_counter() - t0
         cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if r.returncode != 0:
-        raise SystemExit(f"error: {' '.join(extra)}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
-    m = json.loads(r.stdout)
-    out = {"args": extra, "train_s": m["wall_s"], "process_s": round(process_s, 1),
+        if r.returncode != 0:
+            raise SystemExit(f"error: {job['sets']}: "
+                             f"{r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
+        m = json.loads((Path(tmp) / "run" / "metrics.json").read_text())
+    out = {"threads": threads, "stages": stages, "sets": extra, "train_s": m["wall_s"],
+           "process_s": round(process_s, 1),
            "process_cpu_s": round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 1),
            "test_error": m["test_error"], "load_average_before": [round(v, 2) for v in load]}
     if "pipeline" in m:
@@ -137,13 +144,13 @@ def main() -> None:
         "full_epochs": True,
     })
     runs = report.setdefault("runs", {})
-    for name, extra in CONFIGS.items():
+    for name, (threads, stages, extra) in CONFIGS.items():
         if args.only and name not in args.only:
             continue
         if name in runs and not args.force:
             print(f"{name}: kept ({runs[name]['train_s']} s)")
             continue
-        runs[name] = measure(data, extra)
+        runs[name] = measure(data, threads, stages, extra)
         print(f"{name}: {runs[name]['train_s']} s training, {runs[name]['process_s']} s in all", flush=True)
         write_json(args.out, report)
     if all(k in runs for k in CONFIGS):
