@@ -684,8 +684,10 @@ def run_stage(cfg: RunConfig, stages: int, *, out: Path | None, resume: bool = F
     try:
         run_dir = Path(tmp.name) / "run" if tmp is not None else Path(out)
         try:
-            return Stage(cfg, run_dir, resume=resume, overwrite=overwrite, progress=progress,
-                         count_events=count_events).run()
+            metrics = Stage(cfg, run_dir, resume=resume, overwrite=overwrite, progress=progress,
+                            count_events=count_events).run()
+            dist.barrier()                 # no rank tears its connections down while another still uses them
+            return metrics
         except RuntimeError as exc:        # gloo: a peer's connection closed or a wait timed out
             if isinstance(exc, PeerLost) or "Connection" in str(exc) or "Timed out" in str(exc) or "closed" in str(exc):
                 raise PeerLost(f"stage {dist.get_rank() + 1} lost a peer stage ({str(exc).splitlines()[0][:160]})") \

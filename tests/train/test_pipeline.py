@@ -85,6 +85,17 @@ def test_a_message_survives_encoding():
     assert empty.neutral is None and empty.train is None and empty.head == [] and empty.seen == []
 
 
+def test_the_refresh_interval_of_stale_copies_is_checked(monkeypatch):
+    from ffneuro.train.pipeline import gamma_refresh
+    assert gamma_refresh(3) == 3
+    monkeypatch.setenv("FFNEURO_PIPELINE_GAMMA_REFRESH", "1")
+    assert gamma_refresh(3) == 1
+    for bad in ("0", "two"):
+        monkeypatch.setenv("FFNEURO_PIPELINE_GAMMA_REFRESH", bad)
+        with pytest.raises(PipelineError, match="whole number of batches"):
+            gamma_refresh(3)
+
+
 @pytest.mark.parametrize("sets, stages, message", [
     ((), 4, "--stages 4: must be between 1 and 3"),
     ((), 0, "--stages 0: must be between 1 and 3"),
@@ -109,7 +120,7 @@ def test_the_cli_refuses_too_many_stages_before_starting_any(tmp_path):
 # -- real stage processes ----------------------------------------------------------------
 @pytest.mark.slow
 def test_two_stages_give_the_single_process_run_bit_for_bit(tmp_path):
-    cfg = config()
+    cfg = config("data.val_fraction=0.1", "loop.entropy_probe=64")    # rank 0 also probes and validates
     single(cfg, tmp_path / "one", count_events=True)
     launch(cfg, 2, out=tmp_path / "two", progress=False, count_events=True)
     assert_same_run(tmp_path / "one", tmp_path / "two")
