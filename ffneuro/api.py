@@ -439,7 +439,9 @@ def format_metrics(m: dict) -> str:
     te = m.get("test_error", {})
     under = f" under profile {m['profile']}" if m.get("profile") else ""
     if "epochs" in m:
-        params = f", {m['parameters']['total']:,} trainable parameters" if m.get("parameters") else ""
+        n = m.get("parameters")
+        n = n.get("total") if isinstance(n, dict) else n          # a backprop baseline records one number
+        params = f", {n:,} trainable parameters" if n else ""
         lines = [f"dataset {m.get('dataset', '?')}: {m['epochs']} epochs in {m.get('wall_s', 0):.1f} s{under}{params}"]
     else:
         lines = [f"{m.get('run_dir', 'run')} on dataset {m.get('dataset', '?')} ({m.get('n_test', '?')} test samples){under}"]

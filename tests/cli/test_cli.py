@@ -177,3 +177,11 @@ def test_train_help_lists_every_option():
             assert f"{sec}.{f.name} = " in r.output, f"{sec}.{f.name} missing from train --help"
     assert "units.neuron = relu   (one of relu, lif)" in r.output
     assert "--print-config" in r.output and "--set" in r.output and "--temperature" not in r.output
+
+
+def test_train_prints_a_backprop_baselines_report(tmp_path):
+    # a baseline records its parameter count as one number, not per unit
+    r = runner.invoke(app, ["train", "--set", "loop.algo=bp", "--layers", "20", "--epochs", "1", "--no-progress",
+                            "--out", str(tmp_path / "bp")])
+    assert r.exit_code == 0, r.output
+    assert "trainable parameters" in r.output and "test error bp" in r.output
