@@ -1043,15 +1043,52 @@ def sweeps() -> list[str]:
                 f"{pct(hp['test_error'])} % for the hand-picked best.", ""]
     pr = d.get("pareto")
     if pr:
-        out += ["A multi-objective search (NSGA-II, validation error, inference energy and SRAM) over profiles × "
-                f"widths × weight bits, {sum(pr['states'].values())} trials by {pr['workers']} workers in "
-                f"{seconds(pr['wall_s'])} s; its Pareto front:", ""]
+        out += ["A multi-objective search (NSGA-II; validation error, inference energy per sample and the FF "
+                "network's SRAM, all minimised) over profiles × widths × weight bits, each trial 3 epochs at batch 64 "
+                "(capped by the chip's batch) on the same data, trained as the chip learns; "
+                f"{sum(pr['states'].values())} trials by {pr['workers']} workers in {seconds(pr['wall_s'])} s. Its "
+                "Pareto front (the trials no other beats on all three):", ""]
         front = sorted(pr["best"], key=lambda b: b["val_error"])
         keys = sorted({k for b in front for k in b if k.startswith("param:")})
         out += table(["trial", "val error %", "nJ / inference", "SRAM bytes", *(k[len("param:"):] for k in keys)],
                      [[b["trial"], pct(b["val_error"]), f"{b['inference_energy_pj'] / 1e3:,.0f}",
                        f"{b['sram_bytes']:,.0f}", *[b.get(k, "–") for k in keys]] for b in front]) + [""]
         out += [f"![{Path(p).stem}]({Path(p).name})" for p in pr.get("plots", [])] + [""]
+    return out
+
+
+def pipeline() -> list[str]:
+    """Pipeline-parallel training: speed on MNIST, staleness cost on the digits (bench/pipeline.json)."""
+    d = load("pipeline.json")
+    if d is None:
+        return []
+    out = ["## Pipeline-parallel training", ""]
+    runs = d.get("runs") or {}
+    if runs:
+        base = runs.get("ff_1_process_1_thread", {}).get("train_s")
+        rows = [[name.replace("_", " "), r["threads"], r["stages"], seconds(r["train_s"]),
+                 "–" if not base else f"{r['train_s'] / base:.3f}", slash(r["test_error"].values()),
+                 "/".join(f"{x:g}" for x in r.get("load_average_before", [])[:1]) or "–"]
+                for name, r in runs.items()]
+        out += [f"`{d['command']}` → `bench/pipeline.json`: {d['what']}, on {d['host']['cpus']} cores. Training "
+                "seconds of one epoch (start-up, gathering and final evaluation excluded), ratio to one process with "
+                "one thread, test error after the epoch, 1-minute load average when the run started.", "",
+                *table(["run", "threads", "stages", "epoch s", "ratio", "test error %", "load"], rows), ""]
+        stages = runs.get("ff_2_stages_1_thread_each", {}).get("per_stage")
+        if stages:
+            out += ["Per stage of the 2-stage run: " + "; ".join(
+                f"units {', '.join(map(str, st['units']))}: busy {st['busy_s']:.1f} s, waiting for input "
+                f"{st['wait_in_s']:.1f} s, for the next stage {st['wait_out_s']:.1f} s" for st in stages) + ".", ""]
+    st = d.get("cff_staleness")
+    if st:
+        rows = [[k.split("_")[0], slash([v["multi_pass"], v["one_pass"]]),
+                 "–" if k.startswith("1_") else slash([st["cost_points"][k]["multi_pass"], st["cost_points"][k]["one_pass"]], signed)]
+                for k, v in st["mean_test_error"].items()]
+        out += [f"CFF with γ over all units needs later stages' goodness: each stage reads copies of the later units "
+                f"refreshed every R = {st['gamma_refresh_batches']} batches. Cost on the digits (`--preset "
+                f"{st['preset']}`, {st['epochs']} epochs, mean of seeds {', '.join(map(str, st['seeds']))}; test error "
+                "%, multi / one-pass):", "",
+                *table(["stages", "test error %", "cost in points"], rows), ""]
     return out
 
 
@@ -1172,7 +1209,7 @@ def conv_profiles() -> list[str]:
 
 
 SECTIONS = (header, headline, architecture, table1_150, table1_short, mnist_runs, cff_course, variants, loewex, spiking,
-            conv_runs, conv_cost, conv_profiles, golden, golden_conv, profiles, bits_energy, calibration, estimate_time, throughput, early_exit, chip_step, batch_rule, mnist_chip, sweeps, memory, entropy_cost,
+            conv_runs, conv_cost, conv_profiles, golden, golden_conv, profiles, bits_energy, calibration, estimate_time, throughput, early_exit, chip_step, batch_rule, mnist_chip, sweeps, pipeline, memory, entropy_cost,
             reliability)
 
 
