@@ -1,7 +1,10 @@
 """Early-exit inference: the rule by hand, the golden replay's copy of it, exact exits in the
-export, event counts for the units each sample ran, and the eval curve."""
+export, event counts for the units each sample ran, and the eval curve; and the inference
+count of a channel-wise competitive net."""
 
+import dataclasses
 import json
+import shutil
 
 import h5py
 import numpy as np
@@ -12,12 +15,14 @@ from typer.testing import CliRunner
 
 from ffneuro.cli import app
 from ffneuro.config import ConfigError, RunConfig
+from ffneuro.data.loaders import load_dataset
 from ffneuro.evaluate import early_exit, early_exit_summary
 from ffneuro.export import golden
 from ffneuro.export.hdf5 import export_run
 from ffneuro.hw.events import EventLedger
 from ffneuro.runs.load import load_run
 from ffneuro.train.loop import count_early_exit, count_inference, train
+from ffneuro.train.step import event_counter
 
 runner = CliRunner()
 
@@ -98,7 +103,6 @@ def test_training_reports_exits_and_counts_only_the_units_run(chip_run):
     assert 1 <= ee["mean_depth"] <= 3
     # the priced inference is cheaper than every unit for every label, by the units skipped
     _, _, net = load_run(out)
-    from ffneuro.data.loaders import load_dataset
     x = net.prepare_input(load_dataset("digits").x_test[:200])
     full, none_run = EventLedger(), EventLedger()
     count_inference(net, x, full)                                    # no head: all C passes, all units
@@ -147,7 +151,6 @@ def test_export_without_a_threshold_has_no_exit_members(chip_run, tmp_path):
     cfg_path = out / "config.json"
     saved = json.loads(cfg_path.read_text())
     copy = tmp_path / "run"
-    import shutil
     shutil.copytree(out, copy)
     saved["config"]["inference"]["exit_threshold"] = None
     (copy / "config.json").write_text(json.dumps(saved))
@@ -178,3 +181,20 @@ def test_eval_refuses_bad_thresholds(chip_run, arg):
     out, _ = chip_run
     r = runner.invoke(app, ["eval", str(out), f"--exit-threshold={arg}"])
     assert r.exit_code == 1 and r.output.startswith("error: --exit-threshold")
+
+
+def test_a_competitive_net_is_counted_as_its_one_label_free_pass(tmp_path, digits):
+    # channel-wise competition infers from one pass without a label: its multi-pass
+    # inference events are that pass's, not C label passes
+    cfg = RunConfig.from_flat(layers=(40, 40), epochs=1).with_sets(["units.loss=cwc", "inference.head=false"]).validate()
+    train(cfg, out=tmp_path / "r", data=dataclasses.replace(digits, x_train=digits.x_train[:64],
+                                                            y_train=digits.y_train[:64]), progress=False)
+    _, _, net = load_run(tmp_path / "r")
+    x = net.prepare_input(digits.x_test[:50])
+    counted, one = EventLedger(), EventLedger()
+    assert count_inference(net, x, counted) == "multi-pass"
+    on_unit = event_counter(one, "infer", net, head=False)
+    for p in net.stream(x, None):
+        on_unit(p)
+    one.add_samples("infer", 50)
+    assert counted.per_sample("infer") == one.per_sample("infer")
