@@ -126,6 +126,27 @@ def test_a_float_competitive_conv_run_quantised_for_export_replays_exactly(expor
     assert_replay_is_ffneuro(run, path, digits, "cortex-m7-int8")
 
 
+@pytest.mark.parametrize("name", ["cwc", "mixed"])
+def test_early_exit_of_a_conv_net_replays_exactly(tmp_path, exported, digits, name):
+    """Early exit on conv nets (class-group scores of a competitive net, label planes into
+    a dense unit): every digits test sample leaves at the same layer with the same
+    prediction in ffneuro's integer inference and in the golden replay of its export."""
+    from ffneuro.evaluate import early_exit
+
+    run, _ = exported(name)
+    path = tmp_path / "exit.h5"
+    export_run(run, path, vectors=VECTORS, exit_threshold=0.3)
+    report = golden.verify(path, digits.x_test.numpy(), digits.y_test.numpy())
+    assert report["ok"], report["reason"]
+    _, _, net, _ = chip_network(run, None)
+    depth, score = early_exit(net.goodness_table(net.prepare_input(digits.x_test)), 0.3)
+    model, _ = golden.read_model(path)
+    a0 = golden.integer_input(digits.x_test.numpy(), model.levels)
+    g_depth, g_score = model.early_exit(model.goodness_table(a0))
+    assert g_depth.tolist() == depth.tolist() and len(set(depth.tolist())) > 1   # exits at more than one depth
+    assert g_score.argmax(axis=1).tolist() == score.argmax(dim=1).tolist()
+
+
 @pytest.mark.parametrize("name", list(NETS))
 def test_file_describes_conv_layers_input_maps_and_scoring(exported, name):
     run, path = exported(name)
