@@ -410,7 +410,7 @@ def exit_thresholds(text: str) -> list[float]:
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ConfigError(f"--exit-threshold {text!r}: give numbers >= 0 separated by commas, e.g. 0,0.05,0.1") from None
+        values = []
     if not values or any(not math.isfinite(v) or v < 0 for v in values):
         raise ConfigError(f"--exit-threshold {text!r}: give numbers >= 0 separated by commas, e.g. 0,0.05,0.1")
     return values

@@ -6,7 +6,7 @@ For each run: NeuroBench's ``Benchmark`` on the mirror (``ffneuro neurobench``),
 count pass of the same samples, the estimate's ``"neurobench"`` entry (from the run's
 ``events.json``), and ffneuro / NeuroBench per metric. One thread; about 1.5 minutes.
 
-    python scripts/bench_neurobench.py --data mnist:/work/shared/data/mnist --out bench/neurobench.json
+    python scripts/bench_neurobench.py --data mnist:DIR --out bench/neurobench.json
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def measure(name: str, sets: list[str], data, spec: str | None, root: Path) -> d
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default="mnist:/work/shared/data/mnist", help="the MNIST spec (mnist:DIR)")
+    ap.add_argument("--data", required=True, help="the MNIST spec (mnist:DIR)")
     ap.add_argument("--train-subset", type=int, default=10000, help="first N MNIST training samples")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path("bench/neurobench.json"))

@@ -135,6 +135,17 @@ def hand_picked_best() -> dict:
             "variant": best[0], "mode": best[1], "test_error": best[2]}
 
 
+def relative(obj, base: str):
+    """``obj`` with every string path under ``base`` (this checkout) made relative to it."""
+    if isinstance(obj, str):
+        return obj.replace(base.rstrip("/") + "/", "")
+    if isinstance(obj, list):
+        return [relative(v, base) for v in obj]
+    if isinstance(obj, dict):
+        return {k: relative(v, base) for k, v in obj.items()}
+    return obj
+
+
 def run_study(space_text: str, work: Path, tag: str, workers: int) -> dict:
     space = work / f"{tag}.toml"
     space.write_text(space_text)
@@ -149,7 +160,7 @@ def run_study(space_text: str, work: Path, tag: str, workers: int) -> dict:
                             on_trial=lambda row: print(tag, json.dumps(row, default=str), flush=True))
     wall = time.perf_counter() - t0
     return {"workers": workers, "wall_s": round(wall, 1), "storage": str(storage), "states": summary["states"],
-            "objectives": summary["objectives"], "best": summary["best"]}
+            "objectives": summary["objectives"], "best": relative(summary["best"], str(Path.cwd()))}
 
 
 def main() -> None:
@@ -182,7 +193,8 @@ def main() -> None:
         api.sweep_show("pareto", storage=res["storage"], out=show, force=True)
         for png in show.glob("pareto_*.png"):
             shutil.copyfile(png, Path("docs") / f"sweep_{png.name}")
-        report["pareto"] = {**res, "front_csv": (show / "trials.csv").read_text() if (show / "trials.csv").exists() else None,
+        csv = show / "trials.csv"
+        report["pareto"] = {**res, "front_csv": relative(csv.read_text(), str(Path.cwd())) if csv.exists() else None,
                             "plots": sorted(f"docs/sweep_{p.name}" for p in show.glob("pareto_*.png"))}
         write_json(args.out, report)
     write_json(args.out, report)

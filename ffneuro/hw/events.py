@@ -164,8 +164,9 @@ def forward_events(
     counts["neuron_update"] = float(batch * fan_out)
     counts["neuron_update_active"] = rows_with_input * fan_out
     counts["goodness_op"] = float(batch * fan_out)
-    counts["spike_route"] = _nnz(h_out) if binary_output else 0.0
-    counts["output_nonzero"], counts["output_entries"] = _nnz(h_out), float(h_out.numel())
+    nonzero = _nnz(h_out)
+    counts["spike_route"] = nonzero if binary_output else 0.0
+    counts["output_nonzero"], counts["output_entries"] = nonzero, float(h_out.numel())
     return counts
 
 
@@ -281,8 +282,9 @@ def conv_forward_events(x_in: torch.Tensor, h_out: torch.Tensor, *, out_channels
     counts["neuron_update"] = float(window.shape[0] * window.shape[2] * window.shape[3] * out_channels)
     counts["neuron_update_active"] = float(window.gt(0).sum()) * per_group
     counts["goodness_op"] = float(h_out[0].numel() * h_out.shape[0])
-    counts["spike_route"] = _nnz(h_out) if binary_output else 0.0
-    counts["output_nonzero"], counts["output_entries"] = _nnz(h_out), float(h_out.numel())
+    nonzero = _nnz(h_out)
+    counts["spike_route"] = nonzero if binary_output else 0.0
+    counts["output_nonzero"], counts["output_entries"] = nonzero, float(h_out.numel())
     return counts
 
 
