@@ -42,8 +42,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
+from ffneuro.functional import kernels
 from ffneuro.functional.quant import FixedPoint, pow2_step, stochastic_round
 from ffneuro.hw.chip import ChipSpec
 
@@ -93,7 +95,20 @@ def fixed_update_(param: torch.Tensor, grad: torch.Tensor, fmt: FixedPoint, lr: 
     ``int_table`` (same shape as param), if given, receives the new integer codes of the
     entries written.
     """
-    if rows is not None and cols is not None and rows.numel() * cols.numel() < 0.75 * grad.numel():
+    block = rows is not None and cols is not None and rows.numel() * cols.numel() < 0.75 * grad.numel()
+    if int_table is not None and _kernel_ok(param, grad, int_table):
+        if not block:
+            rows, cols = torch.arange(grad.shape[0]), torch.arange(grad.shape[1])
+        stochastic = spec.rounding == "stochastic"
+        u = torch.rand((rows.numel(), cols.numel()) if stochastic else (0, 0), generator=generator,
+                       dtype=grad.dtype, device=generator.device if generator is not None else grad.device)
+        lim = 2 ** (spec.learning_bits - 1) - 1
+        f32 = np.float32
+        kernels.block_update(int_table.numpy(), param.detach().numpy(), grad.detach().numpy(),
+                                   rows.numpy(), cols.numpy(), u.numpy(), f32(-lr / fmt.step), f32(lim),
+                                   f32(fmt.qmin), f32(fmt.qmax), f32(fmt.step), stochastic)
+        return
+    if block:
         # The (rows × cols) block, gathered and written back a whole row at a time:
         # index_select/index_copy_ are plain copies, far cheaper than a 2-D fancy index.
         table = int_table if int_table is not None else torch.round(param / fmt.step)
@@ -110,6 +125,14 @@ def fixed_update_(param: torch.Tensor, grad: torch.Tensor, fmt: FixedPoint, lr: 
         torch.mul(q, fmt.step, out=param)
         if int_table is not None:
             int_table.copy_(q)
+
+
+def _kernel_ok(param: torch.Tensor, grad: torch.Tensor, table: torch.Tensor) -> bool:
+    """Whether the compiled block update (``kernels``) applies: 2-D float32 CPU
+    tensors, contiguous (anything else takes the tensor code, which is the reference)."""
+    return (kernels.AVAILABLE and grad.dim() == 2 and
+            all(t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous()
+                for t in (param, grad, table)))
 
 
 def _updated(codes: torch.Tensor, grad: torch.Tensor, fmt: FixedPoint, lr: float, spec: ChipSpec,
@@ -182,6 +205,11 @@ def int_normalize(a: torch.Tensor, gain: int, fmt: FixedPoint) -> torch.Tensor:
     per row, i.e. round-half-up of a·K / (2^F·s); a zero row gives zeros. Returns int64.
     """
     a = a.to(torch.int64)
+    if kernels.AVAILABLE and a.device.type == "cpu" and a.dim() == 2 and a.is_contiguous():
+        out = torch.empty_like(a)
+        if kernels.normalize_rows(a.numpy(), gain, GAIN_FRAC_BITS, fmt.qmin, fmt.qmax, out.numpy()) != 0:
+            raise OverflowError(f"activity {int(a.abs().max())} too large for exact 64-bit integer normalisation")
+        return out
     amax = int(a.abs().max()) if a.numel() else 0
     if amax * gain >= 2 ** 61 or amax >= 2 ** 31 or amax * amax * a.shape[-1] >= 2 ** 62:
         raise OverflowError(f"activity {amax} too large for exact 64-bit integer normalisation")

@@ -116,6 +116,34 @@ def _nnz(x: torch.Tensor) -> float:
     return float(torch.count_nonzero(x))
 
 
+def _activity_counts(x: torch.Tensor, h: torch.Tensor) -> tuple[float, float, float]:
+    """(non-zero entries of x, rows of x with a non-zero entry, non-zero entries of h),
+    by the compiled kernel where it applies (functional/kernels.py), else in torch."""
+    import torch
+
+    from ffneuro.functional import kernels
+    if kernels.usable(x, h):
+        return tuple(float(v) for v in kernels.activity_counts(x.numpy(), h.numpy()))
+    return _nnz(x), float(torch.count_nonzero(x.ne(0).any(dim=1))), _nnz(h)
+
+
+def _update_counts(x_pos: torch.Tensor, x_neg: torch.Tensor, chunk: int) -> tuple[float, float]:
+    """(nnz(x_pos) + nnz(x_neg), Σ over consecutive chunks of ``chunk`` rows of the
+    columns non-zero in some row of the chunk, in either)."""
+    import torch
+
+    from ffneuro.functional import kernels
+    if kernels.usable(x_pos, x_neg) and x_pos.dtype == x_neg.dtype:
+        return tuple(float(v) for v in kernels.update_counts(x_pos.numpy(), x_neg.numpy(), chunk))
+    rows, fan_in = x_pos.shape
+    touched = (x_pos != 0) | (x_neg != 0)
+    n_chunks = -(-rows // chunk)
+    pad = n_chunks * chunk - rows
+    if pad:
+        touched = torch.cat([touched, touched.new_zeros(pad, fan_in)], dim=0)
+    return _nnz(x_pos) + _nnz(x_neg), float(touched.view(n_chunks, chunk, fan_in).any(dim=1).sum())
+
+
 def _check_2d(name: str, x: torch.Tensor) -> None:
     if x.dim() != 2:
         raise EventsError(f"{name}: expected a (batch, units) tensor, got shape {tuple(x.shape)}")
@@ -146,7 +174,6 @@ def forward_events(
     >>> forward_events(torch.tensor([[1.0, 0.0, 2.0]]), torch.zeros(1, 2), binary_input=False)["synop_dense"]
     4.0
     """
-    import torch
     _check_2d("x_in", x_in)
     _check_2d("h_out", h_out)
     if x_in.shape[0] != h_out.shape[0]:
@@ -156,15 +183,14 @@ def forward_events(
     if binary_output is None:
         binary_output = binary_input
     batch, fan_out = h_out.shape
-    synops = _nnz(x_in) * fan_out
-    rows_with_input = float(torch.count_nonzero(x_in.ne(0).any(dim=1)))
+    nnz_in, rows_with_input, nonzero = _activity_counts(x_in, h_out)
+    synops = nnz_in * fan_out
     counts = zero_counts()
     counts["synop_sparse" if binary_input else "synop_dense"] = synops
     counts["weight_read"] = synops
     counts["neuron_update"] = float(batch * fan_out)
     counts["neuron_update_active"] = rows_with_input * fan_out
     counts["goodness_op"] = float(batch * fan_out)
-    nonzero = _nnz(h_out)
     counts["spike_route"] = nonzero if binary_output else 0.0
     counts["output_nonzero"], counts["output_entries"] = nonzero, float(h_out.numel())
     return counts
@@ -215,7 +241,6 @@ def update_events(
     chunk}| × fan_out``; ``state_access = nnz(x_pos) + nnz(x_neg) + 2·B·fan_out
     + 2·optimizer_slots × weight_write``. Every other kind is 0.
     """
-    import torch
     _check_2d("x_pos", x_pos)
     _check_2d("x_neg", x_neg)
     if x_pos.shape != x_neg.shape:
@@ -225,13 +250,7 @@ def update_events(
     if batch_size < 1 or fan_out < 1:
         raise EventsError(f"update_events: batch_size and fan_out must be >= 1, got {batch_size}, {fan_out}")
     rows, fan_in = x_pos.shape
-    touched = (x_pos != 0) | (x_neg != 0)
-    n_chunks = -(-rows // batch_size)
-    pad = n_chunks * batch_size - rows
-    if pad:
-        touched = torch.cat([touched, touched.new_zeros(pad, fan_in)], dim=0)
-    columns = float(touched.view(n_chunks, batch_size, fan_in).any(dim=1).sum())
-    nnz_in = _nnz(x_pos) + _nnz(x_neg)
+    nnz_in, columns = _update_counts(x_pos, x_neg, batch_size)
     counts = zero_counts()
     counts["learning_update"] = nnz_in * fan_out
     counts["weight_write"] = columns * fan_out

@@ -52,22 +52,6 @@ def relu(z: torch.Tensor, grad: str) -> torch.Tensor:
     return _ReLUFullGrad.apply(z) if grad == "full" else F.relu(z)
 
 
-class _ExactLinear(torch.autograd.Function):
-    """A linear layer whose forward value is given (the chip's exact integer result in
-    real units) and whose backward is that of ``x · Wᵀ + b``: the gradient of the
-    real-valued layer at the chip's own activities."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, z):  # noqa: D401
-        ctx.save_for_backward(x)
-        return z.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return None, grad.t() @ x, grad.sum(dim=0), None
-
-
 class FFDense(GradedInput, SynapticUnit, nn.Module):
     """A dense ReLU layer trained by its own local FF objective (the unit contract of
     units/base.py).
@@ -194,22 +178,23 @@ class FFDense(GradedInput, SynapticUnit, nn.Module):
         b = x.shape[0] if targets is not None else x.shape[0] // 2
         return self._learn(x, b, gamma_pos, gamma_neg, generator, targets)
 
-    def _activity(self, x: torch.Tensor | CodedBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(h in real units with a graph to the parameters, the input in real units, the
-        activity to hand on). In float these are h, x, h. On the chip the values are the
-        exact integer datapath's; the gradient is that of the real-valued layer."""
-        if not self.calibrated:
-            h = self(x)
-            return h, dense_input(x), h
-        xq, z_int = self.chip_forward(x)
-        x_real = xq.to(torch.float32) * float(self.x_step)
-        z = _ExactLinear.apply(x_real, self.weight, self.bias, (z_int * self.out_step).to(torch.float32))
-        return relu(z, self.spec.relu_grad), x_real, z_int.clamp_min(0)
-
     def _learn(self, x: torch.Tensor | CodedBatch, b: int, gamma_pos: torch.Tensor | None,
                gamma_neg: torch.Tensor | None, generator: torch.Generator | None,
                targets: torch.Tensor | None = None) -> StepResult:
-        h, x_real, h_out = self._activity(x)
+        if self.calibrated:
+            return self._chip_learn(dense_input(x), b, gamma_pos, gamma_neg, generator, targets)
+        h = self(x)
+        loss, g_pos, g_neg = self._objective(h, b, gamma_pos, gamma_neg, targets)
+        loss.backward()
+        self.optimizer.step()
+        for p in (self.weight, self.bias):
+            p.grad = None        # streaming: nothing of this step outlives it but the new weights
+        return StepResult(h.detach(), float(loss.detach()), g_pos.detach(), g_neg.detach())
+
+    def _objective(self, h: torch.Tensor, b: int, gamma_pos: torch.Tensor | None, gamma_neg: torch.Tensor | None,
+                   targets: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, g⁺, g⁻) of the activity h (real units, with its graph), peer
+        normalisation included (its running mean advances)."""
         loss, g_pos, g_neg = local_objective(self.spec, h, lambda a: goodness(a, self.spec.goodness), targets,
                                              gamma_pos, gamma_neg)
         if self.spec.peer_norm > 0:
@@ -217,29 +202,33 @@ class FFDense(GradedInput, SynapticUnit, nn.Module):
             running = self.running_mean * m + h[:b].mean(dim=0) * (1 - m)
             loss = loss + self.spec.peer_norm * peer_norm_loss(running)
             self.running_mean.copy_(running.detach())
-        loss.backward()
-        if self.calibrated:
-            self._chip_update(generator, x_real, h, b)
-        else:
-            self.optimizer.step()
-        for p in (self.weight, self.bias):
-            p.grad = None        # streaming: nothing of this step outlives it but the new weights
-        return StepResult(h_out.detach(), float(loss.detach()), g_pos.detach(), g_neg.detach())
+        return loss, g_pos, g_neg
 
-    @torch.no_grad()
-    def _chip_update(self, generator: torch.Generator | None, x: torch.Tensor, h: torch.Tensor,
-                     samples: int) -> None:
-        """The chip's learning rule (the synapse's ``chip_update``) at onchip_lr / fan-in.
+    def _chip_learn(self, x: torch.Tensor, b: int, gamma_pos: torch.Tensor | None, gamma_neg: torch.Tensor | None,
+                    generator: torch.Generator | None, targets: torch.Tensor | None) -> StepResult:
+        """The chip's step: the exact integer datapath forward, the gradient of the
+        real-valued layer at the chip's own activities (dL/dz from the local objective,
+        then dL/dW = dzᵀ·x and dL/db = Σ dz, formed here: the weights carry no graph), and
+        the chip's fixed-point update (the synapse's ``chip_update``) at onchip_lr / fan-in.
 
         Only synapses the update can touch are rounded: rows of units active in this batch
         and columns of non-zero inputs (exact unless peer normalisation or weight decay
         make every gradient entry non-zero, in which case the whole table is updated)."""
-        rows = cols = None
-        if self.spec.peer_norm == 0 and self.spec.weight_decay == 0:
-            rows = h.ne(0).any(dim=0).nonzero().view(-1)
-            cols = x.ne(0).any(dim=0).nonzero().view(-1)
-        self.synapse.chip_update(self.onchip_lr / self.in_features, self.chip, self.bias_fmt(), generator,
-                                 weight_decay=self.spec.weight_decay, rows=rows, cols=cols, samples=samples)
+        xq, z_int = self.chip_forward(x)
+        x_real = xq.to(torch.float32) * float(self.x_step)
+        z = (z_int * self.out_step).to(torch.float32).requires_grad_()
+        h = relu(z, self.spec.relu_grad)
+        loss, g_pos, g_neg = self._objective(h, b, gamma_pos, gamma_neg, targets)
+        (dz,) = torch.autograd.grad(loss, z)
+        with torch.no_grad():
+            rows = cols = None
+            if self.spec.peer_norm == 0 and self.spec.weight_decay == 0:
+                rows = h.ne(0).any(dim=0).nonzero().view(-1)
+                cols = x_real.ne(0).any(dim=0).nonzero().view(-1)
+            self.synapse.chip_update(self.onchip_lr / self.in_features, self.chip, self.bias_fmt(), generator,
+                                     weight_decay=self.spec.weight_decay, rows=rows, cols=cols, samples=b,
+                                     grads=(dz.t() @ x_real, dz.sum(dim=0)))
+        return StepResult(z_int.clamp_min(0), float(loss.detach()), g_pos.detach(), g_neg.detach())
 
     # -- what the rest of ffneuro asks of a unit -------------------------------------
     @staticmethod

@@ -76,17 +76,18 @@ class Synapse(nn.Module):
     @torch.no_grad()
     def chip_update(self, lr: float, chip, bias_fmt: FixedPoint, generator: torch.Generator | None, *,
                     weight_decay: float = 0.0, rows: torch.Tensor | None = None,
-                    cols: torch.Tensor | None = None, samples: int = 1) -> None:
-        """The chip's learning rule on the gradients the dynamics left in ``.grad`` (the
-        mean over ``samples`` samples): plain SGD at the learning precision
+                    cols: torch.Tensor | None = None, samples: int = 1,
+                    grads: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """The chip's learning rule on the gradients (the mean over ``samples`` samples) the
+        dynamics left in ``.grad``, or hands over as ``grads`` (weight, bias): plain SGD at the learning precision
         (``functional.fixed.fixed_update_``), at ``lr`` per sample under the chip's batch
         rule (``ChipSpec.batch_lr``), rounded as the chip can apply it. ``rows``/``cols``
         name the only entries of a dense table the update can touch (silent units, zero
         inputs); the integer table is kept in step."""
         lr = chip_lr(chip.batch_lr(lr, samples), chip)
         w_int = self.int_weight()
-        for param, fmt in ((self.weight, self.weight_fmt(chip)), (self.bias, bias_fmt)):
-            grad = param.grad
+        given = grads if grads is not None else (self.weight.grad, self.bias.grad)
+        for param, fmt, grad in ((self.weight, self.weight_fmt(chip), given[0]), (self.bias, bias_fmt, given[1])):
             if weight_decay:
                 grad = grad + weight_decay * param
             table = param is self.weight

@@ -1,0 +1,150 @@
+"""The compiled chip kernels (functional/kernels.py) against the tensor code they
+replace, which stays the reference: same integers, same float32 weights, same random
+numbers consumed, bit for bit."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import pytest
+import torch
+
+from ffneuro.config import RunConfig
+from ffneuro.data.loaders import load_dataset
+from ffneuro.functional import kernels
+from ffneuro.functional.fixed import fixed_update_, int_normalize
+from ffneuro.functional.quant import FixedPoint
+from ffneuro.hw.chip import chip_spec
+from ffneuro.hw.profiles import load_profile
+from ffneuro.rng import Streams
+from ffneuro.train.loop import build_network
+from ffneuro.train.step import train_step
+
+pytestmark = pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed (or FFNEURO_KERNELS=0)")
+
+
+@pytest.fixture
+def reference(monkeypatch):
+    """Calls made inside ``with reference():`` take the tensor code."""
+    class _Switch:
+        def __enter__(self):
+            monkeypatch.setattr(kernels, "AVAILABLE", False)
+
+        def __exit__(self, *exc):
+            monkeypatch.setattr(kernels, "AVAILABLE", True)
+    return _Switch
+
+
+def test_normalize_hand_computed():
+    # s = isqrt(9 + 16) = 5; x_q = round_half_up(a · K / (2^16 · 5)) with K = 2^16 · 2
+    fmt = FixedPoint(8, False, 1.0)
+    q = int_normalize(torch.tensor([[3, 4], [0, 0]], dtype=torch.int64), 2 ** 17, fmt)
+    assert q.tolist() == [[1, 2], [0, 0]]          # 6/5 = 1.2 → 1, 8/5 = 1.6 → 2; a zero row stays zero
+
+
+@pytest.mark.parametrize("signed", [False, True])
+@pytest.mark.parametrize("seed", range(4))
+def test_normalize_matches_the_tensor_code(reference, signed, seed):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randint(-3000 if signed else 0, 3000, (7, 301), generator=g, dtype=torch.int64)
+    a[2] = 0                                                       # a silent row
+    a[3, 1:] = 0                                                   # one active input
+    a[a.abs() < 1500] = 0                                          # sparse, as after ReLU
+    fmt = FixedPoint(8, signed, 2.0 ** -5)
+    gain = 1 + int(torch.randint(1, 2 ** 22, (1,), generator=g))
+    with reference():
+        want = int_normalize(a, gain, fmt)
+    got = int_normalize(a, gain, fmt)
+    assert got.dtype == torch.int64 and torch.equal(got, want)
+    assert int(want.min()) >= fmt.qmin and int(want.max()) <= fmt.qmax and bool(want.ne(0).any())
+
+
+def test_normalize_refuses_overflow_like_the_tensor_code(reference):
+    a = torch.tensor([[2 ** 31, 1]], dtype=torch.int64)
+    fmt = FixedPoint(8, False, 1.0)
+    with pytest.raises(OverflowError), reference():
+        int_normalize(a, 1, fmt)
+    with pytest.raises(OverflowError):
+        int_normalize(a, 1, fmt)
+
+
+def _spec(profile: str, **changes):
+    return dataclasses.replace(chip_spec(load_profile(profile)), **changes)
+
+
+@pytest.mark.parametrize("profile,changes", [
+    ("loihi-like", {}), ("cmos-45nm", {}), ("cmos-45nm", {"rounding": "nearest"}),
+    ("cortex-m7-int8", {"learning_bits": 3}), ("spinnaker2-like", {"lr_power_of_two": False})])
+@pytest.mark.parametrize("block", [True, False])
+def test_update_matches_the_tensor_code(reference, profile, changes, block):
+    spec = _spec(profile, **changes)
+    g = torch.Generator().manual_seed(1)
+    fmt = FixedPoint(spec.weight_bits, spec.weight_signed, 2.0 ** -6)
+    table0 = torch.randint(fmt.qmin, fmt.qmax + 1, (40, 30), generator=g).to(torch.float32)
+    grad = torch.randn(40, 30, generator=g) * 0.1      # ~2 LSB at this rate and step
+    rows = torch.tensor([0, 3, 4, 17, 39]) if block else None
+    cols = torch.tensor([1, 2, 29]) if block else None
+    if block:                                  # the entries outside the block are exactly zero
+        mask = torch.zeros_like(grad)
+        mask[rows.view(-1, 1), cols] = 1
+        grad = grad * mask
+    out = []
+    for ref in (True, False):
+        table = table0.clone()
+        param = table * fmt.step
+        gen = torch.Generator().manual_seed(7)
+        if ref:
+            with reference():
+                fixed_update_(param, grad, fmt, 0.3, spec, gen, rows, cols, table)
+        else:
+            fixed_update_(param, grad, fmt, 0.3, spec, gen, rows, cols, table)
+        out.append((table, param, gen.get_state()))
+    (t_ref, p_ref, s_ref), (t, p, s) = out
+    assert torch.equal(t, t_ref) and torch.equal(p, p_ref) and torch.equal(s, s_ref)
+    assert not torch.equal(t, table0)                                # the update did something
+    assert torch.equal(p, t * fmt.step)                              # weights stay on the grid
+    if block:
+        untouched = torch.ones_like(t, dtype=torch.bool)
+        untouched[rows.view(-1, 1), cols] = False
+        assert torch.equal(t[untouched], table0[untouched])
+
+
+def _train_digest(profile: str, batch: int, steps: int) -> str:
+    data = load_dataset("digits")
+    cfg = RunConfig.from_flat(data="digits", layers=(60, 60), batch_size=batch)
+    streams = Streams(0, 2)
+    net = build_network(cfg, data, streams, chip_spec(load_profile(profile)))
+    x, y = net.prepare_input(data.x_train), data.y_train
+    net.calibrate(x[:256], y[:256])
+    for s in range(steps):
+        idx = torch.arange(s * batch, (s + 1) * batch) % x.shape[0]
+        train_step(net, cfg, x[idx], y[idx], [0, 1], streams, None, batch)
+    h = hashlib.sha256()
+    for k, v in sorted(net.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("profile,batch", [("loihi-like", 1), ("cmos-45nm", 16)])
+def test_training_is_bit_identical_to_the_tensor_code(reference, profile, batch):
+    with reference():
+        want = _train_digest(profile, batch, 40)
+    assert _train_digest(profile, batch, 40) == want
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.int64])
+@pytest.mark.parametrize("chunk", [1, 3, 16])
+def test_event_counts_match_the_tensor_code(reference, dtype, chunk):
+    from ffneuro.hw.events import forward_events, update_events
+    g = torch.Generator().manual_seed(3)
+    x = (torch.rand(10, 37, generator=g) < 0.3).to(dtype) * torch.randint(1, 9, (10, 37), generator=g).to(dtype)
+    x[4] = 0                                                      # a row without input
+    h = torch.relu(torch.randn(10, 21, generator=g)).to(dtype)
+    with reference():
+        want = (forward_events(x, h, binary_input=False), update_events(x[:5], x[5:], 21, chunk))
+    got = (forward_events(x, h, binary_input=False), update_events(x[:5], x[5:], 21, chunk))
+    assert got == want
+    nnz = int(x.ne(0).sum())
+    assert got[0]["synop_dense"] == nnz * 21 and got[0]["neuron_update_active"] == 9 * 21   # by hand
