@@ -26,6 +26,7 @@ step / floor are written beside them.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import subprocess
@@ -127,21 +128,22 @@ def ff_step(data: Dataset, widths: tuple[int, ...], batch: int, profile: str | N
 
 
 def rounding_draws(step, steps: int = 50) -> float:
-    """Random numbers the chip's stochastic rounding draws per step (counted, not timed)."""
-    import ffneuro.functional.fixed as fixed
+    """Random numbers the chip's stochastic rounding draws per step (counted, not timed):
+    every draw goes through ``functional.quant.uniforms``."""
+    import ffneuro.functional.quant as quant
 
     drawn = {"n": 0}
-    real = fixed.stochastic_round
+    real = quant.uniforms
 
-    def counting(x, generator=None):
-        drawn["n"] += x.numel()
-        return real(x, generator)
-    fixed.stochastic_round = counting
+    def counting(shape, *args):
+        drawn["n"] += math.prod(shape)
+        return real(shape, *args)
+    quant.uniforms = counting
     try:
         for _ in range(steps):
             step()
     finally:
-        fixed.stochastic_round = real
+        quant.uniforms = real
     return drawn["n"] / steps
 
 

@@ -162,14 +162,16 @@ def headline() -> list[str]:
         rows.append([f"`{name}`", r.get("epochs", "–"), errors_of(te), slash(r["per_layer_error"]) if r.get(
             "per_layer_error") else "–", slash(r["cumulative_error"]) if r.get("cumulative_error") else "–",
             uj(r.get("inference_energy_pj_per_sample")), uj(r.get("training_energy_pj_per_sample")),
-            r.get("cores_used", "–"), seconds(r.get("wall_s"))])
+            r.get("cores_used", "–"), seconds(r.get("wall_s")), seconds(r.get("command_s"))])
     return ["## Headline runs (digits)", "",
             "The README's two runs with every option at its default, on the embedded digits (1,437 training, 360 "
             "test images): `ffneuro train` (float) and `ffneuro train --profile loihi-like` (trained as the "
             "Loihi-like chip would learn; energies from the events measured on the run). "
-            "`python scripts/bench_headline.py` → `bench/headline.json`.", "",
+            "`python scripts/bench_headline.py` → `bench/headline.json` (each command a fresh process on "
+            f"{d.get('cpu_count', '?')} cores; training s: the trainer's wall time; command s: the whole command, "
+            "start-up, evaluation and the energy estimate included).", "",
             *table(["run", "epochs", "test error % multi / one-pass", "each layer alone", "layers 1..k",
-                    "inference µJ/sample", "training µJ/sample", "cores", "wall s"], rows), ""]
+                    "inference µJ/sample", "training µJ/sample", "cores", "training s", "command s"], rows), ""]
 
 
 def _mean_sd(values: list[float]) -> str:

@@ -45,7 +45,7 @@ import math
 import numpy as np
 import torch
 
-from ffneuro.functional import kernels
+from ffneuro.functional import kernels, quant
 from ffneuro.functional.quant import FixedPoint, pow2_step, stochastic_round
 from ffneuro.hw.chip import ChipSpec
 
@@ -100,8 +100,8 @@ def fixed_update_(param: torch.Tensor, grad: torch.Tensor, fmt: FixedPoint, lr: 
         if not block:
             rows, cols = torch.arange(grad.shape[0]), torch.arange(grad.shape[1])
         stochastic = spec.rounding == "stochastic"
-        u = torch.rand((rows.numel(), cols.numel()) if stochastic else (0, 0), generator=generator,
-                       dtype=grad.dtype, device=generator.device if generator is not None else grad.device)
+        u = quant.uniforms((rows.numel(), cols.numel()) if stochastic else (0, 0), generator, grad.dtype,
+                           grad.device)
         lim = 2 ** (spec.learning_bits - 1) - 1
         f32 = np.float32
         kernels.block_update(int_table.numpy(), param.detach().numpy(), grad.detach().numpy(),

@@ -59,13 +59,20 @@ def pow2_step(max_abs: float, bits: int, signed: bool) -> float:
     return math.ldexp(1.0, exp)
 
 
+def uniforms(shape: tuple[int, ...], generator: torch.Generator | None, dtype: torch.dtype,
+             device: torch.device) -> torch.Tensor:
+    """The uniform numbers u ~ U[0, 1) that stochastic rounding adds, drawn from
+    ``generator`` (on its device) and moved to ``device``: every rounding draw of the
+    chip simulation goes through here, in row-major order of the entries rounded."""
+    gen_device = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, dtype=dtype, device=gen_device).to(device)
+
+
 def stochastic_round(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """``floor(x + u)``, ``u ~ U[0, 1)`` elementwise: unbiased rounding to integers (same dtype as x)."""
     if not x.is_floating_point():
         return x.clone()
-    device = generator.device if generator is not None else x.device
-    u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=device).to(x.device)
-    return u.add_(x).floor_()
+    return uniforms(x.shape, generator, x.dtype, x.device).add_(x).floor_()
 
 
 @dataclass(frozen=True)
