@@ -31,11 +31,15 @@ from ffneuro.data.loaders import load_dataset
 from ffneuro.runs.files import read_json, write_json
 from ffneuro.train.loop import train
 
-# (name, profile): the float twin, then chips cheapest first. truenorth-like (2-bit) and
-# akida-like (4-bit) weights cannot learn with this rule at all (bench/profiles.json);
-# speck-like is a spiking chip (its runs are in the spiking section).
-RUNS = (("float", None), ("cmos-45nm", "cmos-45nm"), ("cortex-m7-int8", "cortex-m7-int8"),
-        ("loihi-like", "loihi-like"), ("loihi2-like", "loihi2-like"), ("spinnaker2-like", "spinnaker2-like"))
+# (name, profile, config overrides): the float twin, then chips cheapest first, then the
+# batch-holding chips under the sqrt batch rule (hardware.batch_rule; the default is mean).
+# truenorth-like (2-bit) and akida-like (4-bit) weights cannot learn with this rule at all
+# (bench/profiles.json); speck-like is a spiking chip (its runs are in the spiking section).
+RUNS = (("float", None, {}), ("cmos-45nm", "cmos-45nm", {}), ("cortex-m7-int8", "cortex-m7-int8", {}),
+        ("loihi-like", "loihi-like", {}), ("loihi2-like", "loihi2-like", {}),
+        ("spinnaker2-like", "spinnaker2-like", {}),
+        ("cmos-45nm-sqrt", "cmos-45nm", {"batch_rule": "sqrt"}),
+        ("cortex-m7-int8-sqrt", "cortex-m7-int8", {"batch_rule": "sqrt"}))
 
 
 def summary(m: dict, wall_s: float) -> dict:
@@ -67,30 +71,39 @@ def main() -> None:
                    "train_samples": int(data.x_train.shape[0]), "test_samples": int(data.x_test.shape[0])})
     runs = report.setdefault("runs", {})
     wanted = [r for r in RUNS if not args.only or r[0] in args.only.split(",")]
-    for name, profile in wanted:
+    def save(name: str) -> None:
+        """Write this process's entry for ``name`` into the report as it is on disk now, so
+        processes running disjoint ``--only`` sets can share one --out file."""
+        on_disk = json.loads(args.out.read_text()) if args.out.exists() else {}
+        on_disk.update({k: v for k, v in report.items() if k != "runs"})
+        on_disk.setdefault("runs", {})[name] = runs[name]
+        write_json(args.out, on_disk)
+
+    for name, profile, overrides in wanted:
         if runs.get(name, {}).get("epochs") == args.epochs:
             continue
         run_dir = args.runs_dir / name
-        cfg = RunConfig.from_flat(data=args.data, epochs=args.epochs, seed=0)
+        cfg = RunConfig.from_flat(data=args.data, epochs=args.epochs, seed=0, **overrides)
         done = (run_dir / "metrics.json").exists() and read_json(run_dir / "metrics.json").get("epochs") == args.epochs
         t0 = time.perf_counter()
 
         def on_epoch(record: dict, name=name) -> None:
-            runs[name] = {"profile": profile, "in_progress": True, "epochs_done": record["epoch"],
+            runs[name] = {"profile": profile, **overrides, "in_progress": True, "epochs_done": record["epoch"],
                           "test_error": record.get("test_error")}
-            write_json(args.out, report)
+            save(name)
 
         m = read_json(run_dir / "metrics.json") if done else train(
             cfg, out=run_dir, resume=(run_dir / "config.json").exists(), data=data, profile=profile,
             progress=False, simulate_anyway=True, on_epoch=on_epoch)
-        runs[name] = {"profile": profile, **summary(m, time.perf_counter() - t0)}
+        runs[name] = {"profile": profile, **overrides, **summary(m, time.perf_counter() - t0)}
         print(name, json.dumps({k: v for k, v in runs[name].items() if k != "history"}), flush=True)
-        write_json(args.out, report)
-    float_err = (runs.get("float") or {}).get("test_error")
-    for name, r in runs.items():
+        save(name)
+    final = json.loads(args.out.read_text())
+    float_err = (final["runs"].get("float") or {}).get("test_error")
+    for name, r in final["runs"].items():
         if float_err and name != "float" and not r.get("in_progress"):
             r["gap_to_float_points"] = round(r["test_error"]["multi_pass"] - float_err["multi_pass"], 2)
-    write_json(args.out, report)
+    write_json(args.out, final)
 
 
 if __name__ == "__main__":
