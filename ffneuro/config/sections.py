@@ -319,11 +319,17 @@ class HardwareConfig:
     batch_rule: str = opt("mean", "How a chip that holds B samples before writing its weights scales the "
                                   "rate of their mean update: mean (×1), sqrt (×√B) or sum (×B, each sample "
                                   "at the per-sample rate, accumulated)", ("mean", "sqrt", "sum"))
+    shadow_bits: int = opt(0, "What-if for chips whose weights are too narrow to learn: updates land on a "
+                              "shadow copy of every weight this many bits wide (0: none; more than the "
+                              "profile's weight_bits, at most 24) and the chip computes with the shadow "
+                              "rounded to its weight_bits; the SRAM report counts the wider words")
     simulate_anyway: bool = opt(False, "Train even if the model does not fit the profile's memory")
 
     def validate(self) -> None:
         _check(self)
         _require(self.onchip_lr > 0, f"hardware.onchip_lr = {self.onchip_lr} must be > 0")
+        _require(0 <= self.shadow_bits <= 24, f"hardware.shadow_bits = {self.shadow_bits} must be 0 (none) or "
+                                              "a width above the profile's weight_bits, at most 24")
 
 
 SECTIONS = {cls.SECTION: cls for cls in (DataConfig, UnitsConfig, CFFConfig, OptimConfig, LoopConfig,

@@ -10,7 +10,7 @@ this is read by the estimator and the CLI too.)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # Chip learning rules the units simulate, by the profile's ``learning.optimizer`` value.
 SIMULATED_RULES: dict[str, str] = {
@@ -38,6 +38,7 @@ class ChipSpec:
     state_bits: int = 24
     rule: str = "sgd"          # a key of SIMULATED_RULES
     batch_rule: str = "mean"   # mean | sqrt | sum: how a multi-sample update scales its rate
+    shadow_bits: int = 0       # > weight_bits: updates land on a shadow copy this wide (0: none)
 
     def batch_lr(self, lr: float, samples: int) -> float:
         """The rate a chip applies to the mean gradient of ``samples`` samples: ``lr``
@@ -49,6 +50,38 @@ class ChipSpec:
         (1.0, 0.25)
         """
         return lr * {"mean": 1.0, "sqrt": math.sqrt(samples), "sum": float(samples)}[self.batch_rule]
+
+
+def with_shadow(spec: ChipSpec, shadow_bits: int, where: str = "hardware.shadow_bits") -> ChipSpec:
+    """``spec`` learning on a shadow copy of ``shadow_bits`` per weight (0: none), refused
+    unless it is wider than the weights and at most 24 bits (the integer tables are
+    float32).
+
+    >>> spec = ChipSpec(4, True, "pow2", 8, 24, 4, "stochastic", True, False, 1)
+    >>> with_shadow(spec, 8).shadow_bits
+    8
+    >>> with_shadow(spec, 4)
+    Traceback (most recent call last):
+    ...
+    ValueError: hardware.shadow_bits = 4 must be 0 (no shadow) or wider than the profile's 4-bit weights, at most 24
+    """
+    if shadow_bits and not spec.weight_bits < shadow_bits <= 24:
+        raise ValueError(f"{where} = {shadow_bits} must be 0 (no shadow) or wider than the profile's "
+                         f"{spec.weight_bits}-bit weights, at most 24")
+    return replace(spec, shadow_bits=int(shadow_bits))
+
+
+def run_chip_spec(profile, batch_rule: str = "mean", shadow_bits: int = 0) -> ChipSpec | None:
+    """The chip a run trains on: the profile's ``chip_spec`` with the run's batch rule and
+    learning shadow (``hardware.batch_rule``, ``hardware.shadow_bits``); None in float,
+    where a shadow is refused (there is no weight width to shadow)."""
+    spec = chip_spec(profile)
+    if spec is None:
+        if shadow_bits:
+            raise ValueError("hardware.shadow_bits needs a fixed-point profile (--profile): a float run has no "
+                             "weight width to shadow")
+        return None
+    return with_shadow(replace(spec, batch_rule=batch_rule), shadow_bits)
 
 
 def chip_spec(profile) -> ChipSpec | None:

@@ -198,14 +198,15 @@ def estimate(
     learning_history_steps: int = 0,
     synapses: Sequence[int] | None = None,
     sharing: Sequence[dict] | None = None,
+    shadow_bits: int = 0,
 ) -> dict[str, Any]:
     """The full JSON-able report: energy per sample (training, inference), SRAM, fit.
 
     ``events``: ``{"train": [per-layer counts per sample], "infer": [...]}`` from
     :func:`ffneuro.hw.events.analytic_events` or ``EventLedger.per_sample``; ``source``:
     ``"measured"`` or ``"analytic"``. With ``n_train`` the report also carries the
-    training energy of one epoch. ``learning_history_steps``, ``synapses``, ``sharing``: see
-    :func:`sram_report`.
+    training energy of one epoch. ``learning_history_steps``, ``synapses``, ``sharing``,
+    ``shadow_bits``: see :func:`sram_report`.
     """
     sizes = [int(s) for s in layer_sizes]
     if source not in ("measured", "analytic"):
@@ -217,7 +218,8 @@ def estimate(
                 f"events[{phase!r}]: {got} layers but layer_sizes {sizes} has {len(sizes) - 1}"
             )
     memory = sram_report(sizes, profile, optimizer_slots=optimizer_slots,
-                         learning_history_steps=learning_history_steps, synapses=synapses, sharing=sharing)
+                         learning_history_steps=learning_history_steps, synapses=synapses, sharing=sharing,
+                         shadow_bits=shadow_bits)
     cores = [layer.get("cores") for layer in memory["layers"]]
     training = _phase_report(events["train"], sizes, profile,
                              learning_steps=1.0 / max(1, int(profile.streaming.max_batch)), layer_cores=cores)

@@ -102,10 +102,11 @@ def memory_args(saved: dict) -> dict:
     steps of learning state any keeps): from the resources its config.json records; for
     run dirs written before units reported them, all-to-all weights and the history of
     the units its config describes."""
+    shadow = {"shadow_bits": int(((saved.get("config") or {}).get("hardware") or {}).get("shadow_bits", 0))}
     res = saved.get("resources")
     if res:
         return {"learning_history_steps": max(int(r.get("history_steps", 0)) for r in res),
-                "synapses": [int(r["synapses"]) for r in res], "sharing": res}
+                "synapses": [int(r["synapses"]) for r in res], "sharing": res, **shadow}
     sizes = [int(s) for s in saved["layer_sizes"]]
     steps = 0
     if saved.get("config"):
@@ -116,7 +117,7 @@ def memory_args(saved: dict) -> dict:
 
         units = dataclasses.replace(RunConfig.from_dict(saved["config"]).units, layers=tuple(sizes[1:]))
         steps = max(r.history_steps for r in stack_resources(units, sizes[0]))
-    return {"learning_history_steps": steps, "synapses": [a * b for a, b in zip(sizes[:-1], sizes[1:])]}
+    return {"learning_history_steps": steps, "synapses": [a * b for a, b in zip(sizes[:-1], sizes[1:])], **shadow}
 
 
 def estimate_from_run(run_dir: str | Path, profile, *, n_train: int | None = None) -> dict[str, Any]:

@@ -201,12 +201,14 @@ def _core_mapping(sizes: list[int], bits_per_synapse: float, mem, sharing: list[
 
 def sram_report(layer_sizes: Sequence[int], profile, *, optimizer_slots: int,
                 learning_history_steps: int = 0, synapses: Sequence[int] | None = None,
-                sharing: Sequence[dict] | None = None) -> dict[str, Any]:
+                sharing: Sequence[dict] | None = None, shadow_bits: int = 0) -> dict[str, Any]:
     """On-chip memory of FF learning per layer, the core mapping, and backprop's need.
 
     Per layer (n_in → n_out), bit-packed (``ceil(bits × count / 8)`` bytes):
 
-    * ``weight_sram_bytes``: n_in·n_out at ``weight_bits``
+    * ``weight_sram_bytes``: n_in·n_out at ``weight_bits``, or at ``shadow_bits`` when the
+      weights learn on a wider shadow (``hardware.shadow_bits``: the word widens and the
+      datapath reads its top ``weight_bits``)
     * ``bias_sram_bytes``: n_out at ``accumulator_bits`` (biases live at accumulator
       precision, as in int8 inference with int32 biases)
     * ``state_sram_bytes``: n_out at ``state_bits`` (membrane / activation state)
@@ -263,7 +265,8 @@ def sram_report(layer_sizes: Sequence[int], profile, *, optimizer_slots: int,
     batch = int(profile.streaming.max_batch)
     slots = optimizer_slots if profile.learning.optimizer_state else 0
     shared = mem.other_sram_bytes > 0
-    ff_bits = p.weight_bits + slots * OPTIMIZER_STATE_BITS
+    word_bits = max(p.weight_bits, int(shadow_bits))
+    ff_bits = word_bits + slots * OPTIMIZER_STATE_BITS
     bp_bits = ff_bits + p.weight_bits
     shares: list[dict | None] = [None] * (len(sizes) - 1)
     if sharing is not None:
@@ -284,7 +287,7 @@ def sram_report(layer_sizes: Sequence[int], profile, *, optimizer_slots: int,
         biases = n_out if share is None else int(share["channels"])
         neurons = n_out if share is None else int(share["neurons"])
         part = {
-            "weight_sram_bytes": _bytes(p.weight_bits, n_syn),
+            "weight_sram_bytes": _bytes(word_bits, n_syn),
             "bias_sram_bytes": _bytes(p.accumulator_bits, biases),
             "state_sram_bytes": _bytes(p.state_bits, neurons),
             "trace_sram_bytes": _bytes(p.trace_bits, n_in + neurons),
@@ -331,6 +334,7 @@ def sram_report(layer_sizes: Sequence[int], profile, *, optimizer_slots: int,
     return {
         "layers": layers,
         "optimizer_slots": slots,
+        "weight_word_bits": word_bits,
         "per_unit_memory": "shared SRAM" if shared else "in cores (bounded by neurons_per_core)",
         "activation_buffer_sram_bytes": act_buffer if shared else 0,
         "line_buffer_sram_bytes": line_buffer,

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ffneuro.config import RunConfig
-from ffneuro.hw.chip import chip_spec
+from ffneuro.hw.chip import run_chip_spec
 from ffneuro.network import FFNetwork
 from ffneuro.runs import files as runio
 from ffneuro.units.synapse import migrate_state
@@ -49,7 +49,9 @@ def load_run(run_dir: Path, profile: str | None = None) -> tuple[RunConfig, dict
                      saved["layer_sizes"][0] - (saved["num_classes"] if saved["label_encoding"] == "concat" else 0))
     net = FFNetwork.from_config(cfg, data_features, saved["num_classes"], saved["label_encoding"],
                                 generators=[torch.Generator().manual_seed(0) for _ in range(n_units)],
-                                chip=chip_spec(prof), label_scale=saved["label_scale"])
+                                chip=run_chip_spec(prof, cfg.hardware.batch_rule,
+                                                   cfg.hardware.shadow_bits if name == own else 0),
+                                label_scale=saved["label_scale"])
     state = migrate_state({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     if own and name != own:
         # The run was trained under another profile: keep its real-valued weights, drop its

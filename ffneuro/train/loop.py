@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -28,7 +28,7 @@ from ffneuro.data.augment import batch_transform
 from ffneuro.data.loaders import Dataset, load_dataset
 from ffneuro.evaluate import early_exit, evaluate
 from ffneuro.functional.encoding import random_wrong_labels
-from ffneuro.hw.chip import ChipSpec, chip_spec
+from ffneuro.hw.chip import ChipSpec, run_chip_spec
 from ffneuro.hw.energy import estimate
 from ffneuro.hw.events import EventLedger
 from ffneuro.hw.mapping import format_memory, optimizer_slots, sram_report
@@ -151,11 +151,11 @@ def resolve_device(device: str) -> torch.device:
 
 def memory_args(net: FFNetwork) -> dict:
     """What the SRAM mapping needs from the units' resources: the stored weights of each,
-    their weight sharing (conv units) and the most time steps of state any unit's learning
-    rule keeps per sample."""
+    their weight sharing (conv units), the most time steps of state any unit's learning
+    rule keeps per sample, and the width of a learning shadow (hardware.shadow_bits)."""
     res = net.resources()
     return {"learning_history_steps": max(r.history_steps for r in res), "synapses": [r.synapses for r in res],
-            "sharing": [r.to_dict() for r in res]}
+            "sharing": [r.to_dict() for r in res], "shadow_bits": net.chip.shadow_bits if net.chip else 0}
 
 
 def check_budget(profile, layer_sizes: list[int], simulate_anyway: bool, **memory) -> dict:
@@ -291,9 +291,7 @@ def train(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, prog
         return train_baseline(cfg, out=out, data=data, progress=progress)
     dev = resolve_device(device)
     prof = load_profile(profile) if isinstance(profile, (str, Path)) else profile
-    chip = chip_spec(prof)
-    if chip is not None:
-        chip = replace(chip, batch_rule=cfg.hardware.batch_rule)
+    chip = run_chip_spec(prof, cfg.hardware.batch_rule, cfg.hardware.shadow_bits)
     seed = cfg.loop.seed
     torch.manual_seed(seed)
     data = data if data is not None else load_dataset(cfg.data.name, val_fraction=cfg.data.val_fraction, seed=seed)

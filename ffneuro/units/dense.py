@@ -97,7 +97,7 @@ class FFDense(GradedInput, SynapticUnit, nn.Module):
         self.synapse.calibrate(self.chip, self.bias_fmt)
 
     def int_weight(self) -> torch.Tensor:
-        return self.synapse.int_weight()
+        return self.synapse.int_weight(self.chip)
 
     @torch.no_grad()
     def chip_forward(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

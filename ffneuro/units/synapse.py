@@ -45,7 +45,17 @@ class Synapse(nn.Module):
         return float(self.w_step) > 0
 
     def weight_fmt(self, chip) -> FixedPoint:
+        """The format the chip computes with (and the export writes)."""
         return FixedPoint(chip.weight_bits, chip.weight_signed, float(self.w_step))
+
+    def learn_fmt(self, chip) -> FixedPoint:
+        """The format updates land on: the weight format, or with a shadow
+        (``ChipSpec.shadow_bits``) the same range at ``shadow_bits``, its step
+        2^(shadow_bits − weight_bits) times finer."""
+        if not chip.shadow_bits:
+            return self.weight_fmt(chip)
+        return FixedPoint(chip.shadow_bits, chip.weight_signed,
+                          math.ldexp(float(self.w_step), chip.weight_bits - chip.shadow_bits))
 
     @torch.no_grad()
     def calibrate(self, chip, bias_fmt) -> None:
@@ -55,12 +65,19 @@ class Synapse(nn.Module):
         self.weight.copy_(self.weight_fmt(chip).fake_quant(self.weight))
         self.bias.copy_(bias_fmt(float(self.w_step)).fake_quant(self.bias))
 
-    def int_weight(self) -> torch.Tensor:
+    def int_weight(self, chip=None) -> torch.Tensor:
         """The integer weight table (float32 holding integers of at most 24 bits), cached
-        until the weights change (the chip update refreshes the entries it touched)."""
-        key = (self.weight._version, self.weight.data_ptr(), float(self.w_step))
+        until the weights change (the chip update refreshes the entries it touched). With
+        a shadow (``chip.shadow_bits``) the weights hold the shadow and the table is the
+        shadow rounded to the nearest code of the weight format (ties to even), saturated."""
+        shadow = chip is not None and chip.shadow_bits > 0
+        key = (self.weight._version, self.weight.data_ptr(), float(self.w_step), shadow)
         if getattr(self, "_w_int_key", None) != key:
-            self._w_int = torch.round(self.weight.detach() / float(self.w_step))
+            w = torch.round(self.weight.detach() / float(self.w_step))
+            if shadow:
+                fmt = self.weight_fmt(chip)
+                w = w.clamp_(fmt.qmin, fmt.qmax)
+            self._w_int = w
             self._w_int_key = key
         return self._w_int
 
@@ -85,21 +102,23 @@ class Synapse(nn.Module):
         name the only entries of a dense table the update can touch (silent units, zero
         inputs); the integer table is kept in step."""
         lr = chip_lr(chip.batch_lr(lr, samples), chip)
-        w_int = self.int_weight()
+        # the integer table kept in step with the weights; a shadow's finer codes are not kept
+        w_int = None if chip.shadow_bits else self.int_weight(chip)
         given = grads if grads is not None else (self.weight.grad, self.bias.grad)
-        for param, fmt, grad in ((self.weight, self.weight_fmt(chip), given[0]), (self.bias, bias_fmt, given[1])):
+        for param, fmt, grad in ((self.weight, self.learn_fmt(chip), given[0]), (self.bias, bias_fmt, given[1])):
             if weight_decay:
                 grad = grad + weight_decay * param
             table = param is self.weight
             fixed_update_(param, grad, fmt, lr, chip, generator, rows if table else None,
                           cols if table else None, w_int if table else None)
-        self._w_int_key = (self.weight._version, self.weight.data_ptr(), float(self.w_step))
+        if w_int is not None:
+            self._w_int_key = (self.weight._version, self.weight.data_ptr(), float(self.w_step), False)
         self.weight.grad = self.bias.grad = None
 
     def weight_table(self, chip, doc: str) -> tuple[torch.Tensor, int, int, str]:
         """The integer weights for the export: (values, qmin, qmax, doc)."""
         fmt = self.weight_fmt(chip)
-        return self.int_weight(), fmt.qmin, fmt.qmax, doc
+        return self.int_weight(chip), fmt.qmin, fmt.qmax, doc
 
 
 class DenseSynapse(Synapse):
@@ -130,7 +149,7 @@ class DenseSynapse(Synapse):
 
     def int_current(self, xq: torch.Tensor, chip) -> torch.Tensor:
         """``x_q · W_qᵀ`` exactly for integer inputs (float64 holding integers), no bias."""
-        return int_matmul(xq, self.int_weight(), 2 ** (chip.weight_bits - 1))
+        return int_matmul(xq, self.int_weight(chip), 2 ** (chip.weight_bits - 1))
 
     def weight_table(self, chip, doc: str = "integer weights (out_features, in_features); real value = "
                                             "weight * weight_scale") -> tuple[torch.Tensor, int, int, str]:
@@ -186,7 +205,7 @@ class ConvSynapse(Synapse):
     def int_current(self, xq: torch.Tensor, chip) -> torch.Tensor:
         """The exact integer convolution of integer maps x_q (N, C, H, W) with W_q, no
         bias (float64 holding integers), by ``functional.fixed.int_conv2d``."""
-        return int_conv2d(xq, self.int_weight(), 2 ** (chip.weight_bits - 1), self.stride, self.padding,
+        return int_conv2d(xq, self.int_weight(chip), 2 ** (chip.weight_bits - 1), self.stride, self.padding,
                           self.groups)
 
     def weight_table(self, chip, doc: str = "integer kernels (out_channels, in_channels / groups, kernel, "

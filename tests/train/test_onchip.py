@@ -145,3 +145,65 @@ def test_batch_rule_scales_the_rate_of_a_held_batch_exactly(rule, factor, tmp_pa
     assert scaled and scaled.keys() == mean.keys()
     assert all(torch.equal(scaled[k], mean[k]) for k in scaled)
     assert not all(torch.equal(scaled[k], unscaled[k]) for k in scaled)
+
+
+def test_shadow_weights_learn_below_the_weight_grid_and_the_chip_computes_with_them_rounded(tmp_path):
+    """hardware.shadow_bits: updates land on a finer shadow; the forward, the export and
+    the resumed run use the shadow rounded to the profile's weight format."""
+    import numpy as np
+
+    import dataclasses
+
+    from ffneuro.export import golden
+    from ffneuro.export.hdf5 import export_run
+    from ffneuro.runs.load import load_run
+
+    full = load_dataset("digits")
+    data = dataclasses.replace(full, x_train=full.x_train[:200], y_train=full.y_train[:200])
+    cfg = RunConfig.from_flat(data="digits", layers=(40, 40), epochs=1, batch_size=1, eval_every=0)
+    m = train(cfg.with_flat(shadow_bits=10), data=data, progress=False, profile="akida-like", out=tmp_path / "run")
+    _, saved, net = load_run(tmp_path / "run")
+    chip = net.chip
+    assert chip.shadow_bits == 10 and chip.weight_bits == 4
+    for layer in net.layers:
+        syn = layer.synapse
+        fine = syn.learn_fmt(chip)
+        assert fine.step == float(syn.w_step) / 2 ** 6                     # 10 − 4 bits finer, same range
+        codes = syn.weight.detach() / fine.step                             # (per-layer step: float32 codes)
+        assert float((codes - torch.round(codes)).abs().max()) < 1e-3       # on the shadow's grid …
+        coarse = syn.weight.detach() / float(syn.w_step)
+        assert float((coarse - torch.round(coarse)).abs().gt(0.01).float().mean()) > 0.1   # … and off the weights' grid
+        table = layer.int_weight()
+        assert torch.equal(table, torch.round(coarse).clamp(-8, 7))         # what the chip computes with
+    # a 4-bit word widened to 10 bits: the weight SRAM grows 2.5×
+    plain = train(cfg, data=data, progress=False, profile="akida-like")
+    words = [layer["weight_sram_bytes"] for layer in m["estimate"]["layers"]]
+    assert m["estimate"]["memory"]["weight_word_bits"] == 10
+    assert words == [(a * b * 10 + 7) // 8 for a, b in zip([74, 40], [40, 40])]
+    assert [layer["weight_sram_bytes"] for layer in plain["estimate"]["layers"]] == \
+        [(a * b * 4 + 7) // 8 for a, b in zip([74, 40], [40, 40])]
+    # the export holds the 4-bit tables, and the golden replay reproduces ffneuro's inference
+    export_run(tmp_path / "run", tmp_path / "net.h5", vectors=4)
+    model, bad = golden.read_model(tmp_path / "net.h5")
+    assert bad == []
+    for layer, unit in zip(model.layers, net.layers):
+        assert np.array_equal(layer.weight, unit.int_weight().numpy().astype(np.int64))
+        assert layer.weight.min() >= -8 and layer.weight.max() <= 7
+    assert golden.verify(tmp_path / "net.h5")["ok"]
+
+
+@pytest.mark.parametrize("bits", [4, 2, 25])
+def test_shadow_narrower_than_the_weights_is_refused(bits):
+    data = load_dataset("digits")
+    cfg = RunConfig.from_flat(layers=(8,), epochs=1, shadow_bits=bits) if bits <= 24 else None
+    if cfg is None:
+        with pytest.raises(ValueError, match="shadow_bits"):
+            RunConfig.from_flat(layers=(8,), epochs=1, shadow_bits=bits).validate()
+        return
+    with pytest.raises(ValueError, match="wider than the profile's 4-bit weights"):
+        train(cfg, data=data, progress=False, profile="akida-like")
+
+
+def test_shadow_without_a_profile_is_refused():
+    with pytest.raises(ValueError, match="needs a fixed-point profile"):
+        train(RunConfig.from_flat(layers=(8,), epochs=1, shadow_bits=8), data=load_dataset("digits"), progress=False)
