@@ -942,7 +942,23 @@ def batch_rule() -> list[str]:
             "weights once per held batch, the rate of the batch's mean update scaled by `hardware.batch_rule` "
             "(mean ×1, sqrt ×√B, sum ×B), beside the same profile at batch 1. Gap: multi-pass error minus batch 1's, "
             "in points.", "",
-            *table(["profile", "rule", "batch", "test error multi / one-pass", "gap to batch 1", "wall s (shared machine)"], rows), ""]
+            *table(["profile", "rule", "batch", "test error multi / one-pass", "gap to batch 1", "wall s (shared machine)"], rows), "",
+            *batch_rule_val()]
+
+
+def batch_rule_val() -> list[str]:
+    """The batch rules at full length, chosen on a validation split (bench/batch_rule_val.json)."""
+    d = load("batch_rule_val.json")
+    if d is None:
+        return []
+    rows = [[name.split("/")[0], r["rule"], r["batch"], errors(r["val_error"]) if r.get("val_error") else "–",
+             errors(r["test_error"]), r["wall_s"]] for name, r in d["runs"].items()]
+    return [f"At full length, chosen on validation: `python scripts/bench_batch_rule.py --data {d['data']}:DIR "
+            f"--epochs {d['epochs']} --val-fraction {d['val_fraction']}` → `bench/batch_rule_val.json`: "
+            f"{d['train_samples']:,} training samples (a stratified {d['val_fraction']:.0%} of the 60,000 held out "
+            f"for validation), {d['epochs']} epochs.", "",
+            *table(["profile", "rule", "batch", "validation error multi / one-pass", "test error multi / one-pass",
+                    "wall s (shared machine)"], rows), ""]
 
 
 def early_exit() -> list[str]:
@@ -1018,6 +1034,33 @@ def mnist_chip() -> list[str]:
             "(inference in the run's inference mode).", "",
             *table(["run", "batch", "epochs", "test error multi / one-pass", "gap to float", "train s",
                     "µJ / training sample", "µJ / inference", "FF SRAM"], rows), ""]
+
+
+def shadow() -> list[str]:
+    """Learning on a wider shadow for chips whose weights are too narrow (bench/shadow.json)."""
+    d = load("shadow.json")
+    if d is None:
+        return []
+    rows = []
+    for r in d["runs"].values():
+        rows.append([r["profile"], r["shadow_bits"] or "none", r["batch"], errors(r["test_error"]),
+                     r["weight_word_bits"], f"{r['weight_sram_bytes'] / 1e3:,.0f}", f"{r['ff_sram_bytes'] / 1e3:,.0f}",
+                     r["cores_used"], "yes" if r["fits"] else "no: " + "; ".join(r["misfit_reasons"]),
+                     uj(r["training_energy_pj_per_sample"]), uj(r["inference_energy_pj_per_sample"])])
+    return ["## Chips whose weights are too narrow to learn: a learning shadow", "",
+            f"`python scripts/bench_shadow.py --data {d['data']}:DIR` → `bench/shadow.json`: {d['network']} on the "
+            f"first {d['train_samples']:,} training images, {d['epochs']} epochs, the full {d['test_samples']:,}-image "
+            "test set, under the two profiles whose own weights cannot learn with the chip rule, without and with a "
+            "learning shadow (`hardware.shadow_bits`: updates land on a wider copy of every weight, the chip computes "
+            "with it rounded to its weight format). The cost is the wider per-synapse word (weight SRAM, kB, and the "
+            "cores it fills); energies price the events each run measured at the profile's per-event energies, "
+            "which do not depend on the word width: they move with the activity of a network that learned. "
+            "`truenorth-like` stays at chance with or without a shadow: its 2-bit weight format, scaled with one bit "
+            "of headroom over the initial weights, leaves nearly every initial weight at code 0, so no activity "
+            "reaches a unit and no gradient flows; a shadow cannot start from there (that needs an initial scaling "
+            "that uses the ±1 codes).", "",
+            *table(["profile", "shadow bits", "batch", "test error multi / one-pass", "word bits", "weight kB",
+                    "FF SRAM kB", "cores", "fits", "µJ / training sample", "µJ / inference"], rows), ""]
 
 
 def sweeps() -> list[str]:
@@ -1211,7 +1254,7 @@ def conv_profiles() -> list[str]:
 
 
 SECTIONS = (header, headline, architecture, table1_150, table1_short, mnist_runs, cff_course, variants, loewex, spiking,
-            conv_runs, conv_cost, conv_profiles, golden, golden_conv, profiles, bits_energy, calibration, estimate_time, throughput, early_exit, chip_step, batch_rule, mnist_chip, sweeps, pipeline, memory, entropy_cost,
+            conv_runs, conv_cost, conv_profiles, golden, golden_conv, profiles, bits_energy, calibration, estimate_time, throughput, early_exit, chip_step, batch_rule, mnist_chip, shadow, sweeps, pipeline, memory, entropy_cost,
             reliability)
 
 
