@@ -1030,8 +1030,10 @@ def mnist_chip() -> list[str]:
             f"{d['test_samples']:,}-image test set, under each fixed-point profile that learns (its own batch and "
             "learning rule), beside the float twin (the same recipe without a profile: Adam, batch 32). Runs are "
             "resumable and are filled in as they finish; a running one shows its epochs so far and its last "
-            "evaluation. Gap: multi-pass error minus the float twin's, in points. Energy in µJ per sample "
-            "(inference in the run's inference mode).", "",
+            "evaluation. A name ending in `-sqrt`: the batch-holding chip under `hardware.batch_rule = sqrt` "
+            "(√B times the rate of the batch's mean update; the others use the default, `mean`). Gap: multi-pass "
+            "error minus the float twin's, in points. Energy in µJ per sample (inference in the run's inference "
+            "mode). Train s: wall time on a shared machine (several runs at once on two cores).", "",
             *table(["run", "batch", "epochs", "test error multi / one-pass", "gap to float", "train s",
                     "µJ / training sample", "µJ / inference", "FF SRAM"], rows), ""]
 
