@@ -104,9 +104,9 @@ def fixed_update_(param: torch.Tensor, grad: torch.Tensor, fmt: FixedPoint, lr: 
                            grad.device)
         lim = 2 ** (spec.learning_bits - 1) - 1
         f32 = np.float32
-        kernels.block_update(int_table.numpy(), param.detach().numpy(), grad.detach().numpy(),
-                                   rows.numpy(), cols.numpy(), u.numpy(), f32(-lr / fmt.step), f32(lim),
-                                   f32(fmt.qmin), f32(fmt.qmax), f32(fmt.step), stochastic)
+        kernels.block_update(int_table.numpy(), param.detach().numpy(), grad.detach().numpy(), rows.numpy(),
+                             cols.numpy(), u.numpy(), f32(-lr / fmt.step), f32(lim), f32(fmt.qmin), f32(fmt.qmax),
+                             f32(fmt.step), stochastic)
         return
     if block:
         # The (rows × cols) block, gathered and written back a whole row at a time:

@@ -96,9 +96,10 @@ class Synapse(nn.Module):
                     cols: torch.Tensor | None = None, samples: int = 1,
                     grads: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         """The chip's learning rule on the gradients (the mean over ``samples`` samples) the
-        dynamics left in ``.grad``, or hands over as ``grads`` (weight, bias): plain SGD at the learning precision
-        (``functional.fixed.fixed_update_``), at ``lr`` per sample under the chip's batch
-        rule (``ChipSpec.batch_lr``), rounded as the chip can apply it. ``rows``/``cols``
+        dynamics left in ``.grad``, or hands over as ``grads`` (weight, bias): plain SGD at
+        the learning precision (``functional.fixed.fixed_update_``), at ``lr`` per sample
+        under the chip's batch rule (``ChipSpec.batch_lr``), rounded as the chip can apply
+        it, onto the weight format or a learning shadow (``learn_fmt``). ``rows``/``cols``
         name the only entries of a dense table the update can touch (silent units, zero
         inputs); the integer table is kept in step."""
         lr = chip_lr(chip.batch_lr(lr, samples), chip)
