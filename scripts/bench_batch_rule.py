@@ -28,6 +28,8 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
 from ffneuro import __version__
 from ffneuro.config import RunConfig
 from ffneuro.data.loaders import load_dataset
@@ -54,11 +56,13 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--train-subset", type=int, default=0, help="first N training samples (0: all)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: several runs side by side)")
     ap.add_argument("--val-fraction", type=float, default=0.0, help="hold out this stratified share (e.g. 0.1)")
     ap.add_argument("--profiles", default=",".join(PROFILES), help="comma-separated batch-holding profiles")
     ap.add_argument("--rules", default="sum,mean,batch1,sqrt", help="comma-separated: sum, mean, sqrt, batch1")
     ap.add_argument("--out", type=Path, default=Path("bench/batch_rule.json"))
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     data = load_dataset(args.data, val_fraction=args.val_fraction, seed=args.seed)
     if args.train_subset:
         data = dataclasses.replace(data, x_train=data.x_train[:args.train_subset],
