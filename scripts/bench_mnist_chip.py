@@ -31,15 +31,18 @@ from ffneuro.data.loaders import load_dataset
 from ffneuro.runs.files import read_json, write_json
 from ffneuro.train.loop import train
 
-# (name, profile, config overrides): the float twin, then chips cheapest first, then the
-# batch-holding chips under the sqrt batch rule (hardware.batch_rule; the default is mean).
-# truenorth-like (2-bit) and akida-like (4-bit) weights cannot learn with this rule at all
-# (bench/profiles.json); speck-like is a spiking chip (its runs are in the spiking section).
-RUNS = (("float", None, {}), ("cmos-45nm", "cmos-45nm", {}), ("cortex-m7-int8", "cortex-m7-int8", {}),
-        ("loihi-like", "loihi-like", {}), ("loihi2-like", "loihi2-like", {}),
-        ("spinnaker2-like", "spinnaker2-like", {}),
+# (name, profile, config overrides): the float twin, then chips cheapest first; the
+# batch-holding chips under both batch rules worth comparing (hardware.batch_rule: sqrt,
+# the default, and mean). truenorth-like (2-bit) and akida-like (4-bit) weights cannot
+# learn with this rule (bench/profiles.json; scripts/bench_shadow.py shows what they would
+# need); speck-like is a spiking chip (its runs are in the spiking section).
+RUNS = (("float", None, {}),
+        ("cmos-45nm-mean", "cmos-45nm", {"batch_rule": "mean"}),
+        ("cortex-m7-int8-mean", "cortex-m7-int8", {"batch_rule": "mean"}),
         ("cmos-45nm-sqrt", "cmos-45nm", {"batch_rule": "sqrt"}),
-        ("cortex-m7-int8-sqrt", "cortex-m7-int8", {"batch_rule": "sqrt"}))
+        ("cortex-m7-int8-sqrt", "cortex-m7-int8", {"batch_rule": "sqrt"}),
+        ("loihi-like", "loihi-like", {}), ("loihi2-like", "loihi2-like", {}),
+        ("spinnaker2-like", "spinnaker2-like", {}))
 
 
 def summary(m: dict, wall_s: float) -> dict:

@@ -671,7 +671,9 @@ def profiles() -> list[str]:
            f"FF {widths(d['config']['layers'])} on the first {d['train_samples']:,} MNIST training images, "
            f"{d['config'].get('epochs', 'a few')} epochs, tested on the full test set, trained as each profile's "
            "chip would learn (`python scripts/bench_profiles.py --threads 1`; `float-adam` is the float reference "
-           "at the default optimiser). Energies are from the events measured on the run.", "",
+           "at the default optimiser). Energies are from the events measured on the run. The batch-holding "
+           f"chips here learned under `hardware.batch_rule = {d['config'].get('batch_rule', 'mean')}` (the √B rule, "
+           "the default, does better: see the batch-rule and full-length sections).", "",
            *table(["run", "batch", "test error % multi / one-pass", "inference µJ/sample", "training µJ/sample",
                    "fits"], rows), ""]
     sweeps = {f"{d.get('bits_base', 'cmos-45nm')}": d.get("bits", {}), "loihi-like": {}}
@@ -1030,8 +1032,8 @@ def mnist_chip() -> list[str]:
             f"{d['test_samples']:,}-image test set, under each fixed-point profile that learns (its own batch and "
             "learning rule), beside the float twin (the same recipe without a profile: Adam, batch 32). Runs are "
             "resumable and are filled in as they finish; a running one shows its epochs so far and its last "
-            "evaluation. A name ending in `-sqrt`: the batch-holding chip under `hardware.batch_rule = sqrt` "
-            "(√B times the rate of the batch's mean update; the others use the default, `mean`). Gap: multi-pass "
+            "evaluation. The batch-holding chips under both `hardware.batch_rule`s: `-sqrt` (√B times the rate "
+            "of the batch's mean update, the default) and `-mean` (×1). Gap: multi-pass "
             "error minus the float twin's, in points. Energy in µJ per sample (inference in the run's inference "
             "mode). Train s: wall time on a shared machine (several runs at once on two cores).", "",
             *table(["run", "batch", "epochs", "test error multi / one-pass", "gap to float", "train s",

@@ -316,7 +316,7 @@ class HardwareConfig:
     SECTION = "hardware"
     profile: str | None = opt(None, "Hardware profile name or TOML path (see `ffneuro profiles list`)")
     onchip_lr: float = opt(2.0 ** -2, "Plain-SGD learning rate × fan-in of a chip without optimiser state")
-    batch_rule: str = opt("mean", "How a chip that holds B samples before writing its weights scales the "
+    batch_rule: str = opt("sqrt", "How a chip that holds B samples before writing its weights scales the "
                                   "rate of their mean update: mean (×1), sqrt (×√B) or sum (×B, each sample "
                                   "at the per-sample rate, accumulated)", ("mean", "sqrt", "sum"))
     shadow_bits: int = opt(0, "What-if for chips whose weights are too narrow to learn: updates land on a "

@@ -37,7 +37,7 @@ class ChipSpec:
     max_batch: int
     state_bits: int = 24
     rule: str = "sgd"          # a key of SIMULATED_RULES
-    batch_rule: str = "mean"   # mean | sqrt | sum: how a multi-sample update scales its rate
+    batch_rule: str = "sqrt"   # mean | sqrt | sum: how a multi-sample update scales its rate
     shadow_bits: int = 0       # > weight_bits: updates land on a shadow copy this wide (0: none)
 
     def batch_lr(self, lr: float, samples: int) -> float:
@@ -71,7 +71,7 @@ def with_shadow(spec: ChipSpec, shadow_bits: int, where: str = "hardware.shadow_
     return replace(spec, shadow_bits=int(shadow_bits))
 
 
-def run_chip_spec(profile, batch_rule: str = "mean", shadow_bits: int = 0) -> ChipSpec | None:
+def run_chip_spec(profile, batch_rule: str = "sqrt", shadow_bits: int = 0) -> ChipSpec | None:
     """The chip a run trains on: the profile's ``chip_spec`` with the run's batch rule and
     learning shadow (``hardware.batch_rule``, ``hardware.shadow_bits``); None in float,
     where a shadow is refused (there is no weight width to shadow)."""

@@ -135,7 +135,8 @@ def test_set_and_config_file_reach_config_json(tmp_path):
     assert saved["optim"]["lr"] == 0.02                        # --set beats the file
     assert saved["units"]["temperature"] == 3.0                # the last --set wins
     assert saved["units"]["peer_norm"] == 0.03 and saved["optim"]["optimizer"] == "sgd"   # the file's preset
-    assert saved["hardware"] == {"profile": None, "onchip_lr": 0.25, "batch_rule": "mean", "simulate_anyway": False}
+    assert saved["hardware"] == {"profile": None, "onchip_lr": 0.25, "batch_rule": "sqrt", "shadow_bits": 0,
+                                 "simulate_anyway": False}
     assert json.loads(r.stdout)["epochs"] == 1
     # resume: equal values pass (also through the same --config), a changed --set is refused naming the key
     r = invoke("train", "--out", out, "--resume", "--config", run_toml, "--layers", "32", "--epochs", "1",
