@@ -718,12 +718,15 @@ def launch(cfg: RunConfig, stages: int, *, out: Path | None, resume: bool = Fals
                "count_events": count_events, "result": str(tmp / "metrics.json")}
         runio.write_json(tmp / "job.json", job)
         base = {**os.environ, "WORLD_SIZE": str(stages), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
-        procs = []
+        procs, forwarders = [], []
         try:
             for r in range(stages):
                 env = {**base, "RANK": str(r), "LOCAL_RANK": str(r), ERROR_FILE_ENV: str(tmp / f"error{r}.txt")}
                 procs.append(subprocess.Popen([sys.executable, "-m", "ffneuro.train.pipeline", str(tmp / "job.json")],
-                                              env=env))
+                                              env=env, stderr=subprocess.PIPE))
+                forwarders.append(threading.Thread(target=forward_stderr, args=(procs[-1].stderr, sys.stderr),
+                                                   daemon=True, name=f"ffneuro-stage{r}-stderr"))
+                forwarders[-1].start()
             while any(p.poll() is None for p in procs) and all(p.returncode in (None, 0) for p in procs):
                 time.sleep(poll_s)
         finally:
@@ -736,10 +739,30 @@ def launch(cfg: RunConfig, stages: int, *, out: Path | None, resume: bool = Fals
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
+            for t in forwarders:           # every stage's last words are out before the launcher's
+                t.join(timeout=5)
         failed = [r for r, p in enumerate(procs) if p.returncode != 0]
         if failed:
             raise PipelineError(first_error(tmp, {r: procs[r].returncode for r in failed}))
         return json.loads((tmp / "metrics.json").read_text())
+
+
+# What the C++ runtime prints when a stage's gloo threads are torn down while the stage
+# exits on an error its launcher already reports in one line (seen about once in ten
+# divergence runs): not a second error, so it is not passed on.
+RUNTIME_NOISE = (b"terminate called without an active exception\n",)
+
+
+def forward_stderr(source, target) -> None:
+    """Copy a stage's stderr to ``target`` as it comes (raw chunks, so progress bars that
+    redraw with \\r keep drawing), without the runtime's teardown noise."""
+    out = getattr(target, "buffer", target)
+    for chunk in iter(lambda: os.read(source.fileno(), 65536), b""):
+        for noise in RUNTIME_NOISE:
+            chunk = chunk.replace(noise, b"")
+        if chunk:
+            out.write(chunk)
+            target.flush()
 
 
 def first_error(tmp: Path, failed: dict[int, int]) -> str:

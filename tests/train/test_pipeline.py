@@ -218,3 +218,23 @@ def test_under_torchrun_each_process_is_a_stage_and_the_run_is_exact(tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=BOUND_S)
     assert r.returncode == 0, r.stderr
     assert_same_run(tmp_path / "one", tmp_path / "two")
+
+
+def test_stage_stderr_is_passed_on_without_the_runtime_teardown_noise():
+    import io
+    import os
+
+    from ffneuro.train.pipeline import forward_stderr
+    r, w = os.pipe()
+    os.write(w, b"epoch 1/2: 50%\r" + b"terminate called without an active exception\n" + b"epoch 1/2: 100%\n")
+    os.close(w)
+    out = io.BytesIO()
+
+    class Target:
+        buffer = out
+
+        def flush(self):
+            pass
+    with os.fdopen(r, "rb") as source:
+        forward_stderr(source, Target())
+    assert out.getvalue() == b"epoch 1/2: 50%\repoch 1/2: 100%\n"
