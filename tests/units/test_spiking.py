@@ -280,9 +280,11 @@ def test_spiking_run_under_a_float_profile_and_estimated_on_loihi(tmp_path, digi
 
 @pytest.mark.slow
 def test_spiking_units_learn_on_a_simulated_chip(digits):
+    # The spiking chip rate (SPIKING_CHIP_LR_GAIN) was tuned with the batch's mean update; under the
+    # sqrt rule (the default, chosen on graded units) this run ends near 50 %.
     m = train(RunConfig.from_flat(neuron="lif", spike_learning="eligibility", layers=(100, 100), epochs=3, lr=3e-3,
-                          batch_size=16, entropy_probe=0).validate(), data=digits, progress=False,
-              profile="cmos-45nm", simulate_anyway=True)
+                          batch_size=16, entropy_probe=0, batch_rule="mean").validate(), data=digits,
+              progress=False, profile="cmos-45nm", simulate_anyway=True)
     assert m["test_error"]["multi_pass"] < 30.0                  # chance: 90 %
 
 
