@@ -96,7 +96,7 @@ def fixed_update_(param: torch.Tensor, grad: torch.Tensor, fmt: FixedPoint, lr: 
     entries written.
     """
     block = rows is not None and cols is not None and rows.numel() * cols.numel() < 0.75 * grad.numel()
-    if int_table is not None and _kernel_ok(param, grad, int_table):
+    if int_table is not None and kernels.usable(param.detach(), grad, int_table, dtype=torch.float32):
         if not block:
             rows, cols = torch.arange(grad.shape[0]), torch.arange(grad.shape[1])
         stochastic = spec.rounding == "stochastic"
@@ -125,14 +125,6 @@ def fixed_update_(param: torch.Tensor, grad: torch.Tensor, fmt: FixedPoint, lr: 
         torch.mul(q, fmt.step, out=param)
         if int_table is not None:
             int_table.copy_(q)
-
-
-def _kernel_ok(param: torch.Tensor, grad: torch.Tensor, table: torch.Tensor) -> bool:
-    """Whether the compiled block update (``kernels``) applies: 2-D float32 CPU
-    tensors, contiguous (anything else takes the tensor code, which is the reference)."""
-    return (kernels.AVAILABLE and grad.dim() == 2 and
-            all(t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous()
-                for t in (param, grad, table)))
 
 
 def _updated(codes: torch.Tensor, grad: torch.Tensor, fmt: FixedPoint, lr: float, spec: ChipSpec,
@@ -205,7 +197,7 @@ def int_normalize(a: torch.Tensor, gain: int, fmt: FixedPoint) -> torch.Tensor:
     per row, i.e. round-half-up of a·K / (2^F·s); a zero row gives zeros. Returns int64.
     """
     a = a.to(torch.int64)
-    if kernels.AVAILABLE and a.device.type == "cpu" and a.dim() == 2 and a.is_contiguous():
+    if kernels.usable(a):
         out = torch.empty_like(a)
         if kernels.normalize_rows(a.numpy(), gain, GAIN_FRAC_BITS, fmt.qmin, fmt.qmax, out.numpy()) != 0:
             raise OverflowError(f"activity {int(a.abs().max())} too large for exact 64-bit integer normalisation")

@@ -139,8 +139,9 @@ else:                                  # pragma: no cover
     normalize_rows = block_update = activity_counts = update_counts = None
 
 
-def usable(*tensors) -> bool:
+def usable(*tensors, dtype=None) -> bool:
     """Whether the kernels can take these tensors as they are: 2-D, on the CPU,
-    contiguous, without a graph."""
+    contiguous, without a graph (and all of ``dtype`` if given); anything else takes the
+    tensor code, which is the reference."""
     return AVAILABLE and all(t.dim() == 2 and t.device.type == "cpu" and t.is_contiguous() and not t.requires_grad
-                             for t in tensors)
+                             and (dtype is None or t.dtype == dtype) for t in tensors)

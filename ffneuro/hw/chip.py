@@ -52,7 +52,7 @@ class ChipSpec:
         return lr * {"mean": 1.0, "sqrt": math.sqrt(samples), "sum": float(samples)}[self.batch_rule]
 
 
-def with_shadow(spec: ChipSpec, shadow_bits: int, where: str = "hardware.shadow_bits") -> ChipSpec:
+def with_shadow(spec: ChipSpec, shadow_bits: int) -> ChipSpec:
     """``spec`` learning on a shadow copy of ``shadow_bits`` per weight (0: none), refused
     unless it is wider than the weights and at most 24 bits (the integer tables are
     float32).
@@ -66,7 +66,7 @@ def with_shadow(spec: ChipSpec, shadow_bits: int, where: str = "hardware.shadow_
     ValueError: hardware.shadow_bits = 4 must be 0 (no shadow) or wider than the profile's 4-bit weights, at most 24
     """
     if shadow_bits and not spec.weight_bits < shadow_bits <= 24:
-        raise ValueError(f"{where} = {shadow_bits} must be 0 (no shadow) or wider than the profile's "
+        raise ValueError(f"hardware.shadow_bits = {shadow_bits} must be 0 (no shadow) or wider than the profile's "
                          f"{spec.weight_bits}-bit weights, at most 24")
     return replace(spec, shadow_bits=int(shadow_bits))
 

@@ -133,7 +133,7 @@ def _update_counts(x_pos: torch.Tensor, x_neg: torch.Tensor, chunk: int) -> tupl
     import torch
 
     from ffneuro.functional import kernels
-    if kernels.usable(x_pos, x_neg) and x_pos.dtype == x_neg.dtype:
+    if kernels.usable(x_pos, x_neg, dtype=x_pos.dtype):
         return tuple(float(v) for v in kernels.update_counts(x_pos.numpy(), x_neg.numpy(), chunk))
     rows, fan_in = x_pos.shape
     touched = (x_pos != 0) | (x_neg != 0)

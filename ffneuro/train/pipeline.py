@@ -816,7 +816,7 @@ def _stage_main(job_path: str) -> int:
         if err:
             Path(err).write_text(("peer:" if isinstance(exc, PeerLost) else "") + line + "\n")
         else:
-            print(f"error: {line}", file=sys.stderr)
+            log.error("error: %s", line)     # no handler configured here: logging's last resort prints the line
         return 1
 
 

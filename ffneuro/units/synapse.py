@@ -65,12 +65,12 @@ class Synapse(nn.Module):
         self.weight.copy_(self.weight_fmt(chip).fake_quant(self.weight))
         self.bias.copy_(bias_fmt(float(self.w_step)).fake_quant(self.bias))
 
-    def int_weight(self, chip=None) -> torch.Tensor:
+    def int_weight(self, chip) -> torch.Tensor:
         """The integer weight table (float32 holding integers of at most 24 bits), cached
         until the weights change (the chip update refreshes the entries it touched). With
         a shadow (``chip.shadow_bits``) the weights hold the shadow and the table is the
         shadow rounded to the nearest code of the weight format (ties to even), saturated."""
-        shadow = chip is not None and chip.shadow_bits > 0
+        shadow = chip.shadow_bits > 0
         key = (self.weight._version, self.weight.data_ptr(), float(self.w_step), shadow)
         if getattr(self, "_w_int_key", None) != key:
             w = torch.round(self.weight.detach() / float(self.w_step))

@@ -259,7 +259,7 @@ def test_chip_conv_forward_is_the_exact_integer_datapath():
     unit.calibrate(a)
     assert unit.calibrated
     xq = int_normalize(a.flatten(1), unit.norm_gain(), unit.input_fmt()).view(a.shape)
-    w = unit.synapse.int_weight().to(torch.int64)
+    w = unit.synapse.int_weight(unit.chip).to(torch.int64)
     b = unit.synapse.int_bias(unit.out_step).to(torch.int64)
     lim = 2 ** (chip.accumulator_bits - 1) - 1
     z = _int_conv_by_hand(xq, w, b, 1).clamp(-lim, lim).clamp_min(0)
@@ -271,7 +271,7 @@ def test_chip_conv_forward_is_the_exact_integer_datapath():
     # a chip step keeps the weights on the grid and the integer table in step with them
     r = unit.local_step(a, targets=torch.tensor([0, 1, 1]), generator=gen(6))
     assert torch.equal(r.h, h)                    # the step hands on the chip's own (pre-update) activity
-    assert torch.equal(unit.synapse.int_weight(), torch.round(unit.weight / unit.w_step))
+    assert torch.equal(unit.synapse.int_weight(unit.chip), torch.round(unit.weight / unit.w_step))
     codes = unit.weight.detach() / unit.w_step
     assert float((codes - torch.round(codes)).abs().max()) < 1e-4
 
