@@ -520,6 +520,7 @@ class Stage:
             self._close_epoch(e, sums, counts, t0)
         for w, _ in self.refresh_out:
             w.wait()
+        self.refresh_out = []              # no gloo work outlives the process group (see _stage_main)
         return self._finish()
 
     def _prepare_data(self) -> None:
@@ -821,4 +822,12 @@ def _stage_main(job_path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_stage_main(sys.argv[1]))
+    code = _stage_main(sys.argv[1])
+    # Everything the stage writes is fsynced by now. Leave without the interpreter's teardown:
+    # gloo's worker threads can still hold work objects then, and destroying them while the
+    # interpreter finalises aborts the process (SIGABRT, "terminate called without an active
+    # exception") after a run that succeeded.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
