@@ -499,7 +499,15 @@ def neurobench(
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
-    app()
+    try:
+        app()
+    except SystemExit as stop:
+        pipeline = sys.modules.get("ffneuro.train.pipeline")
+        if pipeline is not None and pipeline.launched():      # a torchrun stage: see pipeline.leave
+            if stop.code is not None and not isinstance(stop.code, int):
+                print(stop.code, file=sys.stderr)
+            pipeline.leave(stop.code if isinstance(stop.code, int) else int(stop.code is not None))
+        raise
 
 
 if __name__ == "__main__":

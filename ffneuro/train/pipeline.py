@@ -49,6 +49,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -782,6 +783,18 @@ def first_error(tmp: Path, failed: dict[int, int]) -> str:
     return text or f"stage {r + 1} of the pipeline {how} without an error message"
 
 
+def leave(code: int) -> NoReturn:
+    """End a stage process (ours or torchrun's) with ``code`` but without the interpreter's
+    teardown. Everything a stage writes is fsynced before it returns; at teardown gloo's
+    worker threads can still hold work objects, and destroying them while the interpreter
+    finalises aborts a process whose run succeeded (SIGABRT, "terminate called without an
+    active exception")."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
 def _exit_with_parent(poll_s: float = 1.0) -> None:
     """A local stage ends when the process that launched it is gone (killed, say), rather
     than train on as an orphan."""
@@ -822,12 +835,4 @@ def _stage_main(job_path: str) -> int:
 
 
 if __name__ == "__main__":
-    code = _stage_main(sys.argv[1])
-    # Everything the stage writes is fsynced by now. Leave without the interpreter's teardown:
-    # gloo's worker threads can still hold work objects then, and destroying them while the
-    # interpreter finalises aborts the process (SIGABRT, "terminate called without an active
-    # exception") after a run that succeeded.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    logging.shutdown()
-    os._exit(code)
+    leave(_stage_main(sys.argv[1]))

@@ -238,3 +238,10 @@ def test_stage_stderr_is_passed_on_without_the_runtime_teardown_noise():
     with os.fdopen(r, "rb") as source:
         forward_stderr(source, Target())
     assert out.getvalue() == b"epoch 1/2: 50%\repoch 1/2: 100%\n"
+
+
+def test_a_stage_leaves_with_its_code_and_its_output_flushed():
+    # leave skips the interpreter's teardown (gloo can abort there), so it must flush itself
+    code = "from ffneuro.train.pipeline import leave; print('last words', end=''); leave(3)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout) == (3, "last words")
