@@ -1059,7 +1059,36 @@ def mnist_chip() -> list[str]:
             "error minus the float twin's, in points. Energy in µJ per sample (inference in the run's inference "
             "mode). Train s: wall time on a shared machine (several runs at once on two cores).", "",
             *table(["run", "batch", "epochs", "test error multi / one-pass", "gap to float", "train s",
-                    "µJ / training sample", "µJ / inference", "FF SRAM"], rows), ""]
+                    "µJ / training sample", "µJ / inference", "FF SRAM"], rows), "", *batch_against_one(d)]
+
+
+def batch_against_one(d: dict) -> list[str]:
+    """Each finished batch-holding run beside the finished batch-1 runs whose profile has the
+    same weight and activity widths and rounding (the batch is then the main difference)."""
+    from ffneuro.hw.profiles import load_profile
+
+    def datapath(r: dict) -> tuple:
+        pr = load_profile(r["profile"]).precision
+        return pr.weight_bits, pr.activation_bits, pr.rounding
+
+    done = {n: r for n, r in d["runs"].items() if not r.get("in_progress") and r.get("profile")}
+    rows = []
+    for name, r in done.items():
+        if r["batch"] == 1 or r.get("batch_rule") == "mean":
+            continue
+        twins = [(n, o) for n, o in done.items() if o["batch"] == 1 and datapath(o) == datapath(r)]
+        w, a, rnd = datapath(r)
+        for n, o in twins or [("no batch-1 run with this datapath", None)]:
+            diff = None if o is None else r["test_error"]["multi_pass"] - o["test_error"]["multi_pass"]
+            rows.append([name, r["batch"], f"{w} / {a}, {rnd}", n, "–" if o is None else errors(o["test_error"]),
+                         errors(r["test_error"]), signed(diff)])
+    if not rows:
+        return []
+    return ["Batch-holding chips against batch 1 at the same datapath (weight / activity bits, rounding) and "
+            "epochs, both in the table above; difference: the batch-holding run's multi-pass error minus the "
+            "batch-1 run's, in points.", "",
+            *table(["run", "batch", "datapath", "batch-1 run", "its error multi / one-pass",
+                    "error multi / one-pass", "difference"], rows), ""]
 
 
 def shadow() -> list[str]:
