@@ -233,7 +233,7 @@ def train_run(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, 
     ``out``: a new or empty folder, or an existing run with ``resume`` (continue it) or
     ``overwrite`` (replace it whole); a folder of the user's is never written into.
 
-    ``stages`` > 1: pipeline-parallel training (``train/pipeline.py``): that many local
+    ``stages`` > 1: pipeline-parallel training (``train/pipeline/``): that many local
     processes, one thread each unless ``threads`` says otherwise, or, inside a process
     group torchrun started, this process's stage of it.
     """

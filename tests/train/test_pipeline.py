@@ -1,4 +1,4 @@
-"""Pipeline-parallel training (ffneuro/train/pipeline.py): real stage processes on the
+"""Pipeline-parallel training (ffneuro/train/pipeline/): real stage processes on the
 embedded digits, each test bounded by a timeout; the exact cases give the single-process
 run's checkpoint bit for bit (one thread per process on both sides)."""
 

@@ -1,55 +1,12 @@
-"""Pipeline-parallel FF training on torch.distributed: each stage (one or more consecutive
-units) is a process that learns its own units on every batch and hands the batch's
-detached activities on to the next stage, so several batches are in flight at once.
-
-    stage 1 (rank 0)                      stage 2                      stage S (last)
-    data order, jitter, negatives,  ──▶   its units: neutral pass,  ──▶  …  its units, then
-    its units: neutral pass, scout,       scout, local steps              the one-pass head
-    local steps                           (updates its own units)
-        ▲          at the end of every epoch: each stage's units, optimiser and unit<i>
-        └───────── streams to rank 0, which evaluates, checkpoints and writes the run dir
-
-Per batch, each stage sends the next one message (``Message``): the labels, the neutral
-pass's activity (for the head) and the head's inputs so far, the learning pass's
-positive+negative activity, and under CFF the goodness of every unit so far. At most
-``DEPTH`` messages per link are in flight, so memory does not grow.
-
-What is exact. With γ over earlier units (or plain FF) every unit sees the same inputs,
-in the same order, from the same weights and random streams as in one process, so the
-weights are **bit for bit** those of the single-process run with one thread per stage
-(the float kernels of a different thread count may reorder sums). CFF's γ over later or
-all units needs the goodness of units that have not yet seen the batch: here a stage
-computes it from its own copies of the later stages' units, refreshed every R batches
-(``gamma_refresh``: the number of stages by default; the later stage sends its weights
-after finishing batch g − R, the earlier stage loads them before batch g), so those
-members of γ come from weights R − 1 to 2R − 2 batches older than the single process's
-frozen copy (the initial weights before batch R). R = 1 is the single-process rule (to
-float reordering), with the stages taking turns. See docs/pipeline.md.
-
-Start: ``ffneuro train --stages N`` (``launch``: N local processes with an env
-rendezvous on a free port) or ``torchrun --nproc-per-node N --no-python ffneuro train --stages N``
-(``run_stage`` in each torchrun process; several machines with ``--nnodes`` and a
-rendezvous endpoint). A failing stage brings the others down: its one-line error is
-reported and the rest are stopped.
-"""
+"""One stage of the pipeline: its units learn on every batch that arrives and hand the
+batch on; rank 0 also draws the data and evaluates and checkpoints at every epoch's end."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
-from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -69,221 +26,14 @@ from ffneuro.runs import files as runio
 from ffneuro.train.loop import (CHECKPOINT_LAYOUT, STATISTICS_SAMPLES, TrainState, build_network, check_finite,
                                 check_resources, checkpoint_tensors, input_code, restore, set_epoch_lr,
                                 total_epochs, train)
+from ffneuro.train.pipeline.plan import PeerLost, gamma_refresh, split_stages, unit_costs
+from ffneuro.train.pipeline.wire import (TAG_REFRESH, Link, Message, broadcast_bytes, broadcast_json, recv_bytes,
+                                         send_bytes)
 from ffneuro.train.probe import entropy_record, probe_goodness, probe_indices
 from ffneuro.train.schedules import active_units
 from ffneuro.train.step import _fork, event_counter, learning_through, scout_goodness, stacked_goodness
 
 log = logging.getLogger(__name__)
-
-DEPTH = 4                 # batches in flight per link
-REFRESH_ENV = "FFNEURO_PIPELINE_GAMMA_REFRESH"   # CFF γ over later units: batches between refreshes of
-                                                # their copies (default: the number of stages)
-TIMEOUT_S = float(os.environ.get("FFNEURO_PIPELINE_TIMEOUT", 1800))   # a collective or recv waits this long
-ERROR_FILE_ENV = "FFNEURO_PIPELINE_ERROR"                              # where a local stage writes its error
-TAG_BATCH, TAG_REFRESH, TAG_STATE = 0, 1, 2
-
-
-class PipelineError(ValueError):
-    """A pipeline that cannot run as asked (one-line message)."""
-
-
-class PeerLost(RuntimeError):
-    """This stage stopped because another stage failed (not the cause)."""
-
-
-# ----------------------------------------------------------------------------------------
-# What can be pipelined, and where the stages split
-# ----------------------------------------------------------------------------------------
-def check_supported(cfg: RunConfig, stages: int, device: str = "auto") -> None:
-    """Refuse, in one line, a pipeline this module does not run exactly as documented."""
-    n = cfg.units.n_units
-    if not 1 <= stages <= n:
-        raise PipelineError(f"--stages {stages}: must be between 1 and {n} (the network has {n} units; "
-                            "a stage holds at least one)")
-    if cfg.loop.algo not in ("ff", "cff"):
-        raise PipelineError(f"--stages with loop.algo = {cfg.loop.algo}: a backprop baseline trains end to end "
-                            "in one process")
-    if cfg.loop.schedule == "layer":
-        raise PipelineError("--stages with loop.schedule = layer: one unit learns at a time, so there is nothing "
-                            "to run in parallel (use network or alternate)")
-    if cfg.loop.negatives == "hard":
-        raise PipelineError("--stages with loop.negatives = hard: hard negatives need the head's scores from the "
-                            "last stage before the first stage's step (use random)")
-    if cfg.units.loss == "cwc":
-        raise PipelineError("--stages with units.loss = cwc: the channel-wise competitive step is not pipelined")
-    if cfg.hardware.profile is not None:
-        raise PipelineError("--stages with a hardware profile: the chip datapath (calibration, integer "
-                            "activities) is not pipelined; train it in one process")
-    if device not in ("auto", "cpu"):
-        raise PipelineError(f"--stages with --device {device}: stages run on CPU (gloo)")
-
-
-def split_stages(costs: list[int], stages: int) -> list[range]:
-    """Consecutive units per stage such that the largest stage's cost is smallest (cost:
-    a unit's weights; ties go to the split with the smaller first stage, so stage 0,
-    which also draws the data, stays light).
-
-    >>> split_stages([785_000, 1_001_000, 1_001_000, 1_031_000], 2)
-    [range(0, 2), range(2, 4)]
-    >>> split_stages([10, 10, 10], 3)
-    [range(0, 1), range(1, 2), range(2, 3)]
-    """
-    n = len(costs)
-    prefix = [0]
-    for c in costs:
-        prefix.append(prefix[-1] + c)
-    inf = float("inf")
-    # best[k][j]: the smallest largest stage for the first j units in k stages; cut[k][j]: where the last begins
-    best = [[inf] * (n + 1) for _ in range(stages + 1)]
-    cut = [[0] * (n + 1) for _ in range(stages + 1)]
-    best[0][0] = 0
-    for k in range(1, stages + 1):
-        for j in range(k, n + 1):
-            for i in range(j - 1, k - 2, -1):
-                v = max(best[k - 1][i], prefix[j] - prefix[i])
-                if v < best[k][j]:
-                    best[k][j], cut[k][j] = v, i
-    bounds, j = [], n
-    for k in range(stages, 0, -1):
-        bounds.append(range(cut[k][j], j))
-        j = cut[k][j]
-    return bounds[::-1]
-
-
-def unit_costs(net: FFNetwork) -> list[int]:
-    """Each unit's weights; the head's are counted with the last unit (the last stage trains it)."""
-    p = net.trainable_parameters()
-    costs = [p[f"unit{i + 1}"] for i in range(len(net.layers))]
-    costs[-1] += p.get("head", 0)
-    return costs
-
-
-# ----------------------------------------------------------------------------------------
-# Messages between stages
-# ----------------------------------------------------------------------------------------
-NEUTRAL, HEAD, TRAIN, SEEN = 1, 2, 3, 4
-
-
-@dataclass
-class Message:
-    """One batch as it leaves a stage: labels, the neutral activity of its last unit and
-    the head's inputs so far (with a head), the learning pass's activity (when a later unit
-    still takes part), and the (positive, negative) goodness of every unit so far (CFF)."""
-
-    y: torch.Tensor
-    neutral: torch.Tensor | None = None
-    head: list[torch.Tensor] = field(default_factory=list)
-    train: torch.Tensor | None = None
-    seen: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
-
-    def encode(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(header int64: batch, count, then kind, ndim, shape of each tensor, then the
-        labels; payload float32: the tensors flattened, in order)."""
-        parts = ([(NEUTRAL, self.neutral)] if self.neutral is not None else []) + [(HEAD, h) for h in self.head] \
-            + ([(TRAIN, self.train)] if self.train is not None else []) \
-            + [(SEEN, g) for pair in self.seen for g in pair]
-        header = [self.y.shape[0], len(parts)]
-        for kind, t in parts:
-            if t.dtype != torch.float32:
-                raise PipelineError(f"a stage's activity has dtype {t.dtype}; the pipeline sends float32 only")
-            header += [kind, t.dim(), *t.shape]
-        head = torch.tensor(header + self.y.tolist(), dtype=torch.int64)
-        payload = torch.cat([t.reshape(-1) for _, t in parts]) if parts else torch.empty(0)
-        return head, payload
-
-    @classmethod
-    def decode(cls, header: torch.Tensor, payload: torch.Tensor) -> "Message":
-        h = header.tolist()
-        b, count, pos, off = h[0], h[1], 2, 0
-        msg = cls(y=torch.empty(0, dtype=torch.long))
-        seen: list[torch.Tensor] = []
-        for _ in range(count):
-            kind, nd = h[pos], h[pos + 1]
-            shape = h[pos + 2:pos + 2 + nd]
-            pos += 2 + nd
-            size = 1
-            for s in shape:
-                size *= s
-            t = payload[off:off + size].view(shape)
-            off += size
-            if kind == NEUTRAL:
-                msg.neutral = t
-            elif kind == HEAD:
-                msg.head.append(t)
-            elif kind == TRAIN:
-                msg.train = t
-            else:
-                seen.append(t)
-        msg.y = torch.tensor(h[pos:pos + b], dtype=torch.long)
-        msg.seen = list(zip(seen[0::2], seen[1::2]))
-        return msg
-
-
-class Link:
-    """Messages from one stage to the next: sent asynchronously, at most ``depth`` in flight."""
-
-    def __init__(self, peer: int, depth: int = DEPTH):
-        self.peer, self.depth = peer, depth
-        self.pending: deque = deque()
-        self.wait_s = 0.0                    # time spent waiting for the peer (a full pipe, or no batch yet)
-
-    def send(self, msg: Message) -> None:
-        header, payload = msg.encode()
-        sizes = torch.tensor([header.numel(), payload.numel()], dtype=torch.int64)
-        works = [dist.isend(t, self.peer, tag=TAG_BATCH) for t in (sizes, header, payload)]
-        self.pending.append((works, (sizes, header, payload)))
-        while len(self.pending) > self.depth:
-            self._wait_oldest()
-
-    def _wait_oldest(self) -> None:
-        t0 = time.perf_counter()
-        for w in self.pending.popleft()[0]:
-            w.wait()
-        self.wait_s += time.perf_counter() - t0
-
-    def flush(self) -> None:
-        while self.pending:
-            self._wait_oldest()
-
-    def recv(self) -> Message:
-        sizes = torch.empty(2, dtype=torch.int64)
-        t0 = time.perf_counter()
-        dist.recv(sizes, self.peer, tag=TAG_BATCH)
-        self.wait_s += time.perf_counter() - t0
-        header = torch.empty(int(sizes[0]), dtype=torch.int64)
-        payload = torch.empty(int(sizes[1]), dtype=torch.float32)
-        dist.recv(header, self.peer, tag=TAG_BATCH)
-        dist.recv(payload, self.peer, tag=TAG_BATCH)
-        return Message.decode(header, payload)
-
-
-def send_bytes(data: bytes, dst: int, tag: int = TAG_STATE) -> None:
-    dist.send(torch.tensor([len(data)], dtype=torch.int64), dst, tag=tag)
-    if data:
-        dist.send(torch.frombuffer(bytearray(data), dtype=torch.uint8), dst, tag=tag)
-
-
-def recv_bytes(src: int, tag: int = TAG_STATE) -> bytes:
-    n = torch.empty(1, dtype=torch.int64)
-    dist.recv(n, src, tag=tag)
-    buf = torch.empty(int(n), dtype=torch.uint8)
-    if int(n):
-        dist.recv(buf, src, tag=tag)
-    return buf.numpy().tobytes()
-
-
-def broadcast_bytes(data: bytes | None, src: int = 0) -> bytes:
-    """``data`` from rank ``src`` to every rank (the others pass None)."""
-    n = torch.tensor([len(data) if data is not None else 0], dtype=torch.int64)
-    dist.broadcast(n, src)
-    buf = torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.empty(int(n), dtype=torch.uint8)
-    if int(n):
-        dist.broadcast(buf, src)
-    return buf.numpy().tobytes()
-
-
-def broadcast_json(obj, src: int = 0):
-    return json.loads(broadcast_bytes(json.dumps(obj).encode() if dist.get_rank() == src else None, src))
 
 
 def run_units(net: FFNetwork, lo: int, hi: int, h: torch.Tensor, through=None):
@@ -296,28 +46,11 @@ def run_units(net: FFNetwork, lo: int, hi: int, h: torch.Tensor, through=None):
         h = out
 
 
-def gamma_refresh(stages: int) -> int:
-    """R, the batches between refreshes of the later stages' copies: $FFNEURO_PIPELINE_GAMMA_REFRESH,
-    else the number of stages (the last stage trails the first by about that many batches,
-    so a smaller R would make the first wait for it)."""
-    text = os.environ.get(REFRESH_ENV, "")
-    try:
-        every = int(text) if text else stages
-    except ValueError:
-        raise PipelineError(f"{REFRESH_ENV}={text!r}: must be a whole number of batches >= 1") from None
-    if every < 1:
-        raise PipelineError(f"{REFRESH_ENV}={text!r}: must be a whole number of batches >= 1")
-    return every
-
-
 def float_state(units: list) -> list[torch.Tensor]:
     """The floating-point tensors of ``units``' state dicts, in order (a weight refresh)."""
     return [t for u in units for t in u.state_dict().values() if t.is_floating_point()]
 
 
-# ----------------------------------------------------------------------------------------
-# One stage
-# ----------------------------------------------------------------------------------------
 class Stage:
     """Rank ``rank`` of ``world``: builds the whole network (same seed, same initial weights
     as rank 0's), learns its own units on every batch, and at every epoch's end hands their
@@ -521,7 +254,7 @@ class Stage:
             self._close_epoch(e, sums, counts, t0)
         for w, _ in self.refresh_out:
             w.wait()
-        self.refresh_out = []              # no gloo work outlives the process group (see _stage_main)
+        self.refresh_out = []              # no gloo work outlives the process group (see launch.leave)
         return self._finish()
 
     def _prepare_data(self) -> None:
@@ -660,179 +393,3 @@ class Stage:
             metrics["pipeline"] = {"stages": self.world, "per_stage": self.timing}
             runio.write_json(self.out / runio.METRICS, metrics)
         return broadcast_json(metrics)
-
-
-# ----------------------------------------------------------------------------------------
-# Starting the stages
-# ----------------------------------------------------------------------------------------
-def launched() -> bool:
-    """Whether this process is one of a group torchrun (or ``launch``) started."""
-    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
-
-
-def run_stage(cfg: RunConfig, stages: int, *, out: Path | None, resume: bool = False, overwrite: bool = False,
-              progress: bool = True, threads: int = 1, count_events: bool = False) -> dict:
-    """This process's stage of a pipeline whose rendezvous is in the environment (RANK,
-    WORLD_SIZE, MASTER_ADDR, MASTER_PORT: torchrun's). Returns the run's metrics on every rank.
-    Without ``out``, rank 0 trains into a temporary run dir it removes at the end."""
-    world = int(os.environ["WORLD_SIZE"])
-    if world != stages:
-        raise PipelineError(f"--stages {stages}, but the launcher started {world} processes (give the same number)")
-    check_supported(cfg, stages)
-    torch.set_num_threads(max(1, threads))
-    dist.init_process_group("gloo", rank=int(os.environ["RANK"]), world_size=world,
-                            timeout=timedelta(seconds=TIMEOUT_S))
-    tmp = tempfile.TemporaryDirectory(prefix="ffneuro-pipeline-") if out is None else None
-    try:
-        run_dir = Path(tmp.name) / "run" if tmp is not None else Path(out)
-        try:
-            metrics = Stage(cfg, run_dir, resume=resume, overwrite=overwrite, progress=progress,
-                            count_events=count_events).run()
-            dist.barrier()                 # no rank tears its connections down while another still uses them
-            return metrics
-        except RuntimeError as exc:        # gloo: a peer's connection closed or a wait timed out
-            if isinstance(exc, PeerLost) or "Connection" in str(exc) or "Timed out" in str(exc) or "closed" in str(exc):
-                raise PeerLost(f"stage {dist.get_rank() + 1} lost a peer stage ({str(exc).splitlines()[0][:160]})") \
-                    from None
-            raise
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
-        dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch(cfg: RunConfig, stages: int, *, out: Path | None, resume: bool = False, overwrite: bool = False,
-           progress: bool = True, threads: int = 1, count_events: bool = False, poll_s: float = 0.2) -> dict:
-    """Run ``stages`` local stage processes (``python -m ffneuro.train.pipeline JOB``) with an
-    env rendezvous on a free port, wait for them and return the metrics. When one fails,
-    the others are stopped and its one-line error is raised as ``PipelineError``."""
-    check_supported(cfg, stages)
-    with tempfile.TemporaryDirectory(prefix="ffneuro-pipeline-") as tmp:
-        tmp = Path(tmp)
-        job = {"config": cfg.to_dict(), "stages": stages, "out": str(out) if out is not None else None,
-               "resume": resume, "overwrite": overwrite, "progress": progress, "threads": threads,
-               "count_events": count_events, "result": str(tmp / "metrics.json")}
-        runio.write_json(tmp / "job.json", job)
-        base = {**os.environ, "WORLD_SIZE": str(stages), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
-        procs, forwarders = [], []
-        try:
-            for r in range(stages):
-                env = {**base, "RANK": str(r), "LOCAL_RANK": str(r), ERROR_FILE_ENV: str(tmp / f"error{r}.txt")}
-                procs.append(subprocess.Popen([sys.executable, "-m", "ffneuro.train.pipeline", str(tmp / "job.json")],
-                                              env=env, stderr=subprocess.PIPE))
-                forwarders.append(threading.Thread(target=forward_stderr, args=(procs[-1].stderr, sys.stderr),
-                                                   daemon=True, name=f"ffneuro-stage{r}-stderr"))
-                forwarders[-1].start()
-            while any(p.poll() is None for p in procs) and all(p.returncode in (None, 0) for p in procs):
-                time.sleep(poll_s)
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.terminate()
-            for p in procs:
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
-            for t in forwarders:           # every stage's last words are out before the launcher's
-                t.join(timeout=5)
-        failed = [r for r, p in enumerate(procs) if p.returncode != 0]
-        if failed:
-            raise PipelineError(first_error(tmp, {r: procs[r].returncode for r in failed}))
-        return json.loads((tmp / "metrics.json").read_text())
-
-
-# What the C++ runtime prints when a stage's gloo threads are torn down while the stage
-# exits on an error its launcher already reports in one line (seen about once in ten
-# divergence runs): not a second error, so it is not passed on.
-RUNTIME_NOISE = (b"terminate called without an active exception\n",)
-
-
-def forward_stderr(source, target) -> None:
-    """Copy a stage's stderr to ``target`` as it comes (raw chunks, so progress bars that
-    redraw with \\r keep drawing), without the runtime's teardown noise."""
-    out = getattr(target, "buffer", target)
-    for chunk in iter(lambda: os.read(source.fileno(), 65536), b""):
-        for noise in RUNTIME_NOISE:
-            chunk = chunk.replace(noise, b"")
-        if chunk:
-            out.write(chunk)
-            target.flush()
-
-
-def first_error(tmp: Path, failed: dict[int, int]) -> str:
-    """The error that stopped the pipeline: a stage's own failure before one that only
-    lost its peer; a stage stopped without a word (killed) is named by its rank."""
-    errors = []
-    for r in failed:
-        path = tmp / f"error{r}.txt"
-        text = path.read_text().strip() if path.exists() else ""
-        errors.append((text.startswith("peer:"), r, text.removeprefix("peer:")))
-    errors.sort(key=lambda e: (e[0], not e[2], e[1]))
-    _, r, text = errors[0]
-    code = failed[r]
-    how = f"was killed by signal {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() \
-        else f"exited with code {code}"
-    return text or f"stage {r + 1} of the pipeline {how} without an error message"
-
-
-def leave(code: int) -> NoReturn:
-    """End a stage process (ours or torchrun's) with ``code`` but without the interpreter's
-    teardown. Everything a stage writes is fsynced before it returns; at teardown gloo's
-    worker threads can still hold work objects, and destroying them while the interpreter
-    finalises aborts a process whose run succeeded (SIGABRT, "terminate called without an
-    active exception")."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    logging.shutdown()
-    os._exit(code)
-
-
-def _exit_with_parent(poll_s: float = 1.0) -> None:
-    """A local stage ends when the process that launched it is gone (killed, say), rather
-    than train on as an orphan."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(poll_s)
-        os._exit(1)
-    threading.Thread(target=watch, daemon=True, name="ffneuro-parent-watch").start()
-
-
-def _stage_main(job_path: str) -> int:
-    """Entry of a local stage process: run the job, write rank 0's metrics, and on failure
-    write one line for the launcher (``peer:`` first when another stage was the cause)."""
-    job = json.loads(Path(job_path).read_text())
-    err = os.environ.get(ERROR_FILE_ENV)
-    _exit_with_parent()
-    try:
-        metrics = run_stage(RunConfig.from_dict(job["config"]), job["stages"],
-                            out=Path(job["out"]) if job["out"] else None, resume=job["resume"],
-                            overwrite=job["overwrite"], progress=job["progress"], threads=job["threads"],
-                            count_events=job["count_events"])
-        if int(os.environ["RANK"]) == 0:
-            runio.write_json(Path(job["result"]), metrics)
-        return 0
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:              # one line for the launcher, never a traceback
-        line = (str(exc).splitlines() or [type(exc).__name__])[0]
-        if os.environ.get("FFNEURO_DEBUG"):
-            log.exception("stage failed")
-        if err:
-            Path(err).write_text(("peer:" if isinstance(exc, PeerLost) else "") + line + "\n")
-        else:
-            log.error("error: %s", line)     # no handler configured here: logging's last resort prints the line
-        return 1
-
-
-if __name__ == "__main__":
-    leave(_stage_main(sys.argv[1]))
