@@ -207,3 +207,25 @@ def test_shadow_narrower_than_the_weights_is_refused(bits):
 def test_shadow_without_a_profile_is_refused():
     with pytest.raises(ValueError, match="needs a fixed-point profile"):
         train(RunConfig.from_flat(layers=(8,), epochs=1, shadow_bits=8), data=load_dataset("digits"), progress=False)
+
+
+@pytest.mark.parametrize("neuron, rule, batch, expected", [
+    ("lif", "sqrt", 16, "multiplies it by √16"),
+    ("lif", "sum", 8, "multiplies it by 8"),
+    ("lif", "mean", 16, None),       # the rule its rate was tuned with
+    ("lif", "sqrt", 1, None),        # a batch-1 chip: every rule is the same
+    ("relu", "sqrt", 16, None),      # graded units were tuned under sqrt
+])
+def test_a_spiking_network_on_a_batch_holding_chip_is_warned_off_other_rules(neuron, rule, batch, expected):
+    from ffneuro.train.loop import batch_rule_note
+    cfg = RunConfig.from_flat(neuron=neuron, batch_rule=rule)
+    note = batch_rule_note(cfg, batch)
+    assert note is None if expected is None else (expected in note and "hardware.batch_rule=mean" in note)
+
+
+def test_train_logs_the_batch_rule_warning_once_for_a_spiking_chip_run(caplog):
+    cfg = RunConfig.from_flat(neuron="lif", layers=(20,), batch_size=16, epochs=1, entropy_probe=0)
+    with caplog.at_level("WARNING", logger="ffneuro.train.loop"):
+        train(cfg, progress=False, profile="cmos-45nm", stop_after=0)
+    warned = [r.getMessage() for r in caplog.records if "batch_rule" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith("warning: spiking units on a chip holding 16 samples")
