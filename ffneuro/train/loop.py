@@ -40,6 +40,7 @@ from ffneuro.train.memory import available_memory_bytes, check_host_memory, shap
 from ffneuro.train.probe import entropy_record, probe_goodness, probe_indices
 from ffneuro.train.schedules import active_units, lr_factor, stages
 from ffneuro.train.step import event_counter, train_step
+from ffneuro.units.lif import batch_rule_note
 from ffneuro.units.synapse import migrate_state
 
 log = logging.getLogger(__name__)
@@ -256,18 +257,6 @@ def count_inference(net: FFNetwork, x: torch.Tensor, ledger: EventLedger, exit_t
 # ----------------------------------------------------------------------------------------
 # The loop
 # ----------------------------------------------------------------------------------------
-def batch_rule_note(cfg: RunConfig, chip_batch: int) -> str | None:
-    """Why a spiking network on a chip that holds ``chip_batch`` samples per update may
-    learn badly under the default batch rule (None when nothing is wrong): the spiking
-    units' chip rate was tuned under ``mean``, and ``sqrt`` or ``sum`` scale it up by √B or B."""
-    rule = cfg.hardware.batch_rule
-    if cfg.units.neuron != "lif" or chip_batch <= 1 or rule == "mean":
-        return None
-    factor = f"√{chip_batch}" if rule == "sqrt" else str(chip_batch)
-    return (f"spiking units on a chip holding {chip_batch} samples per update: their chip rate was tuned with "
-            f"hardware.batch_rule = mean, and {rule} multiplies it by {factor} (set hardware.batch_rule=mean)")
-
-
 def train(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, progress: bool = True,
           data: Dataset | None = None, stop_after: int | None = None, profile=None, device: str = "auto",
           simulate_anyway: bool = False, count_events: bool | None = None, on_epoch=None,
@@ -309,7 +298,7 @@ def train(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, prog
     data = data if data is not None else load_dataset(cfg.data.name, val_fraction=cfg.data.val_fraction, seed=seed)
     streams = Streams(seed, cfg.units.n_units)
     bs = min(cfg.loop.batch_size, prof.streaming.max_batch) if prof is not None else cfg.loop.batch_size
-    note = batch_rule_note(cfg, bs) if chip is not None else None
+    note = batch_rule_note(cfg.units.neuron, cfg.hardware.batch_rule, bs) if chip is not None else None
     if note:
         log.warning("warning: %s", note)
     if network is None:

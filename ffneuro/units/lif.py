@@ -55,8 +55,22 @@ from ffneuro.units.synapse import ConvSynapse, DenseSynapse, SynapticUnit
 # (200×200, T = 8, cmos-45nm, 5 epochs, eligibility rule) at onchip_lr × gain / fan-in:
 # gain 8 → 89.7 %, 64 → 21.1 %, 256 → 7.5 % multi-pass error (float: 6.4 %).
 SPIKING_CHIP_LR_GAIN = 256.0
+TUNED_BATCH_RULE = "mean"   # the hardware.batch_rule SPIKING_CHIP_LR_GAIN was tuned under
 SPIKE_THETA = 0.05        # default θ of a spiking unit per neuron, on firing rates (tuned on the digits)
 NIR_DT = 1e-4             # snntorch's NIR time step: β = 1 − dt/τ
+
+
+def batch_rule_note(neuron: str, rule: str, chip_batch: int) -> str | None:
+    """Why a network of ``neuron`` units on a chip that holds ``chip_batch`` samples per
+    update may learn badly under batch rule ``rule`` (None when nothing is wrong): the
+    spiking chip rate was tuned under ``mean``, and ``sqrt`` or ``sum`` scale it by √B or B."""
+    if neuron != "lif" or chip_batch <= 1 or rule == TUNED_BATCH_RULE:
+        return None
+    factor = f"√{chip_batch}" if rule == "sqrt" else str(chip_batch)
+    return (f"spiking units on a chip holding {chip_batch} samples per update: their chip rate was tuned with "
+            f"hardware.batch_rule = {TUNED_BATCH_RULE}, and {rule} multiplies it by {factor} "
+            f"(set hardware.batch_rule={TUNED_BATCH_RULE})")
+
 
 # ----------------------------------------------------------------------------------------
 # The unit

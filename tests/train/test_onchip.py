@@ -217,9 +217,8 @@ def test_shadow_without_a_profile_is_refused():
     ("relu", "sqrt", 16, None),      # graded units were tuned under sqrt
 ])
 def test_a_spiking_network_on_a_batch_holding_chip_is_warned_off_other_rules(neuron, rule, batch, expected):
-    from ffneuro.train.loop import batch_rule_note
-    cfg = RunConfig.from_flat(neuron=neuron, batch_rule=rule)
-    note = batch_rule_note(cfg, batch)
+    from ffneuro.units.lif import batch_rule_note
+    note = batch_rule_note(neuron, rule, batch)
     assert note is None if expected is None else (expected in note and "hardware.batch_rule=mean" in note)
 
 
