@@ -1083,12 +1083,13 @@ def batch_against_one(d: dict) -> list[str]:
         return pr.weight_bits, pr.activation_bits, pr.rounding
 
     done = {n: r for n, r in d["runs"].items() if not r.get("in_progress") and r.get("profile")}
+    paths = {n: datapath(r) for n, r in done.items()}
     rows = []
     for name, r in done.items():
         if r["batch"] == 1 or r.get("batch_rule") == "mean":
             continue
-        twins = [(n, o) for n, o in done.items() if o["batch"] == 1 and datapath(o) == datapath(r)]
-        w, a, rnd = datapath(r)
+        twins = [(n, o) for n, o in done.items() if o["batch"] == 1 and paths[n] == paths[name]]
+        w, a, rnd = paths[name]
         for n, o in twins or [("no batch-1 run with this datapath", None)]:
             diff = None if o is None else r["test_error"]["multi_pass"] - o["test_error"]["multi_pass"]
             rows.append([name, r["batch"], f"{w} / {a}, {rnd}", n, "–" if o is None else errors(o["test_error"]),

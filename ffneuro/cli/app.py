@@ -503,10 +503,8 @@ def main() -> None:
         app()
     except SystemExit as stop:
         pipeline = sys.modules.get("ffneuro.train.pipeline")
-        if pipeline is not None and pipeline.launched():      # a torchrun stage: see pipeline.leave
-            if stop.code is not None and not isinstance(stop.code, int):
-                print(stop.code, file=sys.stderr)
-            pipeline.leave(stop.code if isinstance(stop.code, int) else int(stop.code is not None))
+        if pipeline is not None and pipeline.launched() and isinstance(stop.code, (int, type(None))):
+            pipeline.leave(stop.code or 0)                     # a torchrun stage: see pipeline.leave
         raise
 
 
