@@ -1,8 +1,10 @@
 """Shared fixtures: the embedded digits dataset, and the real MNIST files (skipped with a
-clear reason when absent), each loaded once per session (treat them as read-only)."""
+clear reason when absent), each loaded once per session (treat them as read-only); and
+``scripts``, which imports a benchmark script of scripts/ as a module for its tests."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -33,3 +35,14 @@ def mnist(mnist_dir: Path) -> Dataset:
 def digits() -> Dataset:
     """The embedded 8×8 digits (shipped with scikit-learn: always present)."""
     return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def scripts():
+    """``scripts("NAME")``: scripts/NAME.py imported as a module (scripts/ is not a package)."""
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load

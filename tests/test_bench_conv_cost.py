@@ -3,23 +3,17 @@ report what the benchmark JSON needs (structure and signs only, no timing thresh
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 
 from ffneuro.config.run import preset
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_conv_cost.py"
 SHAPE = (3, 8, 8)
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_conv_cost", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(scripts):
+    return scripts("bench_conv_cost")
 
 
 def test_throughput_structure(bench):

@@ -11,10 +11,8 @@ pulls torchvision and a CUDA torch) and skip unless installed with ``--no-deps``
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
 import warnings
-from pathlib import Path
 
 import nir
 import pytest
@@ -23,15 +21,11 @@ from ffneuro.export.nir import NIRExportError, export_nir
 from ffneuro.runs.load import load_run
 from ffneuro.units.lif import NIR_DT
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_nir_consumers.py"
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_nir_consumers", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(scripts):
+    return scripts("bench_nir_consumers")
 
 
 def _exported(bench, tmp_path_factory, digits, sets: list[str], samples: int):

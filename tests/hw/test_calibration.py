@@ -4,32 +4,22 @@ results_doc renders the section from a calibration JSON (analytic estimates only
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from ffneuro.hw.estimate import estimate_from_layers
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-
-
-def _module(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
-def bench():
-    return _module("bench_calibration")
+def bench(scripts):
+    return scripts("bench_calibration")
 
 
 @pytest.fixture(scope="module")
-def results_doc():
-    return _module("results_doc")
+def results_doc(scripts):
+    return scripts("results_doc")
 
 
 def _measurement(bench, mid: str) -> dict:
