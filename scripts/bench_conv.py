@@ -5,9 +5,12 @@ bench JSON.
     python scripts/bench_conv.py --preset ff-tiny --data cifar10:DIR --run-dir runs/ff-tiny \
         --out bench/conv_ff-tiny_cifar10.json [--set loop.epochs=30] [--threads 2]
 
-The run dir keeps a checkpoint after every epoch: run the same command again (in a later
-session) and training resumes exactly where it stopped; the JSON is rewritten after every
-epoch with the history so far (``"complete": false`` until the last epoch is done).
+The run dir keeps a checkpoint after every epoch: run the same command again and training
+resumes exactly where it stopped; the JSON is rewritten after every epoch with the history
+so far (``"complete": false`` until the last epoch is done). A run longer than one sitting
+keeps its run dir under ``bench/resume/`` (see bench/resume/README.md), which is committed
+with the bench JSON, so any clone can continue it with the same command; the JSON records
+the run dir (``run_dir``) and the results doc marks such a run "resumable".
 """
 
 from __future__ import annotations
@@ -43,6 +46,16 @@ def redact(spec: str) -> str:
     return f"{kind}:DIR" if sep else spec
 
 
+def where(run_dir: Path) -> str:
+    """The run dir as the bench JSON records it: relative to the repository when inside it
+    (``bench/resume/NAME``), else only its name (no machine's path)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        return run_dir.resolve().relative_to(root).as_posix()
+    except ValueError:
+        return run_dir.name
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", required=True)
@@ -59,7 +72,7 @@ def main() -> None:
     config = cfg.to_dict()
     config["data"]["name"] = redact(args.data)       # the dataset, not this machine's folder
     report = {"ffneuro_version": __version__, "commit": commit(), "preset": args.preset, "sets": args.set,
-              "config": config, "threads": args.threads, "complete": False}
+              "config": config, "threads": args.threads, "run_dir": where(args.run_dir), "complete": False}
 
     def on_epoch(record: dict) -> None:
         report.setdefault("history", []).append(record)
