@@ -18,7 +18,7 @@ GOODNESS_KINDS = ("sumsq", "meansq", "sum", "neg-sumsq")
 LOSS_KINDS = ("ff", "symba", "entropy", "cwc")
 NORM_KINDS = ("length", "rms", "none")
 ALGOS = ("ff", "cff", "bp", "bp-pairwise")   # bp*: backprop baselines (ffneuro/train/baselines.py)
-SCHEDULES = ("layer", "network", "alternate")
+SCHEDULES = ("layer", "network", "alternate", "chunks")
 GAMMA_KINDS = ("all", "earlier", "later")
 CFF_THETAS = ("sum", "own", "mean")
 NEURONS = ("relu", "lif")
@@ -270,8 +270,11 @@ class LoopConfig:
     SECTION = "loop"
     algo: str = opt("ff", "ff | cff (collaborative) | bp | bp-pairwise (backprop baselines)", ALGOS)
     schedule: str = opt("network", "network: every unit on every batch | layer: one unit after the other | "
-                                   "alternate: batch t updates chunk t mod K of loop.chunk units", SCHEDULES)
-    chunk: int = opt(1, "alternate: consecutive units updated together on a batch")
+                                   "alternate: batch t updates chunk t mod K of loop.chunk units | chunks: "
+                                   "every unit on every batch, each unit's loss backpropagated inside its chunk of "
+                                   "loop.chunk units, the chunks shifting by half a chunk on odd batches (seed "
+                                   "002's chunked local updates; float units only)", SCHEDULES)
+    chunk: int = opt(1, "alternate, chunks: consecutive units per chunk")
     unit_epochs: tuple[int, ...] = opt((), "Epochs unit i learns for, one per unit (CwComp's interleaved layer "
                                            "training, e.g. 11,16,21,25); empty: every epoch")
     epochs: int = opt(20, "Epochs (per unit under the layer schedule)")

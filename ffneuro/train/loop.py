@@ -38,7 +38,7 @@ from ffneuro.runs import files as runio
 from ffneuro.train.baselines import BASELINES, train_baseline
 from ffneuro.train.memory import available_memory_bytes, check_host_memory, shape_only, training_memory_bytes
 from ffneuro.train.probe import entropy_record, probe_goodness, probe_indices
-from ffneuro.train.schedules import active_units, lr_factor, stages
+from ffneuro.train.schedules import active_units, chunks_of, lr_factor, stages
 from ffneuro.train.step import event_counter, train_step
 from ffneuro.units.lif import batch_rule_note
 from ffneuro.units.synapse import migrate_state
@@ -293,6 +293,9 @@ def train(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, prog
     dev = resolve_device(device)
     prof = load_profile(profile) if isinstance(profile, (str, Path)) else profile
     chip = run_chip_spec(prof, cfg.hardware.batch_rule, cfg.hardware.shadow_bits)
+    if chip is not None and cfg.loop.schedule == "chunks":
+        raise ValueError(f"loop.schedule = chunks backpropagates inside a chunk of units, which a chip's local "
+                         f"learning rule cannot do: train without --profile {prof.name}, or use network or alternate")
     seed = cfg.loop.seed
     torch.manual_seed(seed)
     data = data if data is not None else load_dataset(cfg.data.name, val_fraction=cfg.data.val_fraction, seed=seed)
@@ -372,7 +375,8 @@ def train(cfg: RunConfig, *, out: Path | None = None, resume: bool = False, prog
                 xb = jitter(x_train[idx], streams["augment"])
                 active = active_units(stage, epoch=e, batch=t, schedule=lp.schedule, unit_epochs=lp.unit_epochs,
                                       chunk=lp.chunk)
-                st = train_step(net, cfg, xb, y_train[idx], active, streams, ledger, bs)
+                chunks = chunks_of(active, lp.chunk, t) if lp.schedule == "chunks" else None
+                st = train_step(net, cfg, xb, y_train[idx], active, streams, ledger, bs, chunks)
                 if ledger is not None:
                     ledger.add_samples("train", idx.shape[0])
                 for i, v in st["loss"].items():

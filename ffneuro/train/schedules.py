@@ -42,8 +42,9 @@ def active_units(stage: list[int], *, epoch: int, batch: int, schedule: str, uni
 
     ``unit_epochs[i]``: unit i learns in epochs 0..unit_epochs[i]−1 only (CwComp's
     interleaved layer training, ILT). ``alternate``: the still-learning units split into
-    chunks of ``chunk`` consecutive units, and batch t updates chunk t mod K (seed 002's
-    chunked local updates, alternating between layers over iterations).
+    chunks of ``chunk`` consecutive units, and batch t updates chunk t mod K (each unit
+    still strictly local; seed 002's chunked updates, where gradient flows inside a chunk,
+    are ``chunks``: see ``chunks_of``).
 
     >>> active_units([0, 1, 2], epoch=0, batch=4, schedule="alternate", chunk=2)
     [0, 1]
@@ -57,3 +58,26 @@ def active_units(stage: list[int], *, epoch: int, batch: int, schedule: str, uni
         chunks = [units[k:k + chunk] for k in range(0, len(units), chunk)]
         return chunks[batch % len(chunks)]
     return units
+
+
+def chunks_of(units: list[int], chunk: int, batch: int) -> list[list[int]]:
+    """Seed 002's chunked local updates (``loop.schedule = chunks``): the learning units
+    (ascending) grouped into chunks of ``chunk`` consecutive units, inside which each unit's
+    loss is backpropagated through the chunk's earlier units (and no further). On odd
+    batches the boundaries shift by ``chunk // 2``, so that no boundary stays fixed (the
+    chunks alternate between iterations). A unit whose predecessor does not learn starts
+    a chunk; ``chunk = 1`` is every unit on its own (the ``network`` schedule).
+
+    >>> chunks_of([0, 1, 2, 3], 2, batch=0), chunks_of([0, 1, 2, 3], 2, batch=1)
+    ([[0, 1], [2, 3]], [[0], [1, 2], [3]])
+    >>> chunks_of([0, 1, 3, 4], 2, batch=0), chunks_of([0, 1, 2], 1, batch=1)
+    ([[0, 1], [3], [4]], [[0], [1], [2]])
+    """
+    shift = chunk // 2 if batch % 2 else 0
+    groups: list[list[int]] = []
+    for u in units:
+        if groups and u == groups[-1][-1] + 1 and (u + shift) % chunk != 0:
+            groups[-1].append(u)
+        else:
+            groups.append([u])
+    return groups

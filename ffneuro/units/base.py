@@ -5,7 +5,9 @@ A unit owns its weights (through a synapse, units/synapse.py: dense or conv; the
 — ReLU, LIF — reads its current through it), its goodness, its local loss, its update
 rule (float optimiser, or the chip's fixed-point rule: ``chip``, a ``hw.chip.ChipSpec``),
 its event counting, its resource descriptor and its export. Nothing outside ``ffneuro.units`` asks what kind a unit is:
-the network streams activities through ``forward``/``local_step``, the trainer counts
+the network streams activities through ``forward``/``local_step`` (or, for chunked local
+updates, ``local_loss`` then ``apply_update`` once the chunk's loss has been
+backpropagated), the trainer counts
 with ``forward_events``/``update_events``, the estimator maps ``resources()``, the
 exporter writes ``export_tables()`` and ``nir_nodes()``; under channel-wise competition the
 predictor reads ``class_goodness`` (the goodness of each class's group of channels).
@@ -81,6 +83,18 @@ def local_objective(spec: UnitSpec, h: torch.Tensor, goodness_fn, targets: torch
 
 
 @dataclass
+class LocalLoss:
+    """A unit's local loss on its input, before any update (``local_loss``): the loss and
+    the activity it handed on (``out``), both with their graph to the unit's parameters
+    and to the input as given, so that a chunk (``loop.schedule = chunks``) can
+    backpropagate from a later unit's loss through this one."""
+    loss: torch.Tensor
+    out: torch.Tensor
+    g_pos: torch.Tensor      # detached goodness (without γ)
+    g_neg: torch.Tensor
+
+
+@dataclass
 class StepResult:
     h: torch.Tensor          # detached activities (B positives then B negatives), handed on
     loss: float              # the unit's local loss (FF/SymBa/entropy + peer term)
@@ -142,6 +156,9 @@ class Unit(Protocol):
     def local_step(self, x: torch.Tensor | CodedBatch, gamma_pos: torch.Tensor | None = None,
                    gamma_neg: torch.Tensor | None = None, generator: torch.Generator | None = None,
                    targets: torch.Tensor | None = None) -> StepResult: ...
+    def local_loss(self, x: torch.Tensor | CodedBatch, gamma_pos: torch.Tensor | None = None,
+                   gamma_neg: torch.Tensor | None = None, targets: torch.Tensor | None = None) -> LocalLoss: ...
+    def apply_update(self, generator: torch.Generator | None = None, samples: int = 1) -> None: ...
     @property
     def calibrated(self) -> bool: ...
     def calibrate(self, x: torch.Tensor) -> None: ...

@@ -39,7 +39,7 @@ from ffneuro.functional.fixed import GAIN_FRAC_BITS, activation_format, int_good
 from ffneuro.functional.goodness import goodness, group_goodness, normalize
 from ffneuro.hw.chip import ChipSpec
 from ffneuro.hw.events import conv_forward_events, conv_update_events
-from ffneuro.units.base import ExportTables, Resources, StepResult, UnitSpec, format_attrs, local_objective
+from ffneuro.units.base import ExportTables, LocalLoss, Resources, StepResult, UnitSpec, format_attrs, local_objective
 from ffneuro.units.dense import relu
 from ffneuro.units.optim import make_optimizer, set_lr
 from ffneuro.units.synapse import ConvSynapse, GradedInput, SynapticUnit
@@ -195,17 +195,37 @@ class FFConv(GradedInput, SynapticUnit, nn.Module):
         chip the update is the chip's rule (the synapse's ``chip_update``) at
         onchip_lr / fan-in."""
         h, h_out = self._activity(x.detach())
-        loss, g_pos, g_neg = local_objective(self.spec, h, lambda a: goodness(a.flatten(1), self.spec.goodness),
-                                             targets, gamma_pos, gamma_neg)
+        loss, g_pos, g_neg = self._objective(h, gamma_pos, gamma_neg, targets)
         loss.backward()
+        self.apply_update(generator, x.shape[0] if targets is not None else x.shape[0] // 2)
+        return StepResult(h_out.detach(), float(loss.detach()), g_pos.detach(), g_neg.detach())
+
+    def _objective(self, h: torch.Tensor, gamma_pos: torch.Tensor | None, gamma_neg: torch.Tensor | None,
+                   targets: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return local_objective(self.spec, h, lambda a: goodness(a.flatten(1), self.spec.goodness), targets,
+                               gamma_pos, gamma_neg)
+
+    def local_loss(self, x: torch.Tensor, gamma_pos: torch.Tensor | None = None,
+                   gamma_neg: torch.Tensor | None = None, targets: torch.Tensor | None = None) -> LocalLoss:
+        """The local loss on x as given (its graph kept), without updating: the first half
+        of ``local_step`` for chunked local updates (``apply_update`` is the second). Float
+        units only: on a chip every unit learns by its own fixed-point rule."""
         if self.calibrated:
-            samples = x.shape[0] if targets is not None else x.shape[0] // 2
+            raise ValueError("a unit on a chip learns by its own fixed-point rule: chunked updates need float units")
+        h, _ = self._activity(x)
+        loss, g_pos, g_neg = self._objective(h, gamma_pos, gamma_neg, targets)
+        return LocalLoss(loss, h, g_pos.detach(), g_neg.detach())
+
+    def apply_update(self, generator: torch.Generator | None = None, samples: int = 1) -> None:
+        """Apply the gradient in the unit's parameters (its optimiser, or on a chip the
+        synapse's ``chip_update`` at onchip_lr / fan-in for the mean over ``samples``), then
+        drop it (streaming: only the new weights outlive the step)."""
+        if self.calibrated:
             self.synapse.chip_update(self.onchip_lr / self.synapse.fan_in, self.chip, self.bias_fmt(), generator,
                                      weight_decay=self.spec.weight_decay, samples=samples)
         else:
             self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)   # streaming: only the new weights outlive the step
-        return StepResult(h_out.detach(), float(loss.detach()), g_pos.detach(), g_neg.detach())
+        self.optimizer.zero_grad(set_to_none=True)
 
     # -- what the rest of ffneuro asks of a unit -------------------------------------
     @staticmethod

@@ -21,7 +21,8 @@ from ffneuro.functional.fixed import GAIN_FRAC_BITS, activation_format, int_good
 from ffneuro.functional.goodness import goodness, group_goodness, normalize, norm_factor, peer_norm_loss
 from ffneuro.hw.chip import ChipSpec
 from ffneuro.hw.events import forward_events, update_events
-from ffneuro.units.base import ExportTables, Resources, StepResult, UnitSpec, dense_input, format_attrs, local_objective
+from ffneuro.units.base import (ExportTables, LocalLoss, Resources, StepResult, UnitSpec, dense_input, format_attrs,
+                                local_objective)
 from ffneuro.units.optim import make_optimizer, set_lr
 from ffneuro.units.synapse import DenseSynapse, GradedInput, SynapticUnit
 
@@ -183,13 +184,36 @@ class FFDense(GradedInput, SynapticUnit, nn.Module):
                targets: torch.Tensor | None = None) -> StepResult:
         if self.calibrated:
             return self._chip_learn(dense_input(x), b, gamma_pos, gamma_neg, generator, targets)
+        r = self._float_loss(x, b, gamma_pos, gamma_neg, targets)
+        r.loss.backward()
+        self.apply_update(generator, b)
+        return StepResult(r.out.detach(), float(r.loss.detach()), r.g_pos, r.g_neg)
+
+    def local_loss(self, x: torch.Tensor | CodedBatch, gamma_pos: torch.Tensor | None = None,
+                   gamma_neg: torch.Tensor | None = None, targets: torch.Tensor | None = None) -> LocalLoss:
+        """The local loss on x as given (its graph kept), without updating: the first half
+        of ``local_step`` for chunked local updates (``apply_update`` is the second). Float
+        units only: on a chip every unit learns by its own fixed-point rule."""
+        if self.calibrated:
+            raise ValueError("a unit on a chip learns by its own fixed-point rule: chunked updates need float units")
+        if isinstance(x, CodedBatch):
+            b = x.rest.shape[0]
+        else:
+            b = x.shape[0] if targets is not None else x.shape[0] // 2
+        return self._float_loss(x, b, gamma_pos, gamma_neg, targets)
+
+    def _float_loss(self, x: torch.Tensor | CodedBatch, b: int, gamma_pos: torch.Tensor | None,
+                    gamma_neg: torch.Tensor | None, targets: torch.Tensor | None) -> LocalLoss:
         h = self(x)
         loss, g_pos, g_neg = self._objective(h, b, gamma_pos, gamma_neg, targets)
-        loss.backward()
+        return LocalLoss(loss, h, g_pos.detach(), g_neg.detach())
+
+    def apply_update(self, generator: torch.Generator | None = None, samples: int = 1) -> None:
+        """Step the unit's optimiser on the gradient in its parameters, then drop the
+        gradient (streaming: nothing of the step outlives it but the new weights)."""
         self.optimizer.step()
         for p in (self.weight, self.bias):
-            p.grad = None        # streaming: nothing of this step outlives it but the new weights
-        return StepResult(h.detach(), float(loss.detach()), g_pos.detach(), g_neg.detach())
+            p.grad = None
 
     def _objective(self, h: torch.Tensor, b: int, gamma_pos: torch.Tensor | None, gamma_neg: torch.Tensor | None,
                    targets: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -44,7 +44,7 @@ from ffneuro.functional.lif import (ATAN_ALPHA, FAST_SIGMOID_SLOPE, encode, lif_
                                     spike_activity, surrogate_slope)
 from ffneuro.functional.quant import FixedPoint
 from ffneuro.hw.events import conv_forward_events, conv_update_events, spike_forward_events, spike_update_events
-from ffneuro.units.base import ExportTables, Resources, StepResult, UnitSpec, format_attrs, local_objective
+from ffneuro.units.base import ExportTables, LocalLoss, Resources, StepResult, UnitSpec, format_attrs, local_objective
 from ffneuro.units.optim import make_optimizer, set_lr
 from ffneuro.units.synapse import ConvSynapse, DenseSynapse, SynapticUnit
 
@@ -331,11 +331,35 @@ class FFSpiking(SynapticUnit, nn.Module):
         s = self.float_forward(x)
         if self.calibrated:               # values: the chip's integer spikes; gradient: the float twin's
             s = s + (self.int_forward(x) - s).detach()
-        loss, g_pos, g_neg = local_objective(self.spec, spike_activity(s, self.lif_spec.goodness_on),
-                                             self._rate_goodness, targets, gamma_pos, gamma_neg)
+        loss, g_pos, g_neg = self._objective(s, gamma_pos, gamma_neg, targets)
         loss.backward()
-        self._apply_update(generator, x.shape[1] if targets is not None else x.shape[1] // 2)
+        self.apply_update(generator, x.shape[1] if targets is not None else x.shape[1] // 2)
         return StepResult(s.detach(), float(loss.detach()), g_pos.detach(), g_neg.detach())
+
+    def _objective(self, s: torch.Tensor, gamma_pos: torch.Tensor | None, gamma_neg: torch.Tensor | None,
+                   targets: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return local_objective(self.spec, spike_activity(s, self.lif_spec.goodness_on), self._rate_goodness,
+                               targets, gamma_pos, gamma_neg)
+
+    def local_loss(self, x: torch.Tensor, gamma_pos: torch.Tensor | None = None,
+                   gamma_neg: torch.Tensor | None = None, targets: torch.Tensor | None = None) -> LocalLoss:
+        """The local loss on spikes x (T, N, in) as given (graph kept: the surrogate gradient
+        passes back through them), without updating, for chunked local updates. Float units
+        learning through time (``bptt``) only: eligibility traces keep no graph to pass
+        back, and a chip learns each unit by its own rule."""
+        if self.lif_spec.learning == "eligibility":
+            raise ValueError("units.spike_learning = eligibility learns online without a graph: chunked updates "
+                             "need bptt")
+        if self.calibrated:
+            raise ValueError("a unit on a chip learns by its own fixed-point rule: chunked updates need float units")
+        s = self.float_forward(x)
+        loss, g_pos, g_neg = self._objective(s, gamma_pos, gamma_neg, targets)
+        return LocalLoss(loss, s, g_pos.detach(), g_neg.detach())
+
+    def apply_update(self, generator: torch.Generator | None = None, samples: int = 1) -> None:
+        """Apply the gradients left in ``.grad`` (the mean over ``samples`` samples): the
+        optimiser, or on a chip its fixed-point rule; then drop them."""
+        self._apply_update(generator, samples)
 
     # -- what the rest of ffneuro asks of a unit -------------------------------------
     @staticmethod

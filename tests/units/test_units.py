@@ -30,7 +30,7 @@ from ffneuro.hw.profiles import load_profile, profile_to_dict
 from ffneuro.network import FFNetwork, label_encoding
 from ffneuro.rng import Streams
 from ffneuro.train.loop import build_network, train
-from ffneuro.units.base import (ExportTables, PassThrough, Resources, StepResult, Unit, UnitSpec, dense_input,
+from ffneuro.units.base import (ExportTables, LocalLoss, PassThrough, Resources, StepResult, Unit, UnitSpec, dense_input,
                                 format_attrs, unit_loss)
 
 
@@ -85,15 +85,22 @@ class StubUnit(nn.Module):
         return h.pow(2).sum(dim=1)
 
     def local_step(self, x, gamma_pos=None, gamma_neg=None, generator=None, targets=None) -> StepResult:
-        x = dense_input(x).detach()
+        r = self.local_loss(dense_input(x).detach(), gamma_pos, gamma_neg, targets)
+        self.weight.grad, self.bias.grad = torch.autograd.grad(r.loss, [self.weight, self.bias])
+        self.apply_update(generator)
+        return StepResult(r.out.detach(), float(r.loss.detach()), r.g_pos, r.g_neg)
+
+    def local_loss(self, x, gamma_pos=None, gamma_neg=None, targets=None) -> LocalLoss:
+        x = dense_input(x)
         b = x.shape[0] // 2
         h = F.relu(F.linear(normalize(x, "rms"), self.weight, self.bias))
         g = h.pow(2).sum(dim=1)
         loss = unit_loss(self.spec, g[:b], g[b:], gamma_pos, gamma_neg)
-        self.weight.grad, self.bias.grad = torch.autograd.grad(loss, [self.weight, self.bias])
+        return LocalLoss(loss, h, g[:b].detach(), g[b:].detach())
+
+    def apply_update(self, generator=None, samples=1) -> None:
         self.optimizer.step()
         self.weight.grad = self.bias.grad = None
-        return StepResult(h.detach(), float(loss.detach()), g[:b].detach(), g[b:].detach())
 
     def calibrate(self, x) -> None:
         x = dense_input(x)

@@ -32,6 +32,9 @@ def check_supported(cfg: RunConfig, stages: int, device: str = "auto") -> None:
     if cfg.loop.schedule == "layer":
         raise PipelineError("--stages with loop.schedule = layer: one unit learns at a time, so there is nothing "
                             "to run in parallel (use network or alternate)")
+    if cfg.loop.schedule == "chunks":
+        raise PipelineError("--stages with loop.schedule = chunks: a chunk's loss is backpropagated across its "
+                            "units, which a stage boundary would cut (use network or alternate)")
     if cfg.loop.negatives == "hard":
         raise PipelineError("--stages with loop.negatives = hard: hard negatives need the head's scores from the "
                             "last stage before the first stage's step (use random)")
