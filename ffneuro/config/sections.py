@@ -19,6 +19,7 @@ LOSS_KINDS = ("ff", "symba", "entropy", "cwc")
 NORM_KINDS = ("length", "rms", "none")
 ALGOS = ("ff", "cff", "bp", "bp-pairwise")   # bp*: backprop baselines (ffneuro/train/baselines.py)
 SCHEDULES = ("layer", "network", "alternate", "chunks")
+BATCH_NORM_AT = ("output", "input")
 GAMMA_KINDS = ("all", "earlier", "later")
 CFF_THETAS = ("sum", "own", "mean")
 NEURONS = ("relu", "lif")
@@ -198,6 +199,9 @@ class UnitsConfig:
     spike_goodness: str = opt("rate", "lif: goodness on firing rates or spike counts", SPIKE_GOODNESS)
     batch_norm: bool = opt(False, "conv: batch-normalise each conv unit's output after pooling (CwComp); "
                                   "on a chip it folds into a per-channel scale and bias")
+    batch_norm_at: str = opt("output", "conv, with batch_norm: output (conv, ReLU, pool, then batch norm; "
+                                       "CwComp) | input (batch norm, then conv, ReLU, pool; seed 002's layer)",
+                             BATCH_NORM_AT)
 
     def plan(self) -> tuple[LayerSpec, ...]:
         """The units in order: ``stack`` if given, else a dense unit per ``layers`` width."""

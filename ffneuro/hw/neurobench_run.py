@@ -194,6 +194,7 @@ class UnitMirror(nn.Module):
         self.norm = "none" if self.timed else unit.spec.norm
         self.pool = int(getattr(unit, "pool", 1))
         self.bn = getattr(unit, "bn", None)
+        self.bn_at = getattr(unit, "bn_at", None)   # "output" (after pooling) or "input" (before the conv)
         self.in_shape = tuple(unit.in_shape)
         self.conv_shape = tuple(getattr(unit, "conv_shape", unit.out_shape))
 
@@ -203,9 +204,11 @@ class UnitMirror(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.timed:
             return self._steps(x)
-        x = x.reshape(x.shape[0], *self.in_shape)
-        h = self.neuron(self._pool(self.connection(normalize(x, self.norm))))
-        return self.bn(h) if self.bn is not None else h
+        x = normalize(x.reshape(x.shape[0], *self.in_shape), self.norm)
+        if self.bn_at == "input":
+            x = self.bn(x)
+        h = self.neuron(self._pool(self.connection(x)))
+        return self.bn(h) if self.bn_at == "output" else h
 
     def _steps(self, x: torch.Tensor) -> torch.Tensor:
         t, n = x.shape[:2]

@@ -48,11 +48,13 @@ def cnn(units: UnitsConfig, in_shape: tuple[int, ...], out: int) -> nn.Sequentia
     layers: list[nn.Module] = []
     for spec, shape_in, shape_out in zip(plan, shapes, shapes[1:]):
         if spec.kind == "conv":
+            if units.batch_norm and units.batch_norm_at == "input":
+                layers.append(nn.BatchNorm2d(shape_in[0], eps=BN_EPS))
             layers += [nn.Conv2d(shape_in[0], spec.size, spec.kernel, spec.stride, spec.padding, groups=spec.groups),
                        nn.ReLU()]
             if spec.pool > 1:
                 layers.append(nn.MaxPool2d(spec.pool))
-            if units.batch_norm:
+            if units.batch_norm and units.batch_norm_at == "output":
                 layers.append(nn.BatchNorm2d(spec.size, eps=BN_EPS))
         else:
             if len(shape_in) > 1:

@@ -3,8 +3,10 @@
 
 ``h = bn(pool(relu(conv(n(x)))))``: ``n`` the FF normalisation of the whole input map
 (SPEC §1; ``none`` for CwComp's stacks, which normalise outputs instead), an optional
-``pool``×``pool`` max-pool and, with ``batch_norm``, a batch normalisation of each output
-channel after pooling (CwComp's order). The goodness is that of the unit's output
+``pool``×``pool`` max-pool and, with ``batch_norm = "output"``, a batch normalisation of
+each output channel after pooling (CwComp's order); with ``batch_norm = "input"`` the
+batch norm acts on the input channels first, ``h = pool(relu(conv(bn(n(x)))))`` (seed
+002's layer: batch norm, conv, ReLU, max-pool). The goodness is that of the unit's output
 activity ``h``: Σh² over all positions and channels for the FF losses, or the channel-wise
 group goodness for the competitive loss (``units.base.local_objective``).
 
@@ -62,7 +64,7 @@ class FFConv(GradedInput, SynapticUnit, nn.Module):
 
     def __init__(self, in_shape: tuple[int, int, int], out_channels: int, spec: UnitSpec, *,
                  generator: torch.Generator, kernel: int = 3, stride: int = 1, padding: int = 0,
-                 groups: int = 1, pool: int = 1, batch_norm: bool = False, chip: ChipSpec | None = None,
+                 groups: int = 1, pool: int = 1, batch_norm: bool | str = False, chip: ChipSpec | None = None,
                  onchip_lr: float = 2.0 ** -2):
         super().__init__()
         c, h, w = in_shape
@@ -87,7 +89,11 @@ class FFConv(GradedInput, SynapticUnit, nn.Module):
         self.out_shape = (out_channels, ho // pool, wo // pool)
         self.in_features = c * h * w
         self.out_features = math.prod(self.out_shape)
-        self.bn = nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM) if batch_norm else None
+        if batch_norm not in (False, True, "output", "input"):
+            raise ValueError(f"batch_norm = {batch_norm!r}: False, 'output' (True) or 'input'")
+        self.bn_at = ("output" if batch_norm is True else batch_norm) or None
+        bn_channels = c if self.bn_at == "input" else out_channels
+        self.bn = nn.BatchNorm2d(bn_channels, eps=BN_EPS, momentum=BN_MOMENTUM) if self.bn_at else None
         self.register_input_format()
         self.optimizer = make_optimizer(self.parameters(), spec.optimizer, spec.lr, spec.momentum,
                                         spec.weight_decay)
@@ -130,8 +136,11 @@ class FFConv(GradedInput, SynapticUnit, nn.Module):
         integers; its real value is h · out_step)."""
         if self.calibrated:
             return self._pool(self.chip_forward(x)[1].clamp_min(0))
-        h = self._pool(relu(self.synapse.current(normalize(self.maps(x), self.spec.norm)), self.spec.relu_grad))
-        return self.bn(h) if self.bn is not None else h
+        x = normalize(self.maps(x), self.spec.norm)
+        if self.bn_at == "input":
+            x = self.bn(x)
+        h = self._pool(relu(self.synapse.current(x), self.spec.relu_grad))
+        return self.bn(h) if self.bn_at == "output" else h
 
     def goodness(self, h: torch.Tensor) -> torch.Tensor:
         """Goodness (N,) of the whole output map (Σh² over channels and positions, or the

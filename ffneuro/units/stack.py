@@ -126,7 +126,7 @@ def build_units(units: UnitsConfig, optim: OptimConfig, cff: CFFConfig | None, i
         elif layer.kind == "conv":
             unit = FFConv(shapes[i], layer.size, spec(i), generator=generators[i], kernel=layer.kernel,
                           stride=layer.stride, padding=layer.padding, groups=layer.groups, pool=layer.pool,
-                          batch_norm=units.batch_norm, chip=chip, onchip_lr=onchip_lr)
+                          batch_norm=units.batch_norm and units.batch_norm_at, chip=chip, onchip_lr=onchip_lr)
         elif units.neuron == "lif":
             unit = FFSpiking(n_in, layer.size, spec(i), lif_spec(units), generator=generators[i], chip=chip,
                              steps=units.steps,

@@ -403,3 +403,32 @@ def test_batch_norm_statistics_are_re_estimated_after_every_epoch(digits):
     assert unit.bn.momentum == 0.1 and not net.training
     plain = FFNetwork.from_config(RunConfig(), (8, 8), 10, "overlay", generators=gen())
     assert plain.refresh_statistics(plain.prepare_input(digits.x_train[:10]), digits.y_train[:10]) is False
+
+
+# -- batch norm before the conv (seed 002's layer order) ---------------------------------------
+def test_batch_norm_at_the_input_normalises_the_input_channels_before_the_conv():
+    unit = FFConv((3, 8, 8), 20, UnitSpec(loss="cwc", norm="none", lr=0.05), generator=gen(1), kernel=3, padding=1,
+                  pool=2, batch_norm="input")
+    assert unit.bn.num_features == 3                              # the input's channels, not the output's
+    x = torch.rand(6, 3, 8, 8, generator=gen(2)) * 5 + 2
+    unit.train()
+    mean, var = x.mean(dim=(0, 2, 3), keepdim=True), x.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+    by_hand = F.max_pool2d(F.relu(F.conv2d((x - mean) / torch.sqrt(var + unit.bn.eps), unit.weight, unit.bias,
+                                           padding=1)), 2)
+    h = unit(x)
+    assert torch.allclose(h, by_hand, atol=1e-5) and bool((h >= 0).all())   # the goodness reads ReLU'd maps
+    before = [p.detach().clone() for p in unit.bn.parameters()]
+    unit.local_step(x, targets=torch.arange(6) % 10)
+    assert all(not torch.equal(p, q) for p, q in zip(unit.bn.parameters(), before))   # its own parameters learn
+
+
+def test_the_backprop_baseline_puts_batch_norm_where_the_units_do():
+    from ffneuro.train.baselines import cnn
+    sets = ["units.stack=conv:10:k3:p1,conv:20:k3:p1:pool2", "units.batch_norm=true"]
+    out = [type(m).__name__ for m in cnn(RunConfig().with_sets(sets).units, (3, 8, 8), 10)]
+    into = cnn(RunConfig().with_sets(sets + ["units.batch_norm_at=input"]).units, (3, 8, 8), 10)
+    assert out[:3] == ["Conv2d", "ReLU", "BatchNorm2d"]
+    assert [type(m).__name__ for m in into][:3] == ["BatchNorm2d", "Conv2d", "ReLU"]
+    assert into[0].num_features == 3 and into[3].num_features == 10
+    with pytest.raises(ConfigError, match="batch_norm_at"):
+        RunConfig().with_sets(sets + ["units.batch_norm_at=middle"]).validate()
