@@ -198,6 +198,8 @@ class FFDense(GradedInput, SynapticUnit, nn.Module):
             raise ValueError("a unit on a chip learns by its own fixed-point rule: chunked updates need float units")
         if isinstance(x, CodedBatch):
             b = x.rest.shape[0]
+            if x.codes.shape[0] * b <= DENSE_LEARN_ROWS:       # as local_step: the same products, bit for bit
+                x = x.dense()
         else:
             b = x.shape[0] if targets is not None else x.shape[0] // 2
         return self._float_loss(x, b, gamma_pos, gamma_neg, targets)

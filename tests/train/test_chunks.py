@@ -26,7 +26,8 @@ def _small(digits, n: int = 256):
                                x_test=digits.x_test[:60], y_test=digits.y_test[:60])
 
 
-@pytest.mark.parametrize("sets", [CWC, DENSE, DENSE + ["loop.algo=cff", "cff.gamma=all"]], ids=["cwc", "ff", "cff"])
+@pytest.mark.parametrize("sets", [CWC, DENSE, DENSE + ["loop.batch_size=16"], DENSE + ["loop.algo=cff", "cff.gamma=all"]],
+                         ids=["cwc", "ff", "ff-batch16", "cff"])
 def test_chunks_of_one_unit_are_the_network_schedule_bit_for_bit(digits, sets):
     data = _small(digits)
     a = train(RunConfig().with_sets(sets + ["loop.epochs=2"]), data=data, progress=False)
