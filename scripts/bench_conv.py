@@ -8,9 +8,9 @@ bench JSON.
 The run dir keeps a checkpoint after every epoch: run the same command again and training
 resumes exactly where it stopped; the JSON is rewritten after every epoch with the history
 so far (``"complete": false`` until the last epoch is done). A run longer than one sitting
-keeps its run dir under ``bench/resume/`` (see bench/resume/README.md), which is committed
-with the bench JSON, so any clone can continue it with the same command; the JSON records
-the run dir (``run_dir``) and the results doc marks such a run "resumable".
+keeps its run dir under ``bench/resume/`` (see bench/resume/README.md; not tracked, the
+checkpoint is generated state); the JSON records the run dir (``run_dir``) and the
+results doc marks the run "resumable" where its checkpoint is present.
 """
 
 from __future__ import annotations
