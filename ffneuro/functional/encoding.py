@@ -31,9 +31,15 @@ class CodedBatch:
     codes: torch.Tensor     # (K, B, C)
 
     def dense(self) -> torch.Tensor:
-        """The encoded batch, (K·B, C + R), codes stacked code-major."""
-        k, b, _ = self.codes.shape
-        return torch.cat([self.codes.reshape(k * b, -1), self.rest.repeat(k, 1)], dim=1)
+        """The encoded batch, (K·B, C + R), codes stacked code-major. Built once per
+        batch (the learning step and the event counts read the same tensor: treat it as
+        read-only)."""
+        cached = self.__dict__.get("_dense")
+        if cached is None:
+            k, b, _ = self.codes.shape
+            rest = self.rest.unsqueeze(0).expand(k, *self.rest.shape).reshape(k * b, -1)
+            cached = self.__dict__["_dense"] = torch.cat([self.codes.reshape(k * b, -1), rest], dim=1)
+        return cached
 
 
 @dataclass(frozen=True)

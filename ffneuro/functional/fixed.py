@@ -26,6 +26,11 @@ Modelling choices (docs/architecture.md, docs/hdf5-schema.md):
   rounded (nearest or stochastic, from the profile) and clipped to
   ±(2^(learning_bits−1) − 1) LSBs, then added with saturation. With ``lr_power_of_two``
   the learning rate is rounded to a power of two (a shift).
+- gradients: a dense ReLU unit whose loss reads its activity only through a squared
+  goodness learns from the chip's exact integer goodness (dL/dg in closed form, then
+  dL/dz = dL/dg · k·h) with its weight gradients summed in float64 in sample order
+  (``dense_grads``), so the update is reproducible bit for bit by the compiled step on any
+  machine; other units take autograd's gradient at the chip's own activities.
 - inference is integer-exact (what ``ffneuro export`` writes and ``ffneuro verify``
   replays): the network input is integerised once (``a0 = floor(x·INPUT_LEVELS + ½)``,
   the label code and the neutral code are integers too); each unit normalises its
@@ -85,7 +90,8 @@ def activation_format(x: torch.Tensor, spec: ChipSpec) -> FixedPoint:
 @torch.no_grad()
 def fixed_update_(param: torch.Tensor, grad: torch.Tensor, fmt: FixedPoint, lr: float, spec: ChipSpec,
                   generator: torch.Generator | None, rows: torch.Tensor | None = None,
-                  cols: torch.Tensor | None = None, int_table: torch.Tensor | None = None) -> None:
+                  cols: torch.Tensor | None = None, int_table: torch.Tensor | None = None,
+                  block: bool | None = None) -> None:
     """Apply −lr·grad, in place, to a parameter that lives on ``fmt``'s grid.
 
     The update is computed in weight LSBs, rounded per the profile, clipped to the
@@ -93,9 +99,12 @@ def fixed_update_(param: torch.Tensor, grad: torch.Tensor, fmt: FixedPoint, lr: 
     (index tensors) name the only entries of a 2-D ``grad`` that can be non-zero (silent
     units, zero inputs); the others are exactly zero and round to zero, so they are skipped.
     ``int_table`` (same shape as param), if given, receives the new integer codes of the
-    entries written.
+    entries written. ``block``: update only the (rows × cols) block (True), or decide by its
+    size (None: the whole table once the block covers three quarters of it; the choice
+    sets how many random numbers are drawn).
     """
-    block = rows is not None and cols is not None and rows.numel() * cols.numel() < 0.75 * grad.numel()
+    if block is None:
+        block = rows is not None and cols is not None and rows.numel() * cols.numel() < 0.75 * grad.numel()
     if int_table is not None and kernels.usable(param.detach(), grad, int_table, dtype=torch.float32):
         if not block:
             rows, cols = torch.arange(grad.shape[0]), torch.arange(grad.shape[1])
@@ -125,6 +134,27 @@ def fixed_update_(param: torch.Tensor, grad: torch.Tensor, fmt: FixedPoint, lr: 
         torch.mul(q, fmt.step, out=param)
         if int_table is not None:
             int_table.copy_(q)
+
+
+def dense_grads(dz: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gradients of a dense layer's weights and biases from the per-sample gradients
+    dz (R, out) at its accumulators and its inputs x (R, in), both float32: dL/dW[i, j] =
+    Σ_r dz[r, i]·x[r, j] and dL/db[i] = Σ_r dz[r, i], each summed in float64 in sample
+    order (every product of two float32 numbers is exact there) and rounded once to
+    float32. A defined order, unlike a BLAS product's, so that the compiled chip step
+    (``kernels.dense_learn``) reproduces it bit for bit on any machine.
+
+    >>> gw, gb = dense_grads(torch.tensor([[1.0], [2.0]]), torch.tensor([[3.0, 0.0], [0.5, 1.0]]))
+    >>> gw.tolist(), gb.tolist()
+    ([[4.0, 2.0]], [3.0])
+    """
+    gw = torch.zeros(dz.shape[1], x.shape[1], dtype=torch.float64)
+    gb = torch.zeros(dz.shape[1], dtype=torch.float64)
+    for r in range(dz.shape[0]):
+        d = dz[r].to(torch.float64)
+        gw.add_(torch.outer(d, x[r].to(torch.float64)))
+        gb.add_(d)
+    return gw.to(torch.float32), gb.to(torch.float32)
 
 
 def _updated(codes: torch.Tensor, grad: torch.Tensor, fmt: FixedPoint, lr: float, spec: ChipSpec,

@@ -8,6 +8,7 @@ feature maps ``(batch, channels, H, W)``); goodness and per-sample losses are ``
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -111,6 +112,46 @@ def layer_loss(
     else:
         raise ValueError(f"unknown loss {kind!r} (allowed: {', '.join(LOSS_KINDS)})")
     return per_sample.mean()
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _softplus(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
+
+
+def loss_slopes(kind: str, g_pos: np.ndarray, g_neg: np.ndarray, *, theta: float,
+                alpha: float) -> tuple[float, np.ndarray, np.ndarray]:
+    """``layer_loss`` and its derivatives in closed form, in float64 (numpy): (mean loss,
+    dL/dg⁺ (B,), dL/dg⁻ (B,)). For a unit whose loss reads its activity only through its
+    goodness, this replaces a graph and a backward pass over a handful of numbers.
+
+    >>> loss, dp, dn = loss_slopes("ff", np.array([0.0]), np.array([0.0]), theta=0.0, alpha=4.0)
+    >>> round(loss, 6), dp.tolist(), dn.tolist()       # 2·log 2, −σ(0), σ(0)
+    (1.386294, [-0.5], [0.5])
+    """
+    b = g_pos.shape[0]
+    if kind == "ff":
+        per_sample = _softplus(theta - g_pos) + _softplus(g_neg - theta)
+        d_pos, d_neg = -_sigmoid(theta - g_pos), _sigmoid(g_neg - theta)
+    elif kind == "symba":
+        m = -alpha * (g_pos - g_neg)
+        per_sample = _softplus(m)
+        d_pos = -alpha * _sigmoid(m)
+        d_neg = -d_pos
+    elif kind == "entropy":
+        pos_on, neg_on = g_pos > _EPS, g_neg > _EPS
+        lp, ln = np.log(np.maximum(g_pos, _EPS)), np.log(np.maximum(g_neg, _EPS))
+        per_sample = _softplus(ln - lp)
+        s = _sigmoid(ln - lp)
+        d_pos = np.where(pos_on, -s / np.where(pos_on, g_pos, 1.0), 0.0)
+        d_neg = np.where(neg_on, s / np.where(neg_on, g_neg, 1.0), 0.0)
+    else:
+        raise ValueError(f"unknown loss {kind!r} (allowed: {', '.join(LOSS_KINDS)})")
+    return float(per_sample.mean()), d_pos / b, d_neg / b
 
 
 def group_goodness(h: torch.Tensor, groups: int) -> torch.Tensor:

@@ -1,6 +1,8 @@
 """Compiled kernels for the chip simulation's hot path (numba): the integer normalisation
-of a unit's input, the fixed-point update of a block of a weight table, and the event
-counts of a dense step, each one loop nest instead of a dozen tensor operations.
+of a unit's input, the fixed-point update of a block of a weight table, the event
+counts of a dense step, and a dense unit's chip step (its input, its accumulator and
+goodness, its gradients and update), each one loop nest instead of a dozen tensor
+operations.
 
 They compute exactly what the tensor code computes (that code stays the reference:
 ``functional/fixed.py``, ``hw/events.py``; tests/functional/test_kernels.py compares the
@@ -130,18 +132,131 @@ def _update_counts(x_pos: np.ndarray, x_neg: np.ndarray, chunk: int) -> tuple[in
     return nnz, columns
 
 
+def _dense_input(a: np.ndarray, gain: int, frac_bits: int, qmin: int, qmax: int, out: np.ndarray,
+                 col_any: np.ndarray) -> float:
+    """``_normalize_rows`` into a float32 ``out`` (the integers a float32 product takes),
+    marking in ``col_any`` the columns non-zero in some row; returns the largest row sum of
+    |x_q| (the exactness bound of the product), or -1.0 on overflow."""
+    if normalize_rows(a, gain, frac_bits, qmin, qmax, out) != 0:
+        return -1.0
+    rows, n = out.shape
+    l1 = 0.0
+    for j in range(n):
+        col_any[j] = False
+    for r in range(rows):
+        s = 0.0
+        for j in range(n):
+            v = out[r, j]
+            if v != 0:
+                col_any[j] = True
+                s += abs(v)
+        if s > l1:
+            l1 = s
+    return l1
+
+
+def _dense_finish(z: np.ndarray, bias: np.ndarray, lim: float, relu: bool, h: np.ndarray, g: np.ndarray,
+                  row_any: np.ndarray) -> int:
+    """The accumulator of a dense unit from its exact product z (R, out): h = clamp(z + b,
+    ±lim), then max(h, 0) with ``relu``; g the exact integer Σh² per row (int64) and
+    ``row_any`` the units non-zero in some row. Returns 0, or _OVERFLOW if Σh² would not
+    fit 63 bits."""
+    rows, n = h.shape
+    for i in range(n):
+        row_any[i] = False
+    for r in range(rows):
+        ss = np.int64(0)
+        for i in range(n):
+            v = np.float64(z[r, i]) + bias[i]
+            v = min(max(v, -lim), lim)
+            if relu and v < 0:
+                v = 0.0
+            h[r, i] = v
+            if v != 0:
+                row_any[i] = True
+                iv = np.int64(v)
+                if iv > 3037000499 or iv < -3037000499 or ss > np.int64(9223372036854775807) - iv * iv:
+                    return _OVERFLOW
+                ss += iv * iv
+        g[r] = ss
+    return 0
+
+
+def _dense_learn(table: np.ndarray, weight: np.ndarray, bias: np.ndarray, bias_codes: np.ndarray, dz: np.ndarray,
+                 x: np.ndarray, rows: np.ndarray, cols: np.ndarray, u_w: np.ndarray, u_b: np.ndarray,
+                 w_scale: np.float32, b_scale: np.float32, lim: np.float32, w_qmin: np.float32, w_qmax: np.float32,
+                 w_step: np.float32, b_qmin: np.float32, b_qmax: np.float32, b_step: np.float32,
+                 stochastic: bool) -> None:
+    """``fixed.dense_grads`` and ``fixed.fixed_update_`` of a dense table (its (rows × cols)
+    block) and of its biases in one pass: each gradient entry Σ_r dz[r, i]·x[r, j] (biases
+    Σ_r dz[r, i]) summed in float64 in sample order and rounded once to float32, then the
+    update of ``_block_update`` (weights) and of the tensor code (biases), on the same
+    random numbers. ``bias_codes`` (float64) receives the biases' new integer codes."""
+    samples = dz.shape[0]
+    nc = cols.shape[0]
+    xc = np.empty((samples, nc), np.float64)         # the block's columns of x, gathered once
+    for r in range(samples):
+        for b in range(nc):
+            xc[r, b] = x[r, cols[b]]
+    d = np.empty(samples, np.float64)
+    for a in range(rows.shape[0]):
+        i = rows[a]
+        for r in range(samples):
+            d[r] = dz[r, i]
+        for b in range(nc):
+            acc = 0.0
+            for r in range(samples):
+                acc += d[r] * xc[r, b]
+            lsb = np.float32(np.float32(acc) * w_scale)
+            if stochastic:
+                q = np.floor(np.float32(u_w[a, b] + lsb))
+            else:
+                q = np.round(lsb)
+            j = cols[b]
+            if q == q:
+                q = min(max(q, -lim), lim)
+                q = np.float32(q + table[i, j])
+                q = min(max(q, w_qmin), w_qmax)
+            table[i, j] = q
+            weight[i, j] = np.float32(q * w_step)
+    for i in range(bias.shape[0]):
+        acc = 0.0
+        for r in range(samples):
+            acc += np.float64(dz[r, i])
+        lsb = np.float32(np.float32(acc) * b_scale)
+        if stochastic:
+            q = np.floor(np.float32(u_b[i] + lsb))
+        else:
+            q = np.round(lsb)
+        if q == q:
+            q = min(max(q, -lim), lim)
+            q = np.float32(q + np.round(np.float32(bias[i] / b_step)))
+            q = min(max(q, b_qmin), b_qmax)
+        bias[i] = np.float32(q * b_step)
+        bias_codes[i] = q
+
+
 if AVAILABLE:
     normalize_rows = njit(cache=True, nogil=True)(_normalize_rows)
     block_update = njit(cache=True, nogil=True)(_block_update)
     activity_counts = njit(cache=True, nogil=True)(_activity_counts)
     update_counts = njit(cache=True, nogil=True)(_update_counts)
+    dense_input = njit(cache=True, nogil=True)(_dense_input)
+    dense_finish = njit(cache=True, nogil=True)(_dense_finish)
+    dense_learn = njit(cache=True, nogil=True)(_dense_learn)
 else:                                  # pragma: no cover
     normalize_rows = block_update = activity_counts = update_counts = None
+    dense_input = dense_finish = dense_learn = None
 
 
 def usable(*tensors, dtype=None) -> bool:
     """Whether the kernels can take these tensors as they are: 2-D, on the CPU,
     contiguous, without a graph (and all of ``dtype`` if given); anything else takes the
     tensor code, which is the reference."""
-    return AVAILABLE and all(t.dim() == 2 and t.device.type == "cpu" and t.is_contiguous() and not t.requires_grad
-                             and (dtype is None or t.dtype == dtype) for t in tensors)
+    if not AVAILABLE:
+        return False
+    for t in tensors:
+        if t.dim() != 2 or t.device.type != "cpu" or t.requires_grad or not t.is_contiguous() \
+                or (dtype is not None and t.dtype != dtype):
+            return False
+    return True

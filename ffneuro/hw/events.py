@@ -97,6 +97,7 @@ EVENT_KINDS: tuple[str, ...] = (
 # (after pooling; per time step for spiking units), for NeuroBench's ActivationSparsity.
 AUX_COUNTS: tuple[str, ...] = ("neuron_update_active", "output_nonzero", "output_entries")
 COUNT_KEYS: tuple[str, ...] = EVENT_KINDS + AUX_COUNTS
+_COUNT_KEY_SET = frozenset(COUNT_KEYS)
 
 PHASES: tuple[str, ...] = ("train", "infer")
 INFERENCE_MODES: tuple[str, ...] = ("multi-pass", "one-pass")
@@ -427,11 +428,14 @@ class EventLedger:
         _check_phase(phase)
         if layer < 0:
             raise EventsError(f"EventLedger.add: layer index must be >= 0, got {layer}")
+        unknown = counts.keys() - _COUNT_KEY_SET
+        if unknown:
+            raise EventsError(f"EventLedger.add: unknown event kind {sorted(unknown)[0]!r}")
+        layer = int(layer)
+        table = self.counts
         for kind, n in counts.items():
-            if kind not in COUNT_KEYS:
-                raise EventsError(f"EventLedger.add: unknown event kind {kind!r}")
-            key = (phase, int(layer), kind)
-            self.counts[key] = self.counts.get(key, 0.0) + float(n)
+            key = (phase, layer, kind)
+            table[key] = table.get(key, 0.0) + float(n)
 
     def add_samples(self, phase: str, n: int) -> None:
         _check_phase(phase)

@@ -23,10 +23,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 from ffneuro.functional.encoding import CodedBatch
-from ffneuro.functional.goodness import competitive_loss, competitive_split, group_goodness, layer_loss
+from ffneuro.functional.goodness import competitive_loss, competitive_split, group_goodness, layer_loss, loss_slopes
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,17 @@ def unit_loss(spec: UnitSpec, g_pos: torch.Tensor, g_neg: torch.Tensor, gamma_po
     sn = g_neg if gamma_neg is None else g_neg + gamma_neg.detach()
     tau = spec.temperature
     return layer_loss(spec.loss, sp / tau, sn / tau, theta=spec.theta / tau, alpha=spec.alpha)
+
+
+def unit_loss_slopes(spec: UnitSpec, g_pos: np.ndarray, g_neg: np.ndarray, gamma_pos: np.ndarray | None = None,
+                     gamma_neg: np.ndarray | None = None) -> tuple[float, np.ndarray, np.ndarray]:
+    """``unit_loss`` and its derivatives with respect to g⁺ and g⁻ in closed form, float64
+    (``functional.goodness.loss_slopes``): (loss, dL/dg⁺ (B,), dL/dg⁻ (B,))."""
+    tau = spec.temperature
+    sp = g_pos if gamma_pos is None else g_pos + gamma_pos
+    sn = g_neg if gamma_neg is None else g_neg + gamma_neg
+    loss, d_pos, d_neg = loss_slopes(spec.loss, sp / tau, sn / tau, theta=spec.theta / tau, alpha=spec.alpha)
+    return loss, d_pos / tau, d_neg / tau
 
 
 def local_objective(spec: UnitSpec, h: torch.Tensor, goodness_fn, targets: torch.Tensor | None,

@@ -11,20 +11,44 @@ units/base.py.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ffneuro.functional import kernels
 from ffneuro.functional.encoding import CodedBatch
 from ffneuro.functional.fixed import GAIN_FRAC_BITS, activation_format, int_goodness, int_normalize, norm_gain
 from ffneuro.functional.goodness import goodness, group_goodness, normalize, norm_factor, peer_norm_loss
 from ffneuro.hw.chip import ChipSpec
 from ffneuro.hw.events import forward_events, update_events
 from ffneuro.units.base import (ExportTables, LocalLoss, Resources, StepResult, UnitSpec, dense_input, format_attrs,
-                                local_objective)
+                                local_objective, unit_loss_slopes)
 from ffneuro.units.optim import make_optimizer, set_lr
 from ffneuro.units.synapse import DenseSynapse, GradedInput, SynapticUnit
+
+
+def _numpy(t: torch.Tensor | None) -> np.ndarray | None:
+    return None if t is None else t.detach().to(torch.float64).numpy()
+
+
+# dg/dh = k(width)·h of the squared goodness kinds (real units)
+SQUARED_SLOPE = {"sumsq": lambda n: 2.0, "meansq": lambda n: 2.0 / n, "neg-sumsq": lambda n: -2.0}
+
+
+@dataclass
+class ChipActivity:
+    """A dense unit's chip activity (``FFDense.chip_activity``): the quantised normalised
+    input x_q (float32 holding integers) and the ReLU output h (float64 holding integers);
+    for learning also the exact Σh² per sample (int64), the units active in some sample
+    and the inputs non-zero in some sample (index tensors)."""
+    xq: torch.Tensor
+    h: torch.Tensor
+    goodness: torch.Tensor | None = None
+    active: torch.Tensor | None = None
+    nonzero: torch.Tensor | None = None
 
 
 # A coded batch of at most this many rows is learned from in dense form: the factored
@@ -110,6 +134,40 @@ class FFDense(GradedInput, SynapticUnit, nn.Module):
         lim = 2 ** (self.chip.accumulator_bits - 1) - 1
         return xq, z.clamp_(-lim, lim)
 
+    def chip_activity(self, a: torch.Tensor, learn: bool = False) -> ChipActivity:
+        """The chip's ReLU activity h = max(0, z) for integer input activities a (R,
+        in_features), with what the learning step needs when ``learn``: the same integers
+        as ``chip_forward``, by the compiled kernels where the tensors allow (the exact
+        product in float32 when every partial sum is below 2^24, as ``int_matmul``)."""
+        a = a.to(torch.int64)
+        if not kernels.usable(a):
+            xq, z = self.chip_forward(a)
+            h = z.clamp_min_(0)
+            if not learn:
+                return ChipActivity(xq.to(torch.float32), h)
+            return ChipActivity(xq.to(torch.float32), h, int_goodness(h, "sumsq"), h.ne(0).any(dim=0).nonzero().view(-1),
+                                xq.ne(0).any(dim=0).nonzero().view(-1))
+        c = self.chip_consts()
+        xq = torch.empty(a.shape, dtype=torch.float32)
+        nonzero = np.empty(a.shape[1], dtype=np.bool_)
+        l1 = kernels.dense_input(a.numpy(), c.gain, GAIN_FRAC_BITS, c.in_fmt.qmin, c.in_fmt.qmax, xq.numpy(), nonzero)
+        if l1 < 0:
+            raise OverflowError(f"activity {int(a.abs().max())} too large for exact 64-bit integer normalisation")
+        w = self.synapse.int_weight(self.chip)
+        bound = c.w_absmax * l1
+        if bound >= 2 ** 53:
+            raise OverflowError("accumulator partial sums exceed 2^53: cannot evaluate exactly")
+        z = torch.mm(xq, w.t()) if bound < 2 ** 24 else torch.mm(xq.to(torch.float64), w.to(torch.float64).t())
+        h = torch.empty(z.shape, dtype=torch.float64)
+        g = torch.empty(z.shape[0], dtype=torch.int64)
+        active = np.empty(z.shape[1], dtype=np.bool_)
+        if kernels.dense_finish(z.numpy(), self.synapse.int_bias(c.out_step).numpy(), float(c.lim), True, h.numpy(),
+                                g.numpy(), active) != 0:
+            raise OverflowError(f"activity {int(h.abs().max())} too large for an exact 64-bit goodness")
+        if not learn:
+            return ChipActivity(xq, h)
+        return ChipActivity(xq, h, g, torch.from_numpy(np.flatnonzero(active)), torch.from_numpy(np.flatnonzero(nonzero)))
+
     # -- inference -------------------------------------------------------------------
     def pre_activation(self, x: torch.Tensor | CodedBatch) -> torch.Tensor:
         """W · n(x) + b in real units (float units only; the chip path is ``chip_forward``)."""
@@ -136,7 +194,7 @@ class FFDense(GradedInput, SynapticUnit, nn.Module):
         profile (once calibrated) h is the integer ReLU output of the accumulator
         (float64 holding integers; its real value is h · out_step)."""
         if self.calibrated:
-            return self.chip_forward(dense_input(x))[1].clamp_min(0)
+            return self.chip_activity(dense_input(x)).h
         return relu(self.pre_activation(x), self.spec.relu_grad)
 
     def goodness(self, h: torch.Tensor) -> torch.Tensor:
@@ -148,7 +206,7 @@ class FFDense(GradedInput, SynapticUnit, nn.Module):
 
     def goodness_scale(self) -> float:
         """Real goodness per unit of the integer goodness sum (see ``int_goodness``)."""
-        s = self.out_step
+        s = self.chip_consts().out_step
         return {"sumsq": s * s, "meansq": s * s / self.out_features, "sum": s, "neg-sumsq": -s * s}[
             self.spec.goodness]
 
@@ -183,6 +241,8 @@ class FFDense(GradedInput, SynapticUnit, nn.Module):
                gamma_neg: torch.Tensor | None, generator: torch.Generator | None,
                targets: torch.Tensor | None = None) -> StepResult:
         if self.calibrated:
+            if self.goodness_rule(targets):
+                return self._chip_learn_goodness(dense_input(x), b, gamma_pos, gamma_neg, generator)
             return self._chip_learn(dense_input(x), b, gamma_pos, gamma_neg, generator, targets)
         r = self._float_loss(x, b, gamma_pos, gamma_neg, targets)
         r.loss.backward()
@@ -229,6 +289,38 @@ class FFDense(GradedInput, SynapticUnit, nn.Module):
             loss = loss + self.spec.peer_norm * peer_norm_loss(running)
             self.running_mean.copy_(running.detach())
         return loss, g_pos, g_neg
+
+    def goodness_rule(self, targets: torch.Tensor | None = None) -> bool:
+        """Whether the chip step learns from its exact integer goodness alone
+        (``_chip_learn_goodness``): a squared goodness, no peer normalisation, no weight
+        decay, no class groups, no learning shadow. Otherwise ``_chip_learn``."""
+        return (self.spec.goodness in SQUARED_SLOPE and self.spec.peer_norm == 0 and self.spec.weight_decay == 0
+                and targets is None and not self.chip.shadow_bits)
+
+    def _chip_learn_goodness(self, x: torch.Tensor, b: int, gamma_pos: torch.Tensor | None,
+                             gamma_neg: torch.Tensor | None, generator: torch.Generator | None) -> StepResult:
+        """The chip's step when the loss reads the activity only through the goodness
+        (``goodness_rule``): the exact integer datapath forward and the chip's exact
+        integer goodness g (what inference reads too), the loss and dL/dg from g in closed
+        form (float64, ``unit_loss_slopes``), then
+        dL/dz = dL/dg · k·h elementwise (k = 2, 2/width or −2 for sumsq, meansq, neg-sumsq;
+        zero where the unit is silent) and the synapse's ``chip_learn`` at onchip_lr /
+        fan-in: gradients summed in a defined order, the update on the block of active
+        units × non-zero inputs. Every step is integer arithmetic or a single rounded
+        float32 operation, so the compiled kernels and the tensor code agree bit for bit."""
+        act = self.chip_activity(x, learn=True)
+        c = self.chip_consts()
+        g = act.goodness.numpy() * self.goodness_scale()                  # float64, as ``goodness``
+        loss, d_pos, d_neg = unit_loss_slopes(self.spec, g[:b], g[b:], _numpy(gamma_pos), _numpy(gamma_neg))
+        # float32 elementwise, each operation rounded once (numpy: a few numbers, no dispatch cost)
+        dldg = np.concatenate([d_pos, d_neg]).astype(np.float32)[:, None]
+        slope = np.float32(SQUARED_SLOPE[self.spec.goodness](self.out_features))
+        dz = dldg * ((act.h.numpy() * c.out_step).astype(np.float32) * slope)
+        x_real = act.xq.numpy() * np.float32(c.x_step)
+        self.synapse.chip_learn(self.onchip_lr / self.in_features, self.chip, c.bias_fmt, generator,
+                                torch.from_numpy(dz), torch.from_numpy(x_real), act.active, act.nonzero, samples=b)
+        g = torch.from_numpy(g)
+        return StepResult(act.h, loss, g[:b], g[b:])
 
     def _chip_learn(self, x: torch.Tensor, b: int, gamma_pos: torch.Tensor | None, gamma_neg: torch.Tensor | None,
                     generator: torch.Generator | None, targets: torch.Tensor | None) -> StepResult:

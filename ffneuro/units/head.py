@@ -38,9 +38,21 @@ class LinearHead(nn.Module):
         self.optimizer = make_optimizer(self.parameters(), optimizer, lr, momentum, weight_decay)
 
     # -- fixed point -----------------------------------------------------------------
+    def _input_consts(self) -> tuple[float, FixedPoint | None, list[int]]:
+        """(x step, input format, normalisation gains), read from the buffers once and
+        again only after they are written (``calibrate``, a loaded state)."""
+        key = (self.x_step.data_ptr(), self.x_step._version, self.x_signed._version, id(self.chip))
+        cached = getattr(self, "_consts", None)
+        if cached is None or cached[0] != key:
+            step = float(self.x_step)
+            fmt = FixedPoint(self.chip.activation_bits, bool(self.x_signed), step) if self.chip and step > 0 else None
+            gains = [norm_gain(w, self.norm, step) for w in self.widths] if fmt is not None else []
+            self._consts = cached = (key, (step, fmt, gains))
+        return cached[1]
+
     @property
     def calibrated(self) -> bool:
-        return self.chip is not None and float(self.x_step) > 0
+        return self.chip is not None and self._input_consts()[0] > 0
 
     def input_fmt(self) -> FixedPoint:
         return FixedPoint(self.chip.activation_bits, bool(self.x_signed), float(self.x_step))
@@ -59,8 +71,8 @@ class LinearHead(nn.Module):
 
     def int_features(self, activities: list[torch.Tensor]) -> torch.Tensor:
         """The chip's quantised head input (B, Σ widths), int64."""
-        fmt = self.input_fmt()
-        return torch.cat([int_normalize(h, k, fmt) for h, k in zip(activities, self.norm_gains())], dim=1)
+        _, fmt, gains = self._input_consts()
+        return torch.cat([int_normalize(h, k, fmt) for h, k in zip(activities, gains)], dim=1)
 
     @torch.no_grad()
     def int_logits(self, activities: list[torch.Tensor]) -> torch.Tensor:
@@ -74,7 +86,7 @@ class LinearHead(nn.Module):
     # -- float -----------------------------------------------------------------------
     def features(self, activities: list[torch.Tensor]) -> torch.Tensor:
         if self.calibrated:
-            return self.int_features(activities).to(torch.float32) * float(self.x_step)
+            return self.int_features(activities).to(torch.float32) * self._input_consts()[0]
         return torch.cat([normalize(h.float(), self.norm) for h in activities], dim=1)
 
     def forward(self, activities: list[torch.Tensor]) -> torch.Tensor:

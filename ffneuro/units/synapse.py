@@ -11,13 +11,17 @@ the same calls and works under every dynamics.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ffneuro.functional.fixed import chip_lr, fixed_update_, int_conv2d, int_matmul, norm_gain, weight_format
-from ffneuro.functional.quant import FixedPoint
+from ffneuro.functional import kernels
+from ffneuro.functional.fixed import (chip_lr, dense_grads, fixed_update_, int_conv2d, int_matmul, norm_gain,
+                                      weight_format)
+from ffneuro.functional.quant import FixedPoint, uniforms
 from ffneuro.units.base import Resources
 
 
@@ -40,9 +44,17 @@ class Synapse(nn.Module):
     def synapses(self) -> int:
         return self.weight.numel()
 
+    def step_key(self) -> tuple[int, int]:
+        """Changes whenever ``w_step`` may have (written or replaced): a cache key that
+        reads no value."""
+        return self.w_step.data_ptr(), self.w_step._version
+
     @property
     def on_grid(self) -> bool:
-        return float(self.w_step) > 0
+        key = self.step_key()
+        if getattr(self, "_grid_key", None) != key:
+            self._grid, self._grid_key = float(self.w_step) > 0, key
+        return self._grid
 
     def weight_fmt(self, chip) -> FixedPoint:
         """The format the chip computes with (and the export writes)."""
@@ -71,7 +83,7 @@ class Synapse(nn.Module):
         a shadow (``chip.shadow_bits``) the weights hold the shadow and the table is the
         shadow rounded to the nearest code of the weight format (ties to even), saturated."""
         shadow = chip.shadow_bits > 0
-        key = (self.weight._version, self.weight.data_ptr(), float(self.w_step), shadow)
+        key = (self.weight._version, self.weight.data_ptr(), self.step_key(), shadow)
         if getattr(self, "_w_int_key", None) != key:
             w = torch.round(self.weight.detach() / float(self.w_step))
             if shadow:
@@ -113,7 +125,7 @@ class Synapse(nn.Module):
             fixed_update_(param, grad, fmt, lr, chip, generator, rows if table else None,
                           cols if table else None, w_int if table else None)
         if w_int is not None:
-            self._w_int_key = (self.weight._version, self.weight.data_ptr(), float(self.w_step), False)
+            self._w_int_key = (self.weight._version, self.weight.data_ptr(), self.step_key(), False)
         self.weight.grad = self.bias.grad = None
 
     def weight_table(self, chip, doc: str) -> tuple[torch.Tensor, int, int, str]:
@@ -151,6 +163,41 @@ class DenseSynapse(Synapse):
     def int_current(self, xq: torch.Tensor, chip) -> torch.Tensor:
         """``x_q · W_qᵀ`` exactly for integer inputs (float64 holding integers), no bias."""
         return int_matmul(xq, self.int_weight(chip), 2 ** (chip.weight_bits - 1))
+
+    def chip_learn(self, lr: float, chip, bias_fmt: FixedPoint, generator: torch.Generator | None,
+                   dz: torch.Tensor, x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+                   samples: int = 1) -> None:
+        """The chip's learning rule from the per-sample gradients dz (R, out_features) at
+        the accumulators and the real inputs x (R, in_features), both float32: the
+        gradients in a defined order (``functional.fixed.dense_grads``), then the update of
+        ``chip_update`` (rate, rounding, clipping, saturation) on the (rows × cols) block of
+        the weights (``rows``: the units active in some sample, ``cols``: the inputs non-zero
+        in some sample; every other gradient entry is exactly zero) and on every bias, the
+        weights' random numbers drawn first. One compiled pass (``kernels.dense_learn``)
+        where the tensors allow, else the tensor code; the same numbers either way. No
+        learning shadow, no weight decay (``chip_update`` has them)."""
+        lr = chip_lr(chip.batch_lr(lr, samples), chip)
+        w_int = self.int_weight(chip)
+        b_int = self.int_bias(bias_fmt.step)
+        wf = self.weight_fmt(chip)
+        weight, bias = self.weight.detach(), self.bias.detach()
+        if kernels.usable(weight, w_int, dz, x, dtype=torch.float32) and bias.is_contiguous():
+            stochastic = chip.rounding == "stochastic"
+            u_w = uniforms((rows.numel(), cols.numel()) if stochastic else (0, 0), generator, torch.float32, x.device)
+            u_b = uniforms((bias.numel(),) if stochastic else (0,), generator, torch.float32, x.device)
+            f32 = np.float32
+            kernels.dense_learn(w_int.numpy(), weight.numpy(), bias.numpy(), b_int.numpy(), dz.numpy(), x.numpy(),
+                                rows.numpy(),
+                                cols.numpy(), u_w.numpy(), u_b.numpy(), f32(-lr / wf.step), f32(-lr / bias_fmt.step),
+                                f32(2 ** (chip.learning_bits - 1) - 1), f32(wf.qmin), f32(wf.qmax), f32(wf.step),
+                                f32(bias_fmt.qmin), f32(bias_fmt.qmax), f32(bias_fmt.step), stochastic)
+            # the kernel wrote the integer biases with the biases (as it writes the weight table)
+            self._b_int_key = (self.bias._version, self.bias.data_ptr(), bias_fmt.step)
+        else:
+            gw, gb = dense_grads(dz, x)
+            fixed_update_(self.weight, gw, wf, lr, chip, generator, rows, cols, w_int, block=True)
+            fixed_update_(self.bias, gb, bias_fmt, lr, chip, generator)
+        self._w_int_key = (self.weight._version, self.weight.data_ptr(), self.step_key(), False)
 
     def weight_table(self, chip, doc: str = "integer weights (out_features, in_features); real value = "
                                             "weight * weight_scale") -> tuple[torch.Tensor, int, int, str]:
@@ -252,6 +299,22 @@ class GradedInput:
     def input_fmt(self) -> FixedPoint:
         return FixedPoint(self.chip.activation_bits, bool(self.x_signed), float(self.x_step))
 
+    def chip_consts(self) -> ChipConsts:
+        """The unit's chip numbers, kept between steps: read from the step buffers once,
+        again only after a buffer is written (``calibrate``, a loaded state) or the profile
+        or the on-chip rate changes."""
+        key = (self.synapse.step_key(), self.x_step.data_ptr(), self.x_step._version, self.x_signed._version,
+               id(self.chip), self.chip)
+        cached = getattr(self, "_consts", None)
+        if cached is None or cached[0] != key:
+            w_step, x_step = float(self.w_step), float(self.x_step)
+            in_fmt = FixedPoint(self.chip.activation_bits, bool(self.x_signed), x_step)
+            self._consts = (key, ChipConsts(
+                x_step=x_step, out_step=w_step * x_step, in_fmt=in_fmt, bias_fmt=self.bias_fmt(),
+                gain=self.norm_gain(), lim=2 ** (self.chip.accumulator_bits - 1) - 1,
+                w_absmax=2 ** (self.chip.weight_bits - 1)))
+        return self._consts[1]
+
     def bias_fmt(self, w_step: float | None = None) -> FixedPoint:
         """Biases live in accumulator units (w step × x step), at the accumulator width."""
         step = (float(self.w_step) if w_step is None else w_step) * float(self.x_step)
@@ -264,6 +327,20 @@ class GradedInput:
 
     def norm_gain(self) -> int:
         return norm_gain(self.in_features, self.spec.norm, float(self.x_step))
+
+
+@dataclass(frozen=True)
+class ChipConsts:
+    """A graded unit's chip numbers (``GradedInput.chip_consts``): the input LSB and
+    format, the output (accumulator) LSB, the bias format, the normalisation gain, the
+    accumulator's saturation and the bound on |W_q|."""
+    x_step: float
+    out_step: float
+    in_fmt: FixedPoint
+    bias_fmt: FixedPoint
+    gain: int
+    lim: int
+    w_absmax: int
 
 
 def migrate_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

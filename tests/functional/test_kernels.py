@@ -148,3 +148,84 @@ def test_event_counts_match_the_tensor_code(reference, dtype, chunk):
     assert got == want
     nnz = int(x.ne(0).sum())
     assert got[0]["synop_dense"] == nnz * 21 and got[0]["neuron_update_active"] == 9 * 21   # by hand
+
+
+def _chip_unit(profile: str, changes: dict, width: int = 40, seed: int = 0, spec=None, inputs: int = 30):
+    """A calibrated dense ReLU unit on a chip, with a batch of integer inputs."""
+    from ffneuro.functional.fixed import integer_input
+    from ffneuro.units.base import UnitSpec
+    from ffneuro.units.dense import FFDense
+    chip = _spec(profile, **changes)
+    g = torch.Generator().manual_seed(seed)
+    unit = FFDense(inputs, width, spec or UnitSpec(theta=float(width)), generator=g, chip=chip)
+    x = integer_input((torch.rand(64, inputs, generator=g) < 0.6) * torch.rand(64, inputs, generator=g))
+    unit.calibrate(x)
+    return unit, x
+
+
+@pytest.mark.parametrize("profile,changes", [
+    ("loihi-like", {}), ("cmos-45nm", {"rounding": "nearest"}), ("cortex-m7-int8", {"scale_rule": "per_layer"}),
+    ("spinnaker2-like", {"lr_power_of_two": False})])
+@pytest.mark.parametrize("samples", [1, 16])
+def test_dense_chip_step_matches_the_tensor_code(reference, profile, changes, samples):
+    """``FFDense._chip_learn_goodness`` through the kernels and through the tensor code:
+    the same activities, goodness, weights, integer tables, biases and generator state."""
+    out = []
+    for ref in (True, False):
+        unit, x = _chip_unit(profile, changes)
+        gen = torch.Generator().manual_seed(5)
+        results = []
+        for s in range(6):                      # consecutive steps: the cached integer tables must stay in step
+            batch = x[s * 2 * samples % 64:][: 2 * samples]
+            if ref:
+                with reference():
+                    r = unit.local_step(batch, generator=gen)
+            else:
+                r = unit.local_step(batch, generator=gen)
+            results.append((r.h, r.g_pos, r.g_neg, r.loss))
+        state = {k: v.clone() for k, v in unit.state_dict().items()}
+        out.append((results, state, unit.synapse.int_weight(unit.chip).clone(),
+                    unit.synapse.int_bias(unit.chip_consts().out_step).clone(), gen.get_state()))
+    (res_ref, st_ref, w_ref, b_ref, gen_ref), (res, st, w, b, gen) = out
+    for (h0, p0, n0, l0), (h1, p1, n1, l1) in zip(res_ref, res):
+        assert torch.equal(h0, h1) and torch.equal(p0, p1) and torch.equal(n0, n1) and l0 == l1
+    assert st.keys() == st_ref.keys() and all(torch.equal(st[k], st_ref[k]) for k in st)
+    assert torch.equal(w, w_ref) and torch.equal(b, b_ref) and torch.equal(gen, gen_ref)
+    unit, _ = _chip_unit(profile, changes)
+    assert not torch.equal(unit.weight, st["synapse.weight"])            # the steps learned something
+    # the tables the kernels kept in step are the weights' and biases' own codes
+    c = unit.chip_consts()
+    assert torch.equal(w, torch.round(st["synapse.weight"] / float(st["synapse.w_step"])))
+    assert torch.equal(b, torch.round(st["synapse.bias"].double() / c.out_step))
+
+
+def test_chip_activity_takes_float64_when_float32_is_not_exact(reference):
+    """With the accumulator bound past 2^24 the product runs in float64, still exactly."""
+    unit, x = _chip_unit("loihi-like", {"weight_bits": 16, "accumulator_bits": 40}, inputs=300)
+    with torch.no_grad():
+        unit.synapse.int_weight(unit.chip).fill_(2 ** 15 - 1)           # every partial sum large
+    with reference():
+        want = unit.chip_activity(x, learn=True)
+    got = unit.chip_activity(x, learn=True)
+    assert torch.equal(got.h, want.h) and torch.equal(got.goodness, want.goodness)
+    assert torch.equal(got.active, want.active) and torch.equal(got.nonzero, want.nonzero)
+    assert float(want.h.max()) >= 2 ** 24                                 # the case the float32 product would round
+
+
+def test_goodness_rule_learns_what_the_graph_rule_learns():
+    """The closed-form step (exact goodness, dL/dz = dL/dg·2h) against the graph step
+    (float32 goodness, autograd) from the same state, rounding to nearest: the same update
+    but for entries whose update sits on a rounding boundary."""
+    tables = []
+    for rule in ("goodness", "graph"):
+        unit, x = _chip_unit("cmos-45nm", {"rounding": "nearest"}, width=60)
+        unit.onchip_lr = 2.0 ** 4                      # updates of several LSBs
+        before = unit.synapse.int_weight(unit.chip).clone()
+        if rule == "goodness":
+            unit._chip_learn_goodness(x[:32], 16, None, None, None)
+        else:
+            unit._chip_learn(x[:32], 16, None, None, None, None)
+        tables.append(unit.synapse.int_weight(unit.chip) - before)
+    a, b = tables
+    assert int(a.abs().sum()) > 1000                                      # a real update
+    assert int((a - b).abs().max()) <= 1 and float((a != b).float().mean()) < 0.01
