@@ -29,7 +29,6 @@ import argparse
 import math
 import os
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -43,21 +42,12 @@ from ffneuro.hw.events import EventLedger
 from ffneuro.hw.profiles import load_profile
 from ffneuro.rng import Streams
 from ffneuro.runs.files import write_json
+from ffneuro.runs.provenance import code_commit
 from ffneuro.train.loop import build_network
 from ffneuro.train.step import train_step
 
 REPO = Path(__file__).resolve().parent.parent
 CHIP_FOR_BATCH = {1: "loihi-like", 16: "cmos-45nm"}
-
-
-def code_commit() -> str:
-    """The commit of the ffneuro code being timed (the package's own checkout)."""
-    import ffneuro
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(ffneuro.__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def median_time(fn, steps: int, repeats: int, warmup: int = 30) -> float:

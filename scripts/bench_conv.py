@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import time
 from pathlib import Path
 
@@ -26,18 +25,11 @@ import torch
 from ffneuro import __version__
 from ffneuro.config.run import preset
 from ffneuro.runs.files import CHECKPOINT, write_json
+from ffneuro.runs.provenance import code_commit
 from ffneuro.train.loop import train
 
 KEEP = ("test_error", "per_layer_error", "cumulative_error", "inference_layers", "epochs", "wall_s", "dataset",
         "n_train", "n_test", "batch_size_applied")
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def redact(spec: str) -> str:
@@ -71,7 +63,7 @@ def main() -> None:
     started = time.perf_counter()
     config = cfg.to_dict()
     config["data"]["name"] = redact(args.data)       # the dataset, not this machine's folder
-    report = {"ffneuro_version": __version__, "commit": commit(), "preset": args.preset, "sets": args.set,
+    report = {"ffneuro_version": __version__, "commit": code_commit(), "preset": args.preset, "sets": args.set,
               "config": config, "threads": args.threads, "run_dir": where(args.run_dir), "complete": False}
 
     def on_epoch(record: dict) -> None:

@@ -49,6 +49,7 @@ from ffneuro.config import RunConfig
 from ffneuro.config.run import preset
 from ffneuro.data.loaders import Dataset
 from ffneuro.rng import Streams
+from ffneuro.runs.provenance import code_commit
 from ffneuro.train.baselines import cnn
 from ffneuro.train.loop import build_network
 from ffneuro.train.step import train_step
@@ -252,15 +253,6 @@ def memory(depths: list[int], channels: int, batch: int, steps: int) -> dict:
             f"working_ratio_depth{hi}_vs_depth{lo}": ratio, "rows": rows}
 
 
-# ----------------------------------------------------------------------------------------
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).resolve().parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", default="cwcomp,ff-tiny")
@@ -291,7 +283,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    report: dict = {"ffneuro_version": __version__, "commit": commit(), "torch": torch.__version__,
+    report: dict = {"ffneuro_version": __version__, "commit": code_commit(), "torch": torch.__version__,
                     "threads": torch.get_num_threads(), "target_ff_over_bp": TARGET,
                     "loadavg_start": os.getloadavg()}
     cases = [(name, preset(name), CIFAR) for name in args.presets.split(",") if name]

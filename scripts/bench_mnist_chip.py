@@ -13,7 +13,8 @@ again, and every run continues where it stopped (``ffneuro train --resume``), so
 whole table can be finished across sessions. The JSON is rewritten after every epoch of
 every run with what is known so far: finished runs with their errors, wall time, energy
 per training sample and per inference, SRAM and fit, and the run in progress with its
-epochs done. Runs go cheapest first (batch-holding chips, then batch-1 chips).
+epochs done, each with the commit of the code that ran it. Runs go cheapest first
+(batch-holding chips, then batch-1 chips).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ffneuro import __version__
 from ffneuro.config import RunConfig
 from ffneuro.data.loaders import load_dataset
 from ffneuro.runs.files import read_json, write_json
+from ffneuro.runs.provenance import code_commit
 from ffneuro.train.loop import train
 
 # (name, profile, config overrides): the float twin, then chips cheapest first; the
@@ -74,6 +76,7 @@ def main() -> None:
                    "train_samples": int(data.x_train.shape[0]), "test_samples": int(data.x_test.shape[0])})
     runs = report.setdefault("runs", {})
     wanted = [r for r in RUNS if not args.only or r[0] in args.only.split(",")]
+    commit = code_commit()
     def save(name: str) -> None:
         """Write this process's entry for ``name`` into the report as it is on disk now, so
         processes running disjoint ``--only`` sets can share one --out file."""
@@ -92,13 +95,13 @@ def main() -> None:
 
         def on_epoch(record: dict, name=name) -> None:
             runs[name] = {"profile": profile, **overrides, "in_progress": True, "epochs_done": record["epoch"],
-                          "test_error": record.get("test_error")}
+                          "test_error": record.get("test_error"), "commit": commit}
             save(name)
 
         m = read_json(run_dir / "metrics.json") if done else train(
             cfg, out=run_dir, resume=(run_dir / "config.json").exists(), data=data, profile=profile,
             progress=False, simulate_anyway=True, on_epoch=on_epoch)
-        runs[name] = {"profile": profile, **overrides, **summary(m, time.perf_counter() - t0)}
+        runs[name] = {"profile": profile, **overrides, **summary(m, time.perf_counter() - t0), "commit": commit}
         print(name, json.dumps({k: v for k, v in runs[name].items() if k != "history"}), flush=True)
         save(name)
     final = json.loads(args.out.read_text())

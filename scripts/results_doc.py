@@ -1043,15 +1043,12 @@ def early_exit() -> list[str]:
     return out
 
 
-def mnist_chip() -> list[str]:
-    """On-chip learning at full length on MNIST (bench/mnist_chip.json)."""
-    d = load("mnist_chip.json")
-    if d is None:
-        return []
+def mnist_chip_rows(d: dict) -> list[list]:
+    """One row per run of a bench_mnist_chip report."""
     rows = []
     for name, r in d["runs"].items():
         if r.get("in_progress"):
-            rows.append([name, "–", f"{r['epochs_done']} of {d['epochs']} (running)", errors_of(r.get("test_error")),
+            rows.append([name, "–", f"{r['epochs_done']} of {d['epochs']} (stopped)", errors_of(r.get("test_error")),
                          "–", "–", "–", "–", "–"])
             continue
         sram = r.get("ff_sram_bytes")
@@ -1059,6 +1056,19 @@ def mnist_chip() -> list[str]:
                      seconds(r["train_s"]), uj(r.get("training_energy_pj_per_sample")),
                      uj(r.get("inference_energy_pj_per_sample")),
                      "–" if sram is None else f"{sram / 1e6:.2f} MB, {'fits' if r.get('fits') else 'does not fit'}"])
+    return rows
+
+
+MNIST_CHIP_HEADER = ["run", "batch", "epochs", "test error multi / one-pass", "gap to float", "train s",
+                     "µJ / training sample", "µJ / inference", "FF SRAM"]
+
+
+def mnist_chip() -> list[str]:
+    """On-chip learning at full length on MNIST (bench/mnist_chip.json)."""
+    d = load("mnist_chip.json")
+    if d is None:
+        return []
+    rows = mnist_chip_rows(d)
     return ["## On-chip learning at full length on MNIST", "",
             f"`python scripts/bench_mnist_chip.py --data {d['data']}:DIR --epochs {d['epochs']}` → "
             f"`bench/mnist_chip.json`: {d['network']} on all {d['train_samples']:,} training images, the full "
@@ -1068,9 +1078,29 @@ def mnist_chip() -> list[str]:
             "evaluation. The batch-holding chips under both `hardware.batch_rule`s: `-sqrt` (√B times the rate "
             "of the batch's mean update, the default) and `-mean` (×1). Gap: multi-pass "
             "error minus the float twin's, in points. Energy in µJ per sample (inference in the run's inference "
-            "mode). Train s: wall time on a shared machine (several runs at once on two cores).", "",
-            *table(["run", "batch", "epochs", "test error multi / one-pass", "gap to float", "train s",
-                    "µJ / training sample", "µJ / inference", "FF SRAM"], rows), "", *batch_against_one(d)]
+            "mode). Train s: wall time on a shared machine (several runs at once on two cores). These runs "
+            "predate the exact-goodness chip step of dense units (next table): their units learned through "
+            "autograd's float32 goodness and a BLAS weight gradient.", "",
+            *table(MNIST_CHIP_HEADER, rows), "", *batch_against_one(d), *mnist_chip_goodness(d)]
+
+
+def mnist_chip_goodness(before: dict) -> list[str]:
+    """The same runs under the exact-goodness chip step (bench/mnist_chip_goodness.json),
+    beside the float twin of bench/mnist_chip.json (float training did not change)."""
+    d = load("mnist_chip_goodness.json")
+    if d is None:
+        return []
+    runs = dict(d["runs"])
+    float_err = (before["runs"].get("float") or {}).get("test_error")
+    for r in runs.values():
+        if float_err and not r.get("in_progress"):
+            r["gap_to_float_points"] = round(r["test_error"]["multi_pass"] - float_err["multi_pass"], 2)
+    commits = sorted({r.get("commit", "unknown") for r in runs.values()})
+    return ["With the exact-goodness chip step (dense units learn from the chip's integer goodness, "
+            "gradients summed in a defined order; docs/architecture.md): `python scripts/bench_mnist_chip.py "
+            f"--data {d['data']}:DIR --epochs {d['epochs']} --only NAME --out bench/mnist_chip_goodness.json`, "
+            f"commit {', '.join(commits)}; gap to the float twin above.", "",
+            *table(MNIST_CHIP_HEADER, mnist_chip_rows({**d, "runs": runs})), ""]
 
 
 def batch_against_one(d: dict) -> list[str]:
