@@ -28,9 +28,9 @@ Modelling choices (docs/architecture.md, docs/hdf5-schema.md):
   the learning rate is rounded to a power of two (a shift).
 - gradients: a dense ReLU unit whose loss reads its activity only through a squared
   goodness learns from the chip's exact integer goodness (dL/dg in closed form, then
-  dL/dz = dL/dg · k·h) with its weight gradients summed in float64 in sample order
-  (``dense_grads``), so the update is reproducible bit for bit by the compiled step on any
-  machine; other units take autograd's gradient at the chip's own activities.
+  dL/dz = dL/dg · k·h); at batch 1 its weight gradients are formed exactly in float64 and
+  rounded once (``dense_grads``), so the compiled step reproduces the update bit for bit on
+  any machine; other units take autograd's gradient at the chip's own activities.
 - inference is integer-exact (what ``ffneuro export`` writes and ``ffneuro verify``
   replays): the network input is integerised once (``a0 = floor(x·INPUT_LEVELS + ½)``,
   the label code and the neutral code are integers too); each unit normalises its
@@ -54,6 +54,7 @@ from ffneuro.functional import kernels, quant
 from ffneuro.functional.quant import FixedPoint, pow2_step, stochastic_round
 from ffneuro.hw.chip import ChipSpec
 
+EXACT_GRAD_ROWS = 2       # up to this many rows, dense_grads is exact in float64 (two products: no order)
 INPUT_LEVELS = 255        # network input integerised to floor(x · 255 + ½): 8-bit pixels, exactly
 GAIN_FRAC_BITS = 16       # fractional bits of the fixed-point normalisation gain
 DECAY_FRAC_BITS = 12      # fractional bits of a LIF layer's fixed-point decay β
@@ -139,21 +140,26 @@ def fixed_update_(param: torch.Tensor, grad: torch.Tensor, fmt: FixedPoint, lr: 
 def dense_grads(dz: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The gradients of a dense layer's weights and biases from the per-sample gradients
     dz (R, out) at its accumulators and its inputs x (R, in), both float32: dL/dW[i, j] =
-    Σ_r dz[r, i]·x[r, j] and dL/db[i] = Σ_r dz[r, i], each summed in float64 in sample
-    order (every product of two float32 numbers is exact there) and rounded once to
-    float32. A defined order, unlike a BLAS product's, so that the compiled chip step
-    (``kernels.dense_learn``) reproduces it bit for bit on any machine.
+    Σ_r dz[r, i]·x[r, j] and dL/db[i] = Σ_r dz[r, i].
+
+    For R ≤ 2 rows (a batch-1 step: one positive, one negative) each entry is the sum of
+    at most two products, formed exactly in float64 and rounded once to float32: a value
+    that depends on no summation order, so the compiled chip step (``kernels.dense_learn``)
+    reproduces it bit for bit on any machine. For more rows, float32 BLAS (its order is
+    the library's; the compiled step calls the same product).
 
     >>> gw, gb = dense_grads(torch.tensor([[1.0], [2.0]]), torch.tensor([[3.0, 0.0], [0.5, 1.0]]))
     >>> gw.tolist(), gb.tolist()
     ([[4.0, 2.0]], [3.0])
     """
-    gw = torch.zeros(dz.shape[1], x.shape[1], dtype=torch.float64)
-    gb = torch.zeros(dz.shape[1], dtype=torch.float64)
-    for r in range(dz.shape[0]):
-        d = dz[r].to(torch.float64)
-        gw.add_(torch.outer(d, x[r].to(torch.float64)))
-        gb.add_(d)
+    if dz.shape[0] > EXACT_GRAD_ROWS:
+        return torch.mm(dz.t(), x), dz.sum(dim=0)
+    d, xd = dz.to(torch.float64), x.to(torch.float64)
+    gw = torch.outer(d[0], xd[0]) if dz.shape[0] else torch.zeros(dz.shape[1], x.shape[1], dtype=torch.float64)
+    gb = d[0].clone() if dz.shape[0] else torch.zeros(dz.shape[1], dtype=torch.float64)
+    if dz.shape[0] == 2:
+        gw.add_(torch.outer(d[1], xd[1]))
+        gb.add_(d[1])
     return gw.to(torch.float32), gb.to(torch.float32)
 
 

@@ -188,8 +188,9 @@ def _dense_learn(table: np.ndarray, weight: np.ndarray, bias: np.ndarray, bias_c
                  w_step: np.float32, b_qmin: np.float32, b_qmax: np.float32, b_step: np.float32,
                  stochastic: bool) -> None:
     """``fixed.dense_grads`` and ``fixed.fixed_update_`` of a dense table (its (rows × cols)
-    block) and of its biases in one pass: each gradient entry Σ_r dz[r, i]·x[r, j] (biases
-    Σ_r dz[r, i]) summed in float64 in sample order and rounded once to float32, then the
+    block) and of its biases in one pass, for at most ``fixed.EXACT_GRAD_ROWS`` samples:
+    each gradient entry Σ_r dz[r, i]·x[r, j] (biases Σ_r dz[r, i]) exact in float64 and
+    rounded once to float32, then the
     update of ``_block_update`` (weights) and of the tensor code (biases), on the same
     random numbers. ``bias_codes`` (float64) receives the biases' new integer codes."""
     samples = dz.shape[0]

@@ -301,13 +301,13 @@ class FFDense(GradedInput, SynapticUnit, nn.Module):
                              gamma_neg: torch.Tensor | None, generator: torch.Generator | None) -> StepResult:
         """The chip's step when the loss reads the activity only through the goodness
         (``goodness_rule``): the exact integer datapath forward and the chip's exact
-        integer goodness g (what inference reads too), the loss and dL/dg from g in closed
-        form (float64, ``unit_loss_slopes``), then
-        dL/dz = dL/dg · k·h elementwise (k = 2, 2/width or −2 for sumsq, meansq, neg-sumsq;
-        zero where the unit is silent) and the synapse's ``chip_learn`` at onchip_lr /
-        fan-in: gradients summed in a defined order, the update on the block of active
-        units × non-zero inputs. Every step is integer arithmetic or a single rounded
-        float32 operation, so the compiled kernels and the tensor code agree bit for bit."""
+        integer goodness g (what inference reads too); the loss and dL/dg from g in closed
+        form (float64, ``unit_loss_slopes``); dL/dz = dL/dg · k·h elementwise (k = 2,
+        2/width or −2 for sumsq, meansq, neg-sumsq; zero where the unit is silent); then
+        the synapse's ``chip_learn`` at onchip_lr / fan-in: gradients summed in a defined
+        order, the update on the block of active units × non-zero inputs. Every step is
+        integer arithmetic or a single rounded float32 operation, so the compiled kernels
+        and the tensor code agree bit for bit."""
         act = self.chip_activity(x, learn=True)
         c = self.chip_consts()
         g = act.goodness.numpy() * self.goodness_scale()                  # float64, as ``goodness``

@@ -18,10 +18,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ffneuro.functional import kernels
-from ffneuro.functional.fixed import (chip_lr, dense_grads, fixed_update_, int_conv2d, int_matmul, norm_gain,
-                                      weight_format)
-from ffneuro.functional.quant import FixedPoint, uniforms
+from ffneuro.functional import kernels, quant
+from ffneuro.functional.fixed import (EXACT_GRAD_ROWS, chip_lr, dense_grads, fixed_update_, int_conv2d, int_matmul,
+                                      norm_gain, weight_format)
+from ffneuro.functional.quant import FixedPoint
 from ffneuro.units.base import Resources
 
 
@@ -173,18 +173,21 @@ class DenseSynapse(Synapse):
         ``chip_update`` (rate, rounding, clipping, saturation) on the (rows × cols) block of
         the weights (``rows``: the units active in some sample, ``cols``: the inputs non-zero
         in some sample; every other gradient entry is exactly zero) and on every bias, the
-        weights' random numbers drawn first. One compiled pass (``kernels.dense_learn``)
-        where the tensors allow, else the tensor code; the same numbers either way. No
-        learning shadow, no weight decay (``chip_update`` has them)."""
+        weights' random numbers drawn first. At batch 1 one compiled pass
+        (``kernels.dense_learn``) where the tensors allow; else the gradients by
+        ``dense_grads`` and the update's own kernels or tensor code; the same numbers
+        either way. No learning shadow, no weight decay (``chip_update`` has them)."""
         lr = chip_lr(chip.batch_lr(lr, samples), chip)
         w_int = self.int_weight(chip)
         b_int = self.int_bias(bias_fmt.step)
         wf = self.weight_fmt(chip)
         weight, bias = self.weight.detach(), self.bias.detach()
-        if kernels.usable(weight, w_int, dz, x, dtype=torch.float32) and bias.is_contiguous():
+        if dz.shape[0] <= EXACT_GRAD_ROWS and kernels.usable(weight, w_int, dz, x, dtype=torch.float32) \
+                and bias.is_contiguous():
             stochastic = chip.rounding == "stochastic"
-            u_w = uniforms((rows.numel(), cols.numel()) if stochastic else (0, 0), generator, torch.float32, x.device)
-            u_b = uniforms((bias.numel(),) if stochastic else (0,), generator, torch.float32, x.device)
+            u_w = quant.uniforms((rows.numel(), cols.numel()) if stochastic else (0, 0), generator, torch.float32,
+                                 x.device)
+            u_b = quant.uniforms((bias.numel(),) if stochastic else (0,), generator, torch.float32, x.device)
             f32 = np.float32
             kernels.dense_learn(w_int.numpy(), weight.numpy(), bias.numpy(), b_int.numpy(), dz.numpy(), x.numpy(),
                                 rows.numpy(),
