@@ -4,7 +4,7 @@ line, import and start-up included), on the embedded digits with default options
 
     python scripts/bench_headline.py --out bench/headline.json
 
-Writes each run's test errors (multi-pass, one-pass), per-layer and cumulative errors,
+Writes the commit run, then each run's test errors (multi-pass, one-pass), per-layer and cumulative errors,
 epochs, the command's wall time (``command_s``) and the trainer's (``wall_s``), and for the
 chip run its energy per sample and cores used.
 """
@@ -25,6 +25,7 @@ import torch
 
 from ffneuro import __version__
 from ffneuro.runs.files import write_json
+from ffneuro.runs.provenance import code_commit
 
 KEEP = ("test_error", "per_layer_error", "cumulative_error", "epochs", "wall_s", "dataset", "profile",
         "batch_size_applied")
@@ -59,8 +60,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="bench/headline.json")
     args = ap.parse_args()
-    out = {"ffneuro_version": __version__, "torch": torch.__version__, "cpu_count": os.cpu_count(),
-           "load_average_1min_before": os.getloadavg()[0], "runs": {}}
+    out = {"ffneuro_version": __version__, "commit": code_commit(), "torch": torch.__version__,
+           "cpu_count": os.cpu_count(), "load_average_1min_before": os.getloadavg()[0], "runs": {}}
     for name, profile in (("float-default", None), ("loihi-like", "loihi-like")):
         out["runs"][name] = run(profile)
         print(name, out["runs"][name]["test_error"], flush=True)

@@ -169,7 +169,9 @@ def headline() -> list[str]:
             "Loihi-like chip would learn; energies from the events measured on the run). "
             "`python scripts/bench_headline.py` → `bench/headline.json` (each command a fresh process on "
             f"{d.get('cpu_count', '?')} cores; training s: the trainer's wall time; command s: the whole command, "
-            "start-up, evaluation and the energy estimate included).", "",
+            "start-up, evaluation and the energy estimate included"
+            + (f"; commit `{d['commit']}`, 1-minute load average {d['load_average_1min_before']:.1f} when it "
+               "started" if d.get("commit") else "") + ").", "",
             *table(["run", "epochs", "test error % multi / one-pass", "each layer alone", "layers 1..k",
                     "inference µJ/sample", "training µJ/sample", "cores", "training s", "command s"], rows), ""]
 
@@ -952,8 +954,9 @@ def chip_step_before(now: dict) -> list[str]:
                          f"{b['chip_step_s'] * 1e3:.2f} → {r['chip_step_s'] * 1e3:.2f}",
                          f"{b['float_over_floor']:.1f}× → {r['float_over_floor']:.1f}×",
                          f"{b['chip_over_floor']:.1f}× → {r['chip_over_floor']:.1f}×"])
-    return [f"The same script on commit `{d.get('commit', 'unknown')}` (before the step was reworked) → "
-            f"`bench/chip_step_before.json`, against commit `{now.get('commit', 'unknown')}` above (ms):", "",
+    return [f"The same script on commit `{d.get('commit', 'unknown')}` (the step before its current form; "
+            f"1-minute load average {d['load_average_1min']:.1f}) → `bench/chip_step_before.json`, against commit "
+            f"`{now.get('commit', 'unknown')}` above, on the same machine in the same sitting (ms):", "",
             *table(["layers", "batch", "float step", "chip step", "float / floor", "chip / floor"], rows), ""]
 
 
