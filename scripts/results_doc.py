@@ -1100,7 +1100,7 @@ def mnist_chip_goodness(before: dict) -> list[str]:
             r["gap_to_float_points"] = round(r["test_error"]["multi_pass"] - float_err["multi_pass"], 2)
     commits = sorted({r.get("commit", "unknown") for r in runs.values()})
     return ["With the exact-goodness chip step (dense units learn from the chip's integer goodness, "
-            "gradients summed in a defined order; docs/architecture.md): `python scripts/bench_mnist_chip.py "
+            "at batch 1 gradients exact in float64; docs/architecture.md): `python scripts/bench_mnist_chip.py "
             f"--data {d['data']}:DIR --epochs {d['epochs']} --only NAME --out bench/mnist_chip_goodness.json`, "
             f"commit {', '.join(commits)}; gap to the float twin above.", "",
             *table(MNIST_CHIP_HEADER, mnist_chip_rows({**d, "runs": runs})), ""]
