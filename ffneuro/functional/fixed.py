@@ -155,12 +155,10 @@ def dense_grads(dz: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.
     if dz.shape[0] > EXACT_GRAD_ROWS:
         return torch.mm(dz.t(), x), dz.sum(dim=0)
     d, xd = dz.to(torch.float64), x.to(torch.float64)
-    gw = torch.outer(d[0], xd[0]) if dz.shape[0] else torch.zeros(dz.shape[1], x.shape[1], dtype=torch.float64)
-    gb = d[0].clone() if dz.shape[0] else torch.zeros(dz.shape[1], dtype=torch.float64)
-    if dz.shape[0] == 2:
-        gw.add_(torch.outer(d[1], xd[1]))
-        gb.add_(d[1])
-    return gw.to(torch.float32), gb.to(torch.float32)
+    gw = torch.zeros(dz.shape[1], x.shape[1], dtype=torch.float64)
+    for r in range(dz.shape[0]):
+        gw.add_(torch.outer(d[r], xd[r]))
+    return gw.to(torch.float32), d.sum(dim=0).to(torch.float32)
 
 
 def _updated(codes: torch.Tensor, grad: torch.Tensor, fmt: FixedPoint, lr: float, spec: ChipSpec,

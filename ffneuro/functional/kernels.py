@@ -67,6 +67,20 @@ def _normalize_rows(a: np.ndarray, gain: int, frac_bits: int, qmin: int, qmax: i
     return 0
 
 
+def _new_code(lsb: np.float32, u: np.float32, code: np.float32, lim: np.float32, qmin: np.float32,
+              qmax: np.float32, stochastic: bool) -> np.float32:
+    """``fixed._updated`` for one entry: the update ``lsb`` (weight LSBs) rounded
+    (``floor(lsb + u)``, or half-to-even), clipped to ±lim, added to ``code`` and
+    saturated; float32 throughout, as the tensor code. NaN passes through, as in the tensor
+    code (divergence is caught later)."""
+    q = np.floor(np.float32(u + lsb)) if stochastic else np.round(lsb)
+    if q == q:
+        q = min(max(q, -lim), lim)
+        q = np.float32(q + code)
+        q = min(max(q, qmin), qmax)
+    return q
+
+
 def _block_update(table: np.ndarray, param: np.ndarray, grad: np.ndarray, rows: np.ndarray, cols: np.ndarray,
                   u: np.ndarray, scale: np.float32, lim: np.float32, qmin: np.float32, qmax: np.float32,
                   step: np.float32, stochastic: bool) -> None:
@@ -78,15 +92,8 @@ def _block_update(table: np.ndarray, param: np.ndarray, grad: np.ndarray, rows: 
         r = rows[i]
         for j in range(cols.shape[0]):
             c = cols[j]
-            lsb = grad[r, c] * scale
-            if stochastic:
-                q = np.floor(np.float32(u[i, j] + lsb))
-            else:
-                q = np.round(lsb)
-            if q == q:                  # NaN passes through, as in the tensor code (divergence is caught later)
-                q = min(max(q, -lim), lim)
-                q = np.float32(q + table[r, c])
-                q = min(max(q, qmin), qmax)
+            q = new_code(grad[r, c] * scale, u[i, j] if stochastic else np.float32(0.0), table[r, c], lim, qmin,
+                         qmax, stochastic)
             table[r, c] = q
             param[r, c] = np.float32(q * step)
 
@@ -190,9 +197,8 @@ def _dense_learn(table: np.ndarray, weight: np.ndarray, bias: np.ndarray, bias_c
     """``fixed.dense_grads`` and ``fixed.fixed_update_`` of a dense table (its (rows × cols)
     block) and of its biases in one pass, for at most ``fixed.EXACT_GRAD_ROWS`` samples:
     each gradient entry Σ_r dz[r, i]·x[r, j] (biases Σ_r dz[r, i]) exact in float64 and
-    rounded once to float32, then the
-    update of ``_block_update`` (weights) and of the tensor code (biases), on the same
-    random numbers. ``bias_codes`` (float64) receives the biases' new integer codes."""
+    rounded once to float32, then each code's update (``_new_code``) on the same random
+    numbers as the tensor code. ``bias_codes`` (float64) receives the biases' new integer codes."""
     samples = dz.shape[0]
     nc = cols.shape[0]
     xc = np.empty((samples, nc), np.float64)         # the block's columns of x, gathered once
@@ -208,36 +214,23 @@ def _dense_learn(table: np.ndarray, weight: np.ndarray, bias: np.ndarray, bias_c
             acc = 0.0
             for r in range(samples):
                 acc += d[r] * xc[r, b]
-            lsb = np.float32(np.float32(acc) * w_scale)
-            if stochastic:
-                q = np.floor(np.float32(u_w[a, b] + lsb))
-            else:
-                q = np.round(lsb)
             j = cols[b]
-            if q == q:
-                q = min(max(q, -lim), lim)
-                q = np.float32(q + table[i, j])
-                q = min(max(q, w_qmin), w_qmax)
+            q = new_code(np.float32(np.float32(acc) * w_scale), u_w[a, b] if stochastic else np.float32(0.0),
+                         table[i, j], lim, w_qmin, w_qmax, stochastic)
             table[i, j] = q
             weight[i, j] = np.float32(q * w_step)
     for i in range(bias.shape[0]):
         acc = 0.0
         for r in range(samples):
             acc += np.float64(dz[r, i])
-        lsb = np.float32(np.float32(acc) * b_scale)
-        if stochastic:
-            q = np.floor(np.float32(u_b[i] + lsb))
-        else:
-            q = np.round(lsb)
-        if q == q:
-            q = min(max(q, -lim), lim)
-            q = np.float32(q + np.round(np.float32(bias[i] / b_step)))
-            q = min(max(q, b_qmin), b_qmax)
+        q = new_code(np.float32(np.float32(acc) * b_scale), u_b[i] if stochastic else np.float32(0.0),
+                     np.round(np.float32(bias[i] / b_step)), lim, b_qmin, b_qmax, stochastic)
         bias[i] = np.float32(q * b_step)
         bias_codes[i] = q
 
 
 if AVAILABLE:
+    new_code = njit(cache=True, nogil=True, inline="always")(_new_code)
     normalize_rows = njit(cache=True, nogil=True)(_normalize_rows)
     block_update = njit(cache=True, nogil=True)(_block_update)
     activity_counts = njit(cache=True, nogil=True)(_activity_counts)
@@ -246,7 +239,7 @@ if AVAILABLE:
     dense_finish = njit(cache=True, nogil=True)(_dense_finish)
     dense_learn = njit(cache=True, nogil=True)(_dense_learn)
 else:                                  # pragma: no cover
-    normalize_rows = block_update = activity_counts = update_counts = None
+    new_code = normalize_rows = block_update = activity_counts = update_counts = None
     dense_input = dense_finish = dense_learn = None
 
 

@@ -45,9 +45,9 @@ class LinearHead(nn.Module):
         cached = getattr(self, "_consts", None)
         if cached is None or cached[0] != key:
             step = float(self.x_step)
-            fmt = FixedPoint(self.chip.activation_bits, bool(self.x_signed), step) if self.chip and step > 0 else None
-            gains = [norm_gain(w, self.norm, step) for w in self.widths] if fmt is not None else []
-            self._consts = cached = (key, (step, fmt, gains))
+            on_chip = self.chip is not None and step > 0
+            self._consts = cached = (key, (step, self.input_fmt() if on_chip else None,
+                                           self.norm_gains() if on_chip else []))
         return cached[1]
 
     @property

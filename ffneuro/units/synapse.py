@@ -179,11 +179,11 @@ class DenseSynapse(Synapse):
         either way. No learning shadow, no weight decay (``chip_update`` has them)."""
         lr = chip_lr(chip.batch_lr(lr, samples), chip)
         w_int = self.int_weight(chip)
-        b_int = self.int_bias(bias_fmt.step)
         wf = self.weight_fmt(chip)
         weight, bias = self.weight.detach(), self.bias.detach()
         if dz.shape[0] <= EXACT_GRAD_ROWS and kernels.usable(weight, w_int, dz, x, dtype=torch.float32) \
                 and bias.is_contiguous():
+            b_int = self.int_bias(bias_fmt.step)
             stochastic = chip.rounding == "stochastic"
             u_w = quant.uniforms((rows.numel(), cols.numel()) if stochastic else (0, 0), generator, torch.float32,
                                  x.device)
@@ -310,10 +310,9 @@ class GradedInput:
                id(self.chip), self.chip)
         cached = getattr(self, "_consts", None)
         if cached is None or cached[0] != key:
-            w_step, x_step = float(self.w_step), float(self.x_step)
-            in_fmt = FixedPoint(self.chip.activation_bits, bool(self.x_signed), x_step)
+            in_fmt = self.input_fmt()
             self._consts = (key, ChipConsts(
-                x_step=x_step, out_step=w_step * x_step, in_fmt=in_fmt, bias_fmt=self.bias_fmt(),
+                x_step=in_fmt.step, out_step=self.out_step, in_fmt=in_fmt, bias_fmt=self.bias_fmt(),
                 gain=self.norm_gain(), lim=2 ** (self.chip.accumulator_bits - 1) - 1,
                 w_absmax=2 ** (self.chip.weight_bits - 1)))
         return self._consts[1]
