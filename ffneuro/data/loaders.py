@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gzip
+import importlib.util
 import math
 import struct
 import zipfile
@@ -214,15 +215,27 @@ def load_digits() -> Dataset:
     the classes in proportion to their size (largest remainder), giving 1,437 train /
     360 test. The split ignores the user's seed so every run sees the same test set.
     """
-    from sklearn.datasets import load_digits as sk_load_digits
-
-    bunch = sk_load_digits()
-    images = np.asarray(bunch.images)  # (1797, 8, 8), float64 0..16
-    labels = np.asarray(bunch.target)
+    images, labels = _digits_arrays()
     test_mask = _stratified_test_mask(labels, DIGITS_TEST_SIZE, DIGITS_SPLIT_SEED)
     source = "sklearn.datasets.load_digits (UCI optdigits)"
     return _dataset("digits", source, images[~test_mask], labels[~test_mask], images[test_mask],
                     labels[test_mask], int(labels.max()) + 1, 16.0)
+
+
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The digits as scikit-learn's ``load_digits`` returns them: images (1797, 8, 8)
+    float64 0..16 and labels (1797,) int64. Read straight from the CSV scikit-learn ships
+    (importing scikit-learn itself costs seconds at every command's start); its own
+    loader where that file is not found."""
+    spec = importlib.util.find_spec("sklearn")
+    roots = spec.submodule_search_locations if spec is not None else None
+    csv = Path(roots[0]) / "datasets" / "data" / "digits.csv.gz" if roots else None
+    if csv is None or not csv.is_file():
+        from sklearn.datasets import load_digits as sk_load_digits
+        bunch = sk_load_digits()
+        return np.asarray(bunch.images), np.asarray(bunch.target)
+    table = np.loadtxt(csv, delimiter=",")
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
 
 
 def _stratified_test_mask(labels: np.ndarray, test_size: int, seed: int) -> np.ndarray:
