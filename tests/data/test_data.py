@@ -387,3 +387,20 @@ def test_npz_corrupt_member(tmp_path):
     with pytest.raises(DataError) as excinfo:
         load_npz(path)
     assert_one_line_error(excinfo, "toy.npz", "cannot read")
+
+
+def test_digits_are_scikit_learns_digits_without_importing_it():
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    from ffneuro.data.loaders import _digits_arrays
+
+    images, labels = _digits_arrays()
+    bunch = sk_load_digits()
+    assert np.array_equal(images, bunch.images) and images.dtype == bunch.images.dtype
+    assert np.array_equal(labels, bunch.target)
+    code = "import sys; from ffneuro.data.loaders import load_digits; load_digits(); print('sklearn' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
+        == "False"
