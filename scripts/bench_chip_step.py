@@ -14,9 +14,9 @@ shape) and batch (1 and 16) this times, with the same shapes, dtypes and thread 
 - the float step (``train.step.train_step``, the default recipe: Adam, one-pass head);
 - the chip step under ``loihi-like`` (batch 1) or ``cmos-45nm`` (batch 16), with and
   without event counting;
-- the chip's floor: the floor plus the random numbers its stochastic rounding must draw
-  (one per synapse an update can touch, counted on the chip step itself), drawn in one
-  call from the same generator type.
+- the chip's floor: the floor plus the random numbers its stochastic rounding must make
+  (one per synapse an update can touch, counted on the chip step itself), made in one
+  call by the same generator (``quant.splitmix_uniforms``).
 
 Each figure is the median of --repeats timings of --steps consecutive steps on real
 MNIST rows (or random rows in [0, 1] if MNIST is absent), after a warm-up. Ratios
@@ -118,23 +118,36 @@ def ff_step(data: Dataset, widths: tuple[int, ...], batch: int, profile: str | N
 
 
 def rounding_draws(step, steps: int = 50) -> float:
-    """Random numbers the chip's stochastic rounding draws per step (counted, not timed):
-    every draw goes through ``functional.quant.uniforms``."""
+    """Random numbers the chip's stochastic rounding uses per step (counted, not timed):
+    every rounding call takes its key from ``functional.quant.rounding_key`` with the
+    count of numbers it will use (``uniforms`` at commits before the counter-based draws)."""
     import ffneuro.functional.quant as quant
 
     drawn = {"n": 0}
-    real = quant.uniforms
+    name = "rounding_key" if hasattr(quant, "rounding_key") else "uniforms"
+    real = getattr(quant, name)
 
-    def counting(shape, *args):
-        drawn["n"] += math.prod(shape)
-        return real(shape, *args)
-    quant.uniforms = counting
+    def counting(*args):
+        drawn["n"] += args[1] if name == "rounding_key" else math.prod(args[0])
+        return real(*args)
+    setattr(quant, name, counting)
     try:
         for _ in range(steps):
             step()
     finally:
-        quant.uniforms = real
+        setattr(quant, name, real)
     return drawn["n"] / steps
+
+
+def draw_numbers(count: int):
+    """One call making ``count`` rounding numbers: the counter-based generator where the
+    code has it (``quant.splitmix_uniforms``), else torch's generator (earlier commits)."""
+    import ffneuro.functional.quant as quant
+
+    if hasattr(quant, "splitmix_uniforms"):
+        return lambda: quant.splitmix_uniforms(12345, count)
+    gen = torch.Generator().manual_seed(0)
+    return lambda: torch.rand(count, generator=gen)
 
 
 def dataset(kind: str, mnist_dir: str) -> Dataset:
@@ -176,9 +189,8 @@ def main() -> None:
                    "chip_counted_step_s": median_time(ff_step(data, widths, batch, profile, True), steps,
                                                       args.repeats)}
             draws = rounding_draws(ff_step(data, widths, batch, profile, False))
-            gen = torch.Generator().manual_seed(0)
             row["rounding_draws_per_step"] = round(draws)
-            row["rounding_rng_s"] = median_time(lambda: torch.rand(round(draws), generator=gen), steps, args.repeats)
+            row["rounding_rng_s"] = median_time(draw_numbers(round(draws)), steps, args.repeats)
             row["floor_chip_s"] = row["floor_s"] + row["rounding_rng_s"]
             row["chip_over_floor_chip"] = row["chip_step_s"] / row["floor_chip_s"]
             row["float_over_floor"] = row["float_step_s"] / row["floor_s"]

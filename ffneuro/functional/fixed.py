@@ -110,13 +110,12 @@ def fixed_update_(param: torch.Tensor, grad: torch.Tensor, fmt: FixedPoint, lr: 
         if not block:
             rows, cols = torch.arange(grad.shape[0]), torch.arange(grad.shape[1])
         stochastic = spec.rounding == "stochastic"
-        u = quant.uniforms((rows.numel(), cols.numel()) if stochastic else (0, 0), generator, grad.dtype,
-                           grad.device)
+        key = quant.rounding_key(generator, rows.numel() * cols.numel()) if stochastic else 0
         lim = 2 ** (spec.learning_bits - 1) - 1
         f32 = np.float32
         kernels.block_update(int_table.numpy(), param.detach().numpy(), grad.detach().numpy(), rows.numpy(),
-                             cols.numpy(), u.numpy(), f32(-lr / fmt.step), f32(lim), f32(fmt.qmin), f32(fmt.qmax),
-                             f32(fmt.step), stochastic)
+                             cols.numpy(), np.uint64(key), f32(-lr / fmt.step), f32(lim), f32(fmt.qmin),
+                             f32(fmt.qmax), f32(fmt.step), stochastic)
         return
     if block:
         # The (rows × cols) block, gathered and written back a whole row at a time:

@@ -12,6 +12,14 @@ Rounding:
 - ``"stochastic"``: ``floor(y + u)``, ``u ~ U[0, 1)`` — unbiased (E[round(y)] = y), which keeps
   weight updates smaller than one LSB alive on average. Deterministic given a seeded generator.
 
+The random numbers of stochastic rounding come from a counter-based generator, as a chip's
+hardware PRNG would supply them: each rounding call takes one 63-bit key from the unit's
+torch generator, and its k-th number (row-major order of the entries rounded) is SplitMix64's
+output function of ``key + (k + 1)·γ`` (Steele, Lea & Flood, OOPSLA 2014), its top 24 bits
+(float32) or 53 bits (float64) scaled to [0, 1). Any entry's number is a function of (key, k)
+alone, so the compiled kernels (``functional/kernels.py``) make them on the fly instead of
+reading a stored array, and a rounding call costs one draw from the torch generator.
+
 Arithmetic is done in float64, so conversions are exact for formats up to 53 bits.
 """
 
@@ -20,6 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 ROUNDINGS = ("nearest", "stochastic")
@@ -59,13 +68,44 @@ def pow2_step(max_abs: float, bits: int, signed: bool) -> float:
     return math.ldexp(1.0, exp)
 
 
+SPLITMIX_GAMMA = 0x9E3779B97F4A7C15          # SplitMix64's Weyl increment and output multipliers
+SPLITMIX_M1 = 0xBF58476D1CE4E5B9
+SPLITMIX_M2 = 0x94D049BB133111EB
+
+
+def rounding_key(generator: torch.Generator | None, count: int) -> int:
+    """The key of one rounding call that will use ``count`` random numbers: one draw from
+    ``generator`` (the default generator if None), in [0, 2^63). Every rounding call of the
+    chip simulation takes its key here."""
+    device = generator.device if generator is not None else "cpu"
+    return int(torch.empty((), dtype=torch.int64, device=device).random_(generator=generator))
+
+
+def splitmix_uniforms(key: int, count: int, dtype: torch.dtype = torch.float32) -> np.ndarray:
+    """The ``count`` numbers u ~ U[0, 1) of the rounding call with ``key`` (see the module
+    docstring): float32 multiples of 2^-24, or float64 multiples of 2^-53.
+
+    >>> splitmix_uniforms(0, 3).tolist()      # SplitMix64 from seed 0: 0xe220a8397b1dcdaf, 0x6e789e6aa1b965f4, ...
+    [0.8833107948303223, 0.4315279722213745, 0.02643376588821411]
+    """
+    z = np.uint64(key) + np.arange(1, count + 1, dtype=np.uint64) * np.uint64(SPLITMIX_GAMMA)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(SPLITMIX_M1)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(SPLITMIX_M2)
+    z ^= z >> np.uint64(31)
+    if dtype == torch.float64:
+        return (z >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+    return (z >> np.uint64(40)).astype(np.float32) * np.float32(2.0 ** -24)
+
+
 def uniforms(shape: tuple[int, ...], generator: torch.Generator | None, dtype: torch.dtype,
              device: torch.device) -> torch.Tensor:
-    """The uniform numbers u ~ U[0, 1) that stochastic rounding adds, drawn from
-    ``generator`` (on its device) and moved to ``device``: every rounding draw of the
-    chip simulation goes through here, in row-major order of the entries rounded."""
-    gen_device = generator.device if generator is not None else device
-    return torch.rand(shape, generator=generator, dtype=dtype, device=gen_device).to(device)
+    """The uniform numbers u ~ U[0, 1) that stochastic rounding adds, for entries of
+    ``shape`` in row-major order: one rounding call (``rounding_key``, then
+    ``splitmix_uniforms``), on ``device``."""
+    count = math.prod(shape)
+    u = splitmix_uniforms(rounding_key(generator, count), count, torch.float64 if dtype == torch.float64
+                          else torch.float32)
+    return torch.from_numpy(u).reshape(shape).to(device=device, dtype=dtype)
 
 
 def stochastic_round(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

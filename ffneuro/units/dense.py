@@ -56,6 +56,10 @@ class ChipActivity:
 # (at batch 1 that cost more than the product it saves; measured in bench/chip_step.json).
 DENSE_LEARN_ROWS = 64
 
+# Up to this many rows the compiled kernel forms a chip unit's product itself (one pass with
+# the normalisation and the finish); beyond, BLAS is faster (bench/chip_step.json, batch 16).
+KERNEL_PRODUCT_ROWS = 3
+
 
 class _ReLUFullGrad(torch.autograd.Function):
     """ReLU forward, identity backward (straight-through), as in loeweX's FF code: units
@@ -137,8 +141,8 @@ class FFDense(GradedInput, SynapticUnit, nn.Module):
     def chip_activity(self, a: torch.Tensor, learn: bool = False) -> ChipActivity:
         """The chip's ReLU activity h = max(0, z) for integer input activities a (R,
         in_features), with what the learning step needs when ``learn``: the same integers
-        as ``chip_forward``, by the compiled kernels where the tensors allow (the exact
-        product in float32 when every partial sum is below 2^24, as ``int_matmul``)."""
+        as ``chip_forward``, by the compiled kernels where the tensors allow (the product
+        exact: integers summed in float32 below 2^24, else in float64)."""
         a = a.to(torch.int64)
         if not kernels.usable(a):
             xq, z = self.chip_forward(a)
@@ -148,25 +152,36 @@ class FFDense(GradedInput, SynapticUnit, nn.Module):
             return ChipActivity(xq.to(torch.float32), h, int_goodness(h, "sumsq"), h.ne(0).any(dim=0).nonzero().view(-1),
                                 xq.ne(0).any(dim=0).nonzero().view(-1))
         c = self.chip_consts()
-        xq = torch.empty(a.shape, dtype=torch.float32)
-        nonzero = np.empty(a.shape[1], dtype=np.bool_)
-        l1 = kernels.dense_input(a.numpy(), c.gain, GAIN_FRAC_BITS, c.in_fmt.qmin, c.in_fmt.qmax, xq.numpy(), nonzero)
-        if l1 < 0:
-            raise OverflowError(f"activity {int(a.abs().max())} too large for exact 64-bit integer normalisation")
         w = self.synapse.int_weight(self.chip)
-        bound = c.w_absmax * l1
-        if bound >= 2 ** 53:
+        bias = self.synapse.int_bias(c.out_step).numpy()
+        xq = np.empty(a.shape, dtype=np.float32)
+        h = np.empty((a.shape[0], self.out_features), dtype=np.float64)
+        g = np.empty(a.shape[0], dtype=np.int64)
+        active = np.empty(self.out_features, dtype=np.bool_)
+        nonzero = np.empty(a.shape[1], dtype=np.bool_)
+        args = (c.gain, GAIN_FRAC_BITS, c.in_fmt.qmin, c.in_fmt.qmax)
+        if a.shape[0] <= KERNEL_PRODUCT_ROWS:         # one pass: normalisation, product, finish
+            status = kernels.dense_forward(a.numpy(), *args, w.numpy(), float(c.w_absmax), bias, float(c.lim), xq, h,
+                                           g, active, nonzero)
+        else:                                         # the product by BLAS, exact in float32 or float64
+            l1 = kernels.dense_input(a.numpy(), *args, xq, nonzero)
+            bound = c.w_absmax * l1
+            status = kernels.OVERFLOW if l1 < 0 else kernels.INEXACT if bound >= 2 ** 53 else 0
+            if status == 0:
+                x = torch.from_numpy(xq)
+                z = torch.mm(x, w.t()) if bound < 2 ** 24 else torch.mm(x.to(torch.float64), w.to(torch.float64).t())
+                status = kernels.dense_finish(z.numpy(), bias, float(c.lim), True, h, g, active)
+        if status == kernels.OVERFLOW:
+            raise OverflowError(f"activity up to {int(a.abs().max())} too large for exact 64-bit integer "
+                                "normalisation and goodness")
+        if status == kernels.INEXACT:
             raise OverflowError("accumulator partial sums exceed 2^53: cannot evaluate exactly")
-        z = torch.mm(xq, w.t()) if bound < 2 ** 24 else torch.mm(xq.to(torch.float64), w.to(torch.float64).t())
-        h = torch.empty(z.shape, dtype=torch.float64)
-        g = torch.empty(z.shape[0], dtype=torch.int64)
-        active = np.empty(z.shape[1], dtype=np.bool_)
-        if kernels.dense_finish(z.numpy(), self.synapse.int_bias(c.out_step).numpy(), float(c.lim), True, h.numpy(),
-                                g.numpy(), active) != 0:
-            raise OverflowError(f"activity {int(h.abs().max())} too large for an exact 64-bit goodness")
-        if not learn:
-            return ChipActivity(xq, h)
-        return ChipActivity(xq, h, g, torch.from_numpy(np.flatnonzero(active)), torch.from_numpy(np.flatnonzero(nonzero)))
+        act = ChipActivity(torch.from_numpy(xq), torch.from_numpy(h))
+        if learn:
+            act.goodness = torch.from_numpy(g)
+            act.active = torch.from_numpy(np.flatnonzero(active))
+            act.nonzero = torch.from_numpy(np.flatnonzero(nonzero))
+        return act
 
     # -- inference -------------------------------------------------------------------
     def pre_activation(self, x: torch.Tensor | CodedBatch) -> torch.Tensor:

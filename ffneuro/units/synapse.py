@@ -173,7 +173,7 @@ class DenseSynapse(Synapse):
         ``chip_update`` (rate, rounding, clipping, saturation) on the (rows × cols) block of
         the weights (``rows``: the units active in some sample, ``cols``: the inputs non-zero
         in some sample; every other gradient entry is exactly zero) and on every bias, the
-        weights' random numbers drawn first. At batch 1 one compiled pass
+        weights' rounding call first. At batch 1 one compiled pass
         (``kernels.dense_learn``) where the tensors allow; else the gradients by
         ``dense_grads`` and the update's own kernels or tensor code; the same numbers
         either way. No learning shadow, no weight decay (``chip_update`` has them)."""
@@ -185,15 +185,16 @@ class DenseSynapse(Synapse):
                 and bias.is_contiguous():
             b_int = self.int_bias(bias_fmt.step)
             stochastic = chip.rounding == "stochastic"
-            u_w = quant.uniforms((rows.numel(), cols.numel()) if stochastic else (0, 0), generator, torch.float32,
-                                 x.device)
-            u_b = quant.uniforms((bias.numel(),) if stochastic else (0,), generator, torch.float32, x.device)
+            key_w = key_b = 0
+            if stochastic:       # two rounding calls, as the tensor code's: the block's, then the biases'
+                key_w = quant.rounding_key(generator, rows.numel() * cols.numel())
+                key_b = quant.rounding_key(generator, bias.numel())
             f32 = np.float32
             kernels.dense_learn(w_int.numpy(), weight.numpy(), bias.numpy(), b_int.numpy(), dz.numpy(), x.numpy(),
-                                rows.numpy(),
-                                cols.numpy(), u_w.numpy(), u_b.numpy(), f32(-lr / wf.step), f32(-lr / bias_fmt.step),
-                                f32(2 ** (chip.learning_bits - 1) - 1), f32(wf.qmin), f32(wf.qmax), f32(wf.step),
-                                f32(bias_fmt.qmin), f32(bias_fmt.qmax), f32(bias_fmt.step), stochastic)
+                                rows.numpy(), cols.numpy(), np.uint64(key_w), np.uint64(key_b), f32(-lr / wf.step),
+                                f32(-lr / bias_fmt.step), f32(2 ** (chip.learning_bits - 1) - 1), f32(wf.qmin),
+                                f32(wf.qmax), f32(wf.step), f32(bias_fmt.qmin), f32(bias_fmt.qmax),
+                                f32(bias_fmt.step), stochastic)
             # the kernel wrote the integer biases with the biases (as it writes the weight table)
             self._b_int_key = (self.bias._version, self.bias.data_ptr(), bias_fmt.step)
         else:

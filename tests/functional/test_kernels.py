@@ -7,12 +7,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 
+import numpy as np
 import pytest
 import torch
 
 from ffneuro.config import RunConfig
 from ffneuro.data.loaders import load_dataset
-from ffneuro.functional import kernels
+from ffneuro.functional import kernels, quant
 from ffneuro.functional.fixed import fixed_update_, int_normalize
 from ffneuro.functional.quant import FixedPoint
 from ffneuro.hw.chip import chip_spec
@@ -34,6 +35,13 @@ def reference(monkeypatch):
         def __exit__(self, *exc):
             monkeypatch.setattr(kernels, "AVAILABLE", True)
     return _Switch
+
+
+@pytest.mark.parametrize("key", [0, 7, 2 ** 63 - 1])
+def test_kernel_rounding_numbers_are_the_tensor_codes(key):
+    want = quant.splitmix_uniforms(key, 1000)
+    got = [float(kernels.uniform(np.uint64(key), k)) for k in (0, 1, 2, 500, 999)]
+    assert got == [float(want[k]) for k in (0, 1, 2, 500, 999)]
 
 
 def test_normalize_hand_computed():

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from ffneuro.functional.quant import FixedPoint, fixed_point_for, pow2_step, stochastic_round
+from ffneuro.functional.quant import (FixedPoint, fixed_point_for, pow2_step, splitmix_uniforms, stochastic_round,
+                                      uniforms)
 
 
 # --- pow2_step ------------------------------------------------------------------------------
@@ -120,6 +122,50 @@ def test_stochastic_round_deterministic_with_seed():
     c = stochastic_round(x, torch.Generator().manual_seed(8))
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
+
+
+def _splitmix64(state: int, n: int) -> list[int]:
+    """SplitMix64 written out from its definition (Python integers, masked to 64 bits)."""
+    out, mask = [], 2 ** 64 - 1
+    for _ in range(n):
+        state = (state + 0x9E3779B97F4A7C15) & mask
+        z = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        out.append(z ^ (z >> 31))
+    return out
+
+
+@pytest.mark.parametrize("key", [0, 1, 2 ** 62 + 12345, 2 ** 63 - 1])
+def test_rounding_numbers_are_splitmix64s_top_bits(key):
+    z = _splitmix64(key, 64)
+    assert z[0] != z[1]
+    assert splitmix_uniforms(key, 64).tolist() == [(v >> 40) / 2 ** 24 for v in z]
+    assert splitmix_uniforms(key, 64, torch.float64).tolist() == [(v >> 11) / 2 ** 53 for v in z]
+    assert splitmix_uniforms(key, 64).dtype == np.float32
+
+
+def test_a_rounding_call_takes_one_draw_from_its_generator():
+    g, twin = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    key = int(torch.empty((), dtype=torch.int64).random_(generator=twin))
+    u = uniforms((3, 4), g, torch.float32, torch.device("cpu"))
+    assert torch.equal(g.get_state(), twin.get_state())
+    assert u.shape == (3, 4) and u.dtype == torch.float32
+    assert u.view(-1).tolist() == splitmix_uniforms(key, 12).tolist()
+    uniforms((0,), g, torch.float32, torch.device("cpu"))        # an empty call still takes its key
+    torch.empty((), dtype=torch.int64).random_(generator=twin)
+    assert torch.equal(g.get_state(), twin.get_state())
+
+
+def test_rounding_numbers_are_uniform_and_independent_across_calls():
+    g = torch.Generator().manual_seed(0)
+    u = torch.cat([uniforms((5000,), g, torch.float64, torch.device("cpu")) for _ in range(20)])
+    assert abs(float(u.mean()) - 0.5) < 0.005 and abs(float(u.var()) - 1 / 12) < 0.002
+    counts = torch.histc(u, bins=10, min=0, max=1)
+    assert float(((counts - 10_000) ** 2 / 10_000).sum()) < 27.9          # χ², 9 dof, p = 0.001
+    a, b = u[:-1] - 0.5, u[1:] - 0.5
+    assert abs(float((a * b).mean()) * 12) < 0.02                       # lag-1 correlation
+    first = [uniforms((4,), torch.Generator().manual_seed(s), torch.float32, torch.device("cpu")) for s in (1, 2)]
+    assert not torch.equal(first[0], first[1])
 
 
 def test_stochastic_to_int_unbiased_in_lsb_units():
