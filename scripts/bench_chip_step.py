@@ -16,10 +16,11 @@ shape) and batch (1 and 16) this times, with the same shapes, dtypes and thread 
   without event counting;
 - the chip's floor: the floor plus the random numbers its stochastic rounding must make
   (one per synapse an update can touch, counted on the chip step itself), made in one
-  call by the same generator (``quant.splitmix_uniforms``).
+  compiled call by the same generator (``kernels.fill_uniforms``).
 
 Each figure is the median of --repeats timings of --steps consecutive steps on real
-MNIST rows (or random rows in [0, 1] if MNIST is absent), after a warm-up. Ratios
+MNIST rows (or random rows in [0, 1] if MNIST is absent), after a warm-up; the closures
+of one row take turns, one timing each per round. Ratios
 step / floor are written beside them.
 """
 
@@ -32,6 +33,7 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ffneuro import __version__
@@ -50,17 +52,21 @@ REPO = Path(__file__).resolve().parent.parent
 CHIP_FOR_BATCH = {1: "loihi-like", 16: "cmos-45nm"}
 
 
-def median_time(fn, steps: int, repeats: int, warmup: int = 30) -> float:
-    """Median over ``repeats`` of the mean time of one call over ``steps`` calls (seconds)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(steps):
+def median_times(fns: dict, steps: int, repeats: int, warmup: int = 30) -> dict[str, float]:
+    """For each closure, the median over ``repeats`` of the mean time of one call over
+    ``steps`` calls (seconds). The closures take turns, one timing each per round, so a
+    slow spell of a shared machine falls on all of them rather than on one."""
+    for fn in fns.values():
+        for _ in range(warmup):
             fn()
-        times.append((time.perf_counter() - t0) / steps)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            times[name].append((time.perf_counter() - t0) / steps)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def floor_step(sizes: list[int], batch: int, classes: int, adam: bool):
@@ -140,12 +146,14 @@ def rounding_draws(step, steps: int = 50) -> float:
 
 
 def draw_numbers(count: int):
-    """One call making ``count`` rounding numbers: the counter-based generator where the
-    code has it (``quant.splitmix_uniforms``), else torch's generator (earlier commits)."""
-    import ffneuro.functional.quant as quant
+    """One call making ``count`` rounding numbers: the counter-based generator compiled
+    where the code has it (``kernels.fill_uniforms``), else torch's generator (earlier
+    commits)."""
+    from ffneuro.functional import kernels
 
-    if hasattr(quant, "splitmix_uniforms"):
-        return lambda: quant.splitmix_uniforms(12345, count)
+    if getattr(kernels, "fill_uniforms", None) is not None:
+        out = np.empty(count, np.float32)
+        return lambda: kernels.fill_uniforms(np.uint64(12345), out)
     gen = torch.Generator().manual_seed(0)
     return lambda: torch.rand(count, generator=gen)
 
@@ -181,16 +189,15 @@ def main() -> None:
         for batch in (1, 16):
             profile = CHIP_FOR_BATCH[batch]
             steps = max(args.steps // batch, 40)
+            draws = round(rounding_draws(ff_step(data, widths, batch, profile, False)))
             row = {"layers": sizes, "batch": batch, "profile": profile, "data": data.name,
-                   "floor_s": median_time(floor_step(sizes, batch, data.num_classes, False), steps, args.repeats),
-                   "floor_adam_s": median_time(floor_step(sizes, batch, data.num_classes, True), steps, args.repeats),
-                   "float_step_s": median_time(ff_step(data, widths, batch, None, False), steps, args.repeats),
-                   "chip_step_s": median_time(ff_step(data, widths, batch, profile, False), steps, args.repeats),
-                   "chip_counted_step_s": median_time(ff_step(data, widths, batch, profile, True), steps,
-                                                      args.repeats)}
-            draws = rounding_draws(ff_step(data, widths, batch, profile, False))
-            row["rounding_draws_per_step"] = round(draws)
-            row["rounding_rng_s"] = median_time(draw_numbers(round(draws)), steps, args.repeats)
+                   **median_times({"floor_s": floor_step(sizes, batch, data.num_classes, False),
+                                   "floor_adam_s": floor_step(sizes, batch, data.num_classes, True),
+                                   "float_step_s": ff_step(data, widths, batch, None, False),
+                                   "chip_step_s": ff_step(data, widths, batch, profile, False),
+                                   "chip_counted_step_s": ff_step(data, widths, batch, profile, True),
+                                   "rounding_rng_s": draw_numbers(draws)}, steps, args.repeats),
+                   "rounding_draws_per_step": draws}
             row["floor_chip_s"] = row["floor_s"] + row["rounding_rng_s"]
             row["chip_over_floor_chip"] = row["chip_step_s"] / row["floor_chip_s"]
             row["float_over_floor"] = row["float_step_s"] / row["floor_s"]

@@ -932,9 +932,10 @@ def chip_step() -> list[str]:
             f"in the same run with the same shapes, dtypes and {d['threads']} torch thread (medians of "
             f"{d['repeats']} timings; 1-minute load average {d['load_average_1min']:.1f}). *Floor*: the matrix "
             "products and one rank-2B `addmm_` update per unit; *floor + Adam*: the weight gradients materialised "
-            "and one fused Adam step (the float recipe's optimiser); *chip floor*: the floor plus one call drawing "
+            "and one fused Adam step (the float recipe's optimiser); *chip floor*: the floor plus one call making "
             "the random numbers the chip's stochastic rounding needs (one per synapse an update can touch, counted "
-            "on the chip step). Times in ms.", "",
+            "on the chip step) with the chip's own generator (torch's Mersenne Twister before the counter-based "
+            "draws, compiled `kernels.fill_uniforms` since). Times in ms.", "",
             *table(["layers", "batch", "profile", "floor", "floor + Adam", "chip floor", "float step", "chip step",
                     "chip, counted", "float / floor (/ +Adam)", "chip / floor (/ chip floor)", "chip / float",
                     "rounding draws"], rows), "", *chip_step_before(d)]
@@ -953,11 +954,13 @@ def chip_step_before(now: dict) -> list[str]:
             rows.append([widths(r["layers"]), r["batch"], f"{b['float_step_s'] * 1e3:.2f} → {r['float_step_s'] * 1e3:.2f}",
                          f"{b['chip_step_s'] * 1e3:.2f} → {r['chip_step_s'] * 1e3:.2f}",
                          f"{b['float_over_floor']:.1f}× → {r['float_over_floor']:.1f}×",
-                         f"{b['chip_over_floor']:.1f}× → {r['chip_over_floor']:.1f}×"])
+                         f"{b['chip_over_floor']:.1f}× → {r['chip_over_floor']:.1f}×",
+                         f"{b['chip_over_float']:.2f}× → {r['chip_over_float']:.2f}×"])
     return [f"The same script on commit `{d.get('commit', 'unknown')}` (the step before its current form; "
             f"1-minute load average {d['load_average_1min']:.1f}) → `bench/chip_step_before.json`, against commit "
             f"`{now.get('commit', 'unknown')}` above, on the same machine in the same sitting (ms):", "",
-            *table(["layers", "batch", "float step", "chip step", "float / floor", "chip / floor"], rows), ""]
+            *table(["layers", "batch", "float step", "chip step", "float / floor", "chip / floor", "chip / float"],
+                   rows), ""]
 
 
 def batch_rule() -> list[str]:
@@ -1087,23 +1090,32 @@ def mnist_chip() -> list[str]:
             *table(MNIST_CHIP_HEADER, rows), "", *batch_against_one(d), *mnist_chip_goodness(d)]
 
 
+MNIST_CHIP_LATER = (
+    ("mnist_chip_goodness.json", "With the exact-goodness chip step (dense units learn from the chip's integer goodness, "
+     "at batch 1 gradients exact in float64; docs/architecture.md)"),
+    ("mnist_chip_splitmix.json", "With the counter-based rounding draws (SplitMix64 keyed once per rounding call from "
+     "the unit's stream, made inside the kernels; torch's Mersenne Twister before) and the exact-goodness step"),
+)
+
+
 def mnist_chip_goodness(before: dict) -> list[str]:
-    """The same runs under the exact-goodness chip step (bench/mnist_chip_goodness.json),
-    beside the float twin of bench/mnist_chip.json (float training did not change)."""
-    d = load("mnist_chip_goodness.json")
-    if d is None:
-        return []
-    runs = dict(d["runs"])
-    float_err = (before["runs"].get("float") or {}).get("test_error")
-    for r in runs.values():
-        if float_err and not r.get("in_progress"):
-            r["gap_to_float_points"] = round(r["test_error"]["multi_pass"] - float_err["multi_pass"], 2)
-    commits = sorted({r.get("commit", "unknown") for r in runs.values()})
-    return ["With the exact-goodness chip step (dense units learn from the chip's integer goodness, "
-            "at batch 1 gradients exact in float64; docs/architecture.md): `python scripts/bench_mnist_chip.py "
-            f"--data {d['data']}:DIR --epochs {d['epochs']} --only NAME --out bench/mnist_chip_goodness.json`, "
-            f"commit {', '.join(commits)}; gap to the float twin above.", "",
-            *table(MNIST_CHIP_HEADER, mnist_chip_rows({**d, "runs": runs})), ""]
+    """The same runs under later chip steps (MNIST_CHIP_LATER's files), each beside the
+    float twin of bench/mnist_chip.json (float training did not change)."""
+    out = []
+    for name, lead in MNIST_CHIP_LATER:
+        d = load(name)
+        if d is None:
+            continue
+        runs = dict(d["runs"])
+        float_err = (before["runs"].get("float") or {}).get("test_error")
+        for r in runs.values():
+            if float_err and not r.get("in_progress"):
+                r["gap_to_float_points"] = round(r["test_error"]["multi_pass"] - float_err["multi_pass"], 2)
+        commits = sorted({r.get("commit", "unknown") for r in runs.values()})
+        out += [f"{lead}: `python scripts/bench_mnist_chip.py --data {d['data']}:DIR --epochs {d['epochs']} "
+                f"--only NAME --out bench/{name}`, commit {', '.join(commits)}; gap to the float twin above.", "",
+                *table(MNIST_CHIP_HEADER, mnist_chip_rows({**d, "runs": runs})), ""]
+    return out
 
 
 def batch_against_one(d: dict) -> list[str]:

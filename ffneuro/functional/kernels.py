@@ -80,6 +80,12 @@ def _uniform(key: np.uint64, k: int) -> np.float32:
     return np.float32(z >> np.uint64(40)) * np.float32(2.0 ** -24)
 
 
+def _fill_uniforms(key: np.uint64, out: np.ndarray) -> None:
+    """``out[k] = uniform(key, k)``: a rounding call's numbers materialised (float32, 1-D)."""
+    for k in range(out.shape[0]):
+        out[k] = uniform(key, k)
+
+
 def _new_code(lsb: np.float32, u: np.float32, code: np.float32, lim: np.float32, qmin: np.float32,
               qmax: np.float32, stochastic: bool) -> np.float32:
     """``fixed._updated`` for one entry: the update ``lsb`` (weight LSBs) rounded
@@ -287,6 +293,7 @@ def _dense_learn(table: np.ndarray, weight: np.ndarray, bias: np.ndarray, bias_c
 if AVAILABLE:
     uniform = njit(cache=True, nogil=True, inline="always")(_uniform)
     new_code = njit(cache=True, nogil=True, inline="always")(_new_code)
+    fill_uniforms = njit(cache=True, nogil=True)(_fill_uniforms)
     normalize_rows = njit(cache=True, nogil=True)(_normalize_rows)
     block_update = njit(cache=True, nogil=True)(_block_update)
     activity_counts = njit(cache=True, nogil=True)(_activity_counts)
@@ -298,7 +305,7 @@ if AVAILABLE:
     int_product = njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})(_int_product)
     dense_forward = njit(cache=True, nogil=True)(_dense_forward)
 else:                                  # pragma: no cover
-    uniform = new_code = normalize_rows = block_update = activity_counts = update_counts = None
+    uniform = new_code = fill_uniforms = normalize_rows = block_update = activity_counts = update_counts = None
     dense_input = dense_finish = dense_learn = int_product = dense_forward = None
 
 

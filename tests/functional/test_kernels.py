@@ -42,6 +42,9 @@ def test_kernel_rounding_numbers_are_the_tensor_codes(key):
     want = quant.splitmix_uniforms(key, 1000)
     got = [float(kernels.uniform(np.uint64(key), k)) for k in (0, 1, 2, 500, 999)]
     assert got == [float(want[k]) for k in (0, 1, 2, 500, 999)]
+    out = np.empty(1000, np.float32)
+    kernels.fill_uniforms(np.uint64(key), out)
+    assert out.tobytes() == want.tobytes()
 
 
 def test_normalize_hand_computed():
