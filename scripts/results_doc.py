@@ -958,7 +958,9 @@ def chip_step_before(now: dict) -> list[str]:
                          f"{b['chip_over_float']:.2f}× → {r['chip_over_float']:.2f}×"])
     return [f"The same script on commit `{d.get('commit', 'unknown')}` (the step before its current form; "
             f"1-minute load average {d['load_average_1min']:.1f}) → `bench/chip_step_before.json`, against commit "
-            f"`{now.get('commit', 'unknown')}` above, on the same machine in the same sitting (ms):", "",
+            f"`{now.get('commit', 'unknown')}` above, on the same machine in the same sitting (ms). The ratios "
+            "compare closures timed in turns within one run; between the two runs a shared machine's speed drifts "
+            "(read it from the float step where its code did not change):", "",
             *table(["layers", "batch", "float step", "chip step", "float / floor", "chip / floor", "chip / float"],
                    rows), ""]
 
