@@ -132,6 +132,26 @@ def test_training_memory_estimate_counts_weights_optimiser_and_activity(digits):
     assert training_memory_bytes(net, cfg, 64, chip=True) == params * 24 + buffers + 1000 * 10 * 30 * 8
 
 
+@pytest.mark.parametrize("sets, profile", [
+    ([], None), ([], "loihi-like"), (["units.neuron=lif"], None),
+    (["units.stack=conv:8:k3:s2:p1,conv:20:k3:p1:g2:pool2,dense:20"], "cmos-45nm"),
+    (["units.stack=conv:10:k3:p1,conv:20:k3:p1:g2:pool2", "units.loss=cwc", "units.neuron=lif"], None)])
+def test_the_shape_only_network_has_the_real_ones_shapes(digits, sets, profile):
+    from ffneuro.config import RunConfig
+    from ffneuro.hw.chip import chip_spec
+    from ffneuro.hw.profiles import load_profile
+    from ffneuro.rng import Streams
+    from ffneuro.train.loop import build_network
+    from ffneuro.train.memory import shape_only
+
+    cfg = RunConfig().with_sets(sets)
+    chip = chip_spec(load_profile(profile)) if profile else None
+    meta = shape_only(lambda: build_network(cfg, digits, Streams(0, cfg.units.n_units), chip)).state_dict()
+    real = build_network(cfg, digits, Streams(0, cfg.units.n_units), chip).state_dict()
+    assert [(k, v.shape, v.dtype) for k, v in meta.items()] == [(k, v.shape, v.dtype) for k, v in real.items()]
+    assert all(v.device.type == "meta" for k, v in meta.items() if k.endswith(("weight", "bias")))
+
+
 def test_a_diverging_run_stops_with_one_line(tmp_path):
     out = tmp_path / "run"
     r = invoke("train", *SMALL, "--set", "optim.lr=1e30", "--set", "optim.head_lr=1e30", "--out", out)
