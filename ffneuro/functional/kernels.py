@@ -8,8 +8,9 @@ They compute exactly what the tensor code computes (that code stays the referenc
 ``functional/fixed.py``, ``hw/events.py``; tests/functional/test_kernels.py compares the
 two bit for bit): the normalisation and the counts are integer arithmetic, and the update
 does the same float32 operations in the same order on the same random numbers (the
-counter-based rounding numbers of ``functional/quant.py``, made here from the call's key). ``AVAILABLE`` is False when numba is not
-installed, and ``FFNEURO_KERNELS=0`` forces the tensor code.
+counter-based rounding numbers of ``functional/quant.py``, made here from the call's key).
+``AVAILABLE`` is False when numba is not installed, and ``FFNEURO_KERNELS=0`` forces the
+tensor code.
 """
 
 from __future__ import annotations

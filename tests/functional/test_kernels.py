@@ -210,9 +210,27 @@ def test_dense_chip_step_matches_the_tensor_code(reference, profile, changes, sa
     assert torch.equal(b, torch.round(st["synapse.bias"].double() / c.out_step))
 
 
-def test_chip_activity_takes_float64_when_float32_is_not_exact(reference):
-    """With the accumulator bound past 2^24 the product runs in float64, still exactly."""
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 64])
+def test_chip_activity_by_kernel_or_blas_is_the_tensor_codes(reference, rows):
+    """Up to KERNEL_PRODUCT_ROWS rows the kernel forms the product itself, beyond BLAS does:
+    both give the tensor code's integers, goodness and masks."""
+    from ffneuro.units.dense import KERNEL_PRODUCT_ROWS
+    unit, x = _chip_unit("loihi-like", {})
+    x = x[:rows]
+    with reference():
+        want = unit.chip_activity(x, learn=True)
+    got = unit.chip_activity(x, learn=True)
+    assert torch.equal(got.xq, want.xq) and torch.equal(got.h, want.h) and torch.equal(got.goodness, want.goodness)
+    assert torch.equal(got.active, want.active) and torch.equal(got.nonzero, want.nonzero)
+    assert got.active.numel() > 0 and KERNEL_PRODUCT_ROWS == 3
+
+
+@pytest.mark.parametrize("rows", [2, 64])
+def test_chip_activity_takes_float64_when_float32_is_not_exact(reference, rows):
+    """With the accumulator bound past 2^24 the product runs in float64, still exactly
+    (in the kernel for a few rows, by BLAS for many)."""
     unit, x = _chip_unit("loihi-like", {"weight_bits": 16, "accumulator_bits": 40}, inputs=300)
+    x = x[:rows]
     with torch.no_grad():
         unit.synapse.int_weight(unit.chip).fill_(2 ** 15 - 1)           # every partial sum large
     with reference():
