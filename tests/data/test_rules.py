@@ -43,20 +43,24 @@ def refused(call, *fragments: str, error: type[Exception] = DataError, peak_byte
     within a second and without allocating more than ``peak_bytes`` (numpy reports its
     arrays to tracemalloc, so a header-sized array would show). The call runs once first,
     unmeasured, so that what a process does once (a module imported on first use, a cache
-    filled) is not counted against the refusal: the measured call allocates what every
-    refusal allocates."""
+    filled) is not counted; then the smallest peak of three measured calls is the
+    refusal's: tracemalloc also counts what anything else in a long test process allocates
+    meanwhile (a full-suite run once showed 7.8 MB during a refusal of a 4-image folder
+    that allocates 0.07 MB alone), and a header-sized array would show in all three."""
     with pytest.raises(error):
         call()
-    tracemalloc.start()
-    start = time.perf_counter()
-    try:
-        with pytest.raises(error) as excinfo:
-            call()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert time.perf_counter() - start < 5.0
-    assert peak < peak_bytes, f"peak {peak:,} bytes"
+    peaks = []
+    for _ in range(3):
+        tracemalloc.start()
+        start = time.perf_counter()
+        try:
+            with pytest.raises(error) as excinfo:
+                call()
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+        assert time.perf_counter() - start < 5.0
+    assert min(peaks) < peak_bytes, f"peaks {peaks} bytes"
     msg = str(excinfo.value)
     assert isinstance(excinfo.value, ValueError) and "\n" not in msg and msg.strip() == msg
     for fragment in fragments:
