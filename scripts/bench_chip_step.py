@@ -20,8 +20,8 @@ shape) and batch (1 and 16) this times, with the same shapes, dtypes and thread 
 
 Each figure is the median of --repeats timings of --steps consecutive steps on real
 MNIST rows (or random rows in [0, 1] if MNIST is absent), after a warm-up; the closures
-of one row take turns, one timing each per round. Ratios
-step / floor are written beside them.
+of one row take turns, one timing each per round. Ratios step / floor are written beside
+them.
 """
 
 from __future__ import annotations

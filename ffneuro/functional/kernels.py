@@ -247,7 +247,7 @@ def _dense_forward(a: np.ndarray, gain: int, frac_bits: int, qmin: int, qmax: in
     if w_absmax * l1 >= 2.0 ** 53:
         return INEXACT
     int_product(xq, w, w_absmax * l1 < 2.0 ** 24, h)
-    return dense_finish(h, bias, lim, True, h, g, row_any)
+    return dense_finish(h, bias, lim, True, h, g, row_any)      # in place: each entry read, then written
 
 
 def _dense_learn(table: np.ndarray, weight: np.ndarray, bias: np.ndarray, bias_codes: np.ndarray, dz: np.ndarray,

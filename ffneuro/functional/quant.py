@@ -83,7 +83,8 @@ def rounding_key(generator: torch.Generator | None, count: int) -> int:
 
 def splitmix_uniforms(key: int, count: int, dtype: torch.dtype = torch.float32) -> np.ndarray:
     """The ``count`` numbers u ~ U[0, 1) of the rounding call with ``key`` (see the module
-    docstring): float32 multiples of 2^-24, or float64 multiples of 2^-53.
+    docstring): float64 multiples of 2^-53 for ``dtype`` float64, else float32 multiples
+    of 2^-24.
 
     >>> splitmix_uniforms(0, 3).tolist()      # SplitMix64 from seed 0: 0xe220a8397b1dcdaf, 0x6e789e6aa1b965f4, ...
     [0.8833107948303223, 0.4315279722213745, 0.02643376588821411]
@@ -103,8 +104,7 @@ def uniforms(shape: tuple[int, ...], generator: torch.Generator | None, dtype: t
     ``shape`` in row-major order: one rounding call (``rounding_key``, then
     ``splitmix_uniforms``), on ``device``."""
     count = math.prod(shape)
-    u = splitmix_uniforms(rounding_key(generator, count), count, torch.float64 if dtype == torch.float64
-                          else torch.float32)
+    u = splitmix_uniforms(rounding_key(generator, count), count, dtype)
     return torch.from_numpy(u).reshape(shape).to(device=device, dtype=dtype)
 
 
